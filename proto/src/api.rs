@@ -1,0 +1,162 @@
+//! Parameters and results of the API methods (SPEC "JSON-RPC"). Field names are
+//! camelCase on the wire; hashes, keys and signatures are lowercase hex.
+
+use serde::{Deserialize, Serialize};
+
+use crate::merkle::{Hash, Proof};
+use crate::record::{Id, Kind, Record};
+
+pub const LIST_DEFAULT_LIMIT: usize = 100;
+pub const LIST_MAX_LIMIT: usize = 1000;
+
+/// A record as the API returns it: the record's fields plus its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordView {
+    #[serde(flatten)]
+    pub record: Record,
+    #[serde(with = "crate::hexser")]
+    pub id: Id,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PutStatus {
+    /// The record now occupies its slot.
+    Applied,
+    /// The slot holds a record that wins the conflict rule; nothing changed.
+    Stale,
+    /// The slot already holds exactly this record.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutParams {
+    pub record: Record,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutResult {
+    #[serde(with = "crate::hexser")]
+    pub id: Id,
+    pub status: PutStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetParams {
+    #[serde(with = "crate::hexser")]
+    pub author: [u8; 32],
+    pub key: String,
+    #[serde(default = "default_kind")]
+    pub kind: Kind,
+    #[serde(default)]
+    pub proof: bool,
+}
+
+fn default_kind() -> Kind {
+    Kind::Doc
+}
+
+/// `get` result. `root` and `proof` are present when the request asked for a proof;
+/// the proof is for the slot hash of `(author, kind, key)` against `root`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetResult {
+    pub record: Option<RecordView>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_hex")]
+    pub root: Option<Hash>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Proof>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    #[serde(default, with = "opt_hex")]
+    pub author: Option<[u8; 32]>,
+    pub kind: Option<Kind>,
+    pub prefix: Option<String>,
+    /// Opaque cursor from a previous page's `next`.
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListResult {
+    pub records: Vec<RecordView>,
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetRatingParams {
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RatingResult {
+    pub target: String,
+    pub count: u64,
+    pub sum: u64,
+    /// `sum / count`, or null when nothing rates the target.
+    pub average: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RatingTotals {
+    pub count: u64,
+    pub sum: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbHash {
+    #[serde(with = "crate::hexser")]
+    pub root: Hash,
+    /// Slots held, tombstones included.
+    pub records: u64,
+    /// Live ratings.
+    pub ratings: RatingTotals,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ports {
+    pub p2p: u16,
+    pub http: u16,
+    pub ws: u16,
+    pub udp: u16,
+    pub stun: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo {
+    pub peer_id: String,
+    pub version: String,
+    /// Seconds since the node started.
+    pub uptime: u64,
+    pub ports: Ports,
+    pub db: DbHash,
+}
+
+mod opt_hex {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer, const N: usize>(
+        v: &Option<[u8; N]>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&hex::encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<Option<[u8; N]>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) => crate::hexser::decode_array(&s).map(Some).map_err(D::Error::custom),
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Cirrus protocol crate: everything that is bytes and rules, nothing that is a socket.
+//!
+//! - [`record`]: the author-signed record, its canonical signed bytes, id, validation
+//!   and the conflict rule that makes every node converge to the same state.
+//! - [`merkle`]: the hexary Merkle trie over all slots, its hashing, the update
+//!   algorithm (over any [`merkle::NodeStore`]) and proofs of presence and absence.
+//! - [`jsonrpc`]: the JSON-RPC 2.0 envelope and error codes.
+//! - [`api`]: parameters and results of every API method.
+
+pub mod api;
+pub mod hexser;
+pub mod jsonrpc;
+pub mod merkle;
+pub mod record;
+
+pub use record::{Kind, Record, RecordError};
