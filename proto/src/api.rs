@@ -118,13 +118,20 @@ pub struct DbHash {
     pub ratings: RatingTotals,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The ports the node actually listens on (after binding, so port 0 shows the port
+/// the system picked). Services that are not running are absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ports {
-    pub p2p: u16,
-    pub http: u16,
-    pub ws: u16,
-    pub udp: u16,
-    pub stun: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p2p: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stun: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,7 +163,9 @@ mod opt_hex {
     ) -> Result<Option<[u8; N]>, D::Error> {
         match Option::<String>::deserialize(d)? {
             None => Ok(None),
-            Some(s) => crate::hexser::decode_array(&s).map(Some).map_err(D::Error::custom),
+            Some(s) => crate::hexser::decode_array(&s)
+                .map(Some)
+                .map_err(D::Error::custom),
         }
     }
 }

@@ -5,7 +5,11 @@ use serde::{Deserialize, Deserializer, Serializer, de::Error};
 /// Parse exactly `N` bytes of hex, with a message that names what was wrong.
 pub fn decode_array<const N: usize>(s: &str) -> Result<[u8; N], String> {
     if s.len() != 2 * N {
-        return Err(format!("expected {} hex characters, got {}", 2 * N, s.len()));
+        return Err(format!(
+            "expected {} hex characters, got {}",
+            2 * N,
+            s.len()
+        ));
     }
     let mut out = [0u8; N];
     hex::decode_to_slice(s, &mut out).map_err(|e| format!("invalid hex: {e}"))?;

@@ -31,7 +31,11 @@ pub struct ErrorObject {
 
 impl ErrorObject {
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        ErrorObject { code, message: message.into(), data: None }
+        ErrorObject {
+            code,
+            message: message.into(),
+            data: None,
+        }
     }
     pub fn invalid_params(message: impl std::fmt::Display) -> Self {
         Self::new(INVALID_PARAMS, format!("invalid params: {message}"))
@@ -59,9 +63,10 @@ pub fn parse_body(bytes: &[u8]) -> Result<Body, ErrorObject> {
     let v: Value = serde_json::from_slice(bytes)
         .map_err(|e| ErrorObject::new(PARSE_ERROR, format!("parse error: {e}")))?;
     match v {
-        Value::Array(items) if items.is_empty() => {
-            Err(ErrorObject::new(INVALID_REQUEST, "invalid request: empty batch"))
-        }
+        Value::Array(items) if items.is_empty() => Err(ErrorObject::new(
+            INVALID_REQUEST,
+            "invalid request: empty batch",
+        )),
         Value::Array(items) => Ok(Body::Batch(items)),
         other => Ok(Body::Single(other)),
     }
@@ -72,7 +77,10 @@ impl Request {
     /// the id itself is unusable) and the error.
     pub fn from_value(v: Value) -> Result<Request, (Value, ErrorObject)> {
         let invalid = |id: Value, why: &str| {
-            Err((id, ErrorObject::new(INVALID_REQUEST, format!("invalid request: {why}"))))
+            Err((
+                id,
+                ErrorObject::new(INVALID_REQUEST, format!("invalid request: {why}")),
+            ))
         };
         let Value::Object(mut obj) = v else {
             return invalid(Value::Null, "expected a JSON object");
@@ -118,10 +126,20 @@ pub struct Response {
 
 impl Response {
     pub fn ok(id: Value, result: Value) -> Self {
-        Response { jsonrpc: "2.0".into(), result: Some(result), error: None, id }
+        Response {
+            jsonrpc: "2.0".into(),
+            result: Some(result),
+            error: None,
+            id,
+        }
     }
     pub fn err(id: Value, error: ErrorObject) -> Self {
-        Response { jsonrpc: "2.0".into(), result: None, error: Some(error), id }
+        Response {
+            jsonrpc: "2.0".into(),
+            result: None,
+            error: Some(error),
+            id,
+        }
     }
 }
 

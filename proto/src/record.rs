@@ -15,7 +15,8 @@ pub const SIGNING_TAG: &[u8; 16] = b"cirrus-record-v1";
 pub const MAX_KEY_BYTES: usize = 256;
 pub const MAX_VALUE_BYTES: usize = 65_536;
 /// Largest canonical record: tag, kind, author, key, seq, value, signature.
-pub const MAX_ENCODED_BYTES: usize = 16 + 1 + 32 + 2 + MAX_KEY_BYTES + 8 + 1 + 4 + MAX_VALUE_BYTES + 64;
+pub const MAX_ENCODED_BYTES: usize =
+    16 + 1 + 32 + 2 + MAX_KEY_BYTES + 8 + 1 + 4 + MAX_VALUE_BYTES + 64;
 
 pub type Id = [u8; 32];
 pub type Author = [u8; 32];
@@ -175,7 +176,14 @@ impl Record {
         if !r.0.is_empty() {
             return Err(RecordError::Encoding("trailing bytes"));
         }
-        let rec = Record { author, kind, key, seq, value, sig };
+        let rec = Record {
+            author,
+            kind,
+            key,
+            seq,
+            value,
+            sig,
+        };
         rec.check_limits()?;
         Ok(rec)
     }
@@ -218,7 +226,11 @@ impl Record {
 
     /// The slot this record occupies.
     pub fn slot(&self) -> Slot {
-        Slot { author: self.author, kind: self.kind, key: self.key.clone() }
+        Slot {
+            author: self.author,
+            kind: self.kind,
+            key: self.key.clone(),
+        }
     }
 
     /// The SPEC conflict rule: higher `seq` wins; on equal `seq`, the higher id.

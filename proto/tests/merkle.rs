@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 
-use cirrus_proto::merkle::{self, EMPTY, Hash, NibblePath, Node, NodeStore};
+use cirrus_proto::merkle::{self, EMPTY, Hash, NibblePath, Node, NodeSource, NodeStore};
 use cirrus_proto::record::{Kind, Record};
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
@@ -12,11 +12,14 @@ use sha2::{Digest, Sha256};
 #[derive(Default)]
 struct MapStore(HashMap<NibblePath, Node>);
 
-impl NodeStore for MapStore {
+impl NodeSource for MapStore {
     type Error = Infallible;
     fn get(&mut self, p: &NibblePath) -> Result<Option<Node>, Infallible> {
         Ok(self.0.get(p).cloned())
     }
+}
+
+impl NodeStore for MapStore {
     fn put(&mut self, p: &NibblePath, n: Node) -> Result<(), Infallible> {
         self.0.insert(*p, n);
         Ok(())
@@ -152,7 +155,9 @@ fn apply_all(records: &[Record]) -> (BTreeMap<Hash, Record>, Hash) {
     let mut root = EMPTY;
     for r in records {
         let slot = r.slot().hash();
-        let wins = held.get(&slot).is_none_or(|old| r.supersedes(&r.id(), old, &old.id()));
+        let wins = held
+            .get(&slot)
+            .is_none_or(|old| r.supersedes(&r.id(), old, &old.id()));
         if wins {
             held.insert(slot, r.clone());
             root = merkle::upsert(&mut trie, &slot, &r.id()).unwrap();
@@ -200,7 +205,10 @@ fn tampered_proofs_are_rejected() {
 
 #[test]
 fn node_encoding_round_trips_and_rejects_garbage() {
-    let leaf = Node::Leaf { slot: h(1), id: h(2) };
+    let leaf = Node::Leaf {
+        slot: h(1),
+        id: h(2),
+    };
     assert_eq!(Node::decode(&leaf.encode()).unwrap(), leaf);
     let mut children = [EMPTY; 16];
     children[3] = h(3);

@@ -19,7 +19,7 @@ mod trie;
 
 pub use path::NibblePath;
 pub use proof::{Proof, ProofError, ProofLeaf};
-pub use trie::{NodeStore, prove, root_hash, upsert};
+pub use trie::{NodeSource, NodeStore, prove, root_hash, upsert};
 
 use sha2::{Digest, Sha256};
 
@@ -27,6 +27,9 @@ pub type Hash = [u8; 32];
 pub const EMPTY: Hash = [0; 32];
 
 /// A stored trie node. Empty subtrees are not stored.
+// Most nodes read during an update are branches, so boxing them would add an
+// allocation per read to save memory only on the rarer leaves.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
     Leaf { slot: Hash, id: Hash },

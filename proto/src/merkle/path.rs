@@ -9,7 +9,10 @@ pub struct NibblePath {
 }
 
 impl NibblePath {
-    pub const ROOT: NibblePath = NibblePath { len: 0, bytes: [0; 32] };
+    pub const ROOT: NibblePath = NibblePath {
+        len: 0,
+        bytes: [0; 32],
+    };
 
     /// The path of the first `len` nibbles of `hash`.
     pub fn prefix_of(hash: &Hash, len: usize) -> NibblePath {

@@ -75,7 +75,11 @@ struct ProofJson {
 impl Serialize for Proof {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         ProofJson {
-            branches: self.branches.iter().map(|b| b.iter().map(hex::encode).collect()).collect(),
+            branches: self
+                .branches
+                .iter()
+                .map(|b| b.iter().map(hex::encode).collect())
+                .collect(),
             leaf: self.leaf.clone(),
         }
         .serialize(s)
@@ -96,6 +100,9 @@ impl<'de> Deserialize<'de> for Proof {
             }
             branches.push(children);
         }
-        Ok(Proof { branches, leaf: j.leaf })
+        Ok(Proof {
+            branches,
+            leaf: j.leaf,
+        })
     }
 }

@@ -2,15 +2,19 @@
 
 use super::{EMPTY, Hash, NibblePath, Node, Proof, ProofLeaf, leaf_hash, nibble};
 
-/// Where trie nodes live. Reads must see earlier writes of the same update.
-pub trait NodeStore {
+/// Where trie nodes are read from (a snapshot is enough for proofs).
+pub trait NodeSource {
     type Error;
     fn get(&mut self, path: &NibblePath) -> Result<Option<Node>, Self::Error>;
+}
+
+/// Where trie nodes live. Reads must see earlier writes of the same update.
+pub trait NodeStore: NodeSource {
     fn put(&mut self, path: &NibblePath, node: Node) -> Result<(), Self::Error>;
 }
 
 /// The root hash: of the node at the root path, or [`EMPTY`] for an empty trie.
-pub fn root_hash<S: NodeStore>(store: &mut S) -> Result<Hash, S::Error> {
+pub fn root_hash<S: NodeSource>(store: &mut S) -> Result<Hash, S::Error> {
     Ok(store.get(&NibblePath::ROOT)?.map_or(EMPTY, |n| n.hash()))
 }
 
@@ -27,7 +31,10 @@ pub fn upsert<S: NodeStore>(store: &mut S, slot: &Hash, id: &Hash) -> Result<Has
             Some(Node::Leaf { slot: other, .. }) if other == *slot => {
                 break place_leaf(store, path, slot, id)?;
             }
-            Some(Node::Leaf { slot: other, id: other_id }) => {
+            Some(Node::Leaf {
+                slot: other,
+                id: other_id,
+            }) => {
                 break split(store, &mut stack, path, (slot, id), (&other, &other_id))?;
             }
             Some(Node::Branch { children }) => {
@@ -51,7 +58,13 @@ fn place_leaf<S: NodeStore>(
     slot: &Hash,
     id: &Hash,
 ) -> Result<Hash, S::Error> {
-    store.put(&path, Node::Leaf { slot: *slot, id: *id })?;
+    store.put(
+        &path,
+        Node::Leaf {
+            slot: *slot,
+            id: *id,
+        },
+    )?;
     Ok(leaf_hash(slot, id))
 }
 
@@ -81,21 +94,32 @@ fn split<S: NodeStore>(
 }
 
 /// A proof of presence or absence of `slot` against the current root.
-pub fn prove<S: NodeStore>(store: &mut S, slot: &Hash) -> Result<Proof, S::Error> {
+pub fn prove<S: NodeSource>(store: &mut S, slot: &Hash) -> Result<Proof, S::Error> {
     let mut path = NibblePath::ROOT;
     let mut branches = Vec::new();
     loop {
         match store.get(&path)? {
-            None => return Ok(Proof { branches, leaf: None }),
+            None => {
+                return Ok(Proof {
+                    branches,
+                    leaf: None,
+                });
+            }
             Some(Node::Leaf { slot, id }) => {
-                return Ok(Proof { branches, leaf: Some(ProofLeaf { slot, id }) });
+                return Ok(Proof {
+                    branches,
+                    leaf: Some(ProofLeaf { slot, id }),
+                });
             }
             Some(Node::Branch { children }) => {
                 let next = nibble(slot, path.len());
                 let empty = children[next] == EMPTY;
                 branches.push(children);
                 if empty {
-                    return Ok(Proof { branches, leaf: None });
+                    return Ok(Proof {
+                        branches,
+                        leaf: None,
+                    });
                 }
                 path = path.child(next);
             }

@@ -1,0 +1,134 @@
+//! The one request dispatcher shared by every transport.
+//!
+//! A transport passes the bytes of one message and sends back the bytes returned
+//! (nothing for a notification-only message). `put`s of one batch are verified here
+//! and handed to the writer together, so a batch of 100 puts is one commit.
+
+use std::sync::Arc;
+
+use cirrus_proto::api::PutResult;
+use cirrus_proto::jsonrpc::{Body, ErrorObject, Request, Response, TOO_LARGE, parse_body};
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use super::{Context, methods};
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    ctx: Arc<Context>,
+}
+
+impl Dispatcher {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Dispatcher { ctx }
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Answer one message (a request or a batch). `None`: nothing to send back.
+    pub async fn handle(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        match parse_body(bytes) {
+            Err(e) => Some(encode(&Response::err(Value::Null, e))),
+            Ok(Body::Single(v)) => self.handle_all(vec![v]).await.pop().map(|r| encode(&r)),
+            Ok(Body::Batch(items)) if items.len() > self.ctx.max_batch => {
+                let e = ErrorObject::new(
+                    TOO_LARGE,
+                    format!(
+                        "batch of {} requests is over the limit of {}",
+                        items.len(),
+                        self.ctx.max_batch
+                    ),
+                );
+                Some(encode(&Response::err(Value::Null, e)))
+            }
+            Ok(Body::Batch(items)) => {
+                let responses = self.handle_all(items).await;
+                (!responses.is_empty()).then(|| encode(&responses))
+            }
+        }
+    }
+
+    /// Run requests; returns responses in request order, notifications left out.
+    async fn handle_all(&self, items: Vec<Value>) -> Vec<Response> {
+        let mut out: Vec<Option<Response>> = Vec::with_capacity(items.len());
+        let mut puts = Vec::new();
+        for item in items {
+            let req = match Request::from_value(item) {
+                Ok(req) => req,
+                Err((id, e)) => {
+                    out.push(Some(Response::err(id, e)));
+                    continue;
+                }
+            };
+            if req.method == "put" {
+                match methods::prepare_put(req.params) {
+                    Ok(stored) => {
+                        puts.push((out.len(), req.id, stored));
+                        out.push(None); // filled in once the writer answers
+                    }
+                    Err(e) => out.push(req.id.map(|id| Response::err(id, e.into()))),
+                }
+                continue;
+            }
+            let result = self.call(&req.method, req.params).await;
+            out.push(req.id.map(|id| respond(id, result)));
+        }
+        if !puts.is_empty() {
+            self.apply_puts(puts, &mut out).await;
+        }
+        out.into_iter().flatten().collect()
+    }
+
+    async fn apply_puts(
+        &self,
+        puts: Vec<(usize, Option<Value>, crate::store::Stored)>,
+        out: &mut [Option<Response>],
+    ) {
+        let ids: Vec<_> = puts.iter().map(|(_, _, s)| s.id).collect();
+        let (slots, records): (Vec<_>, Vec<_>) =
+            puts.into_iter().map(|(i, id, s)| ((i, id), s)).unzip();
+        match self.ctx.writer.apply(records).await {
+            Ok(statuses) => {
+                for (((i, req_id), status), id) in slots.into_iter().zip(statuses).zip(ids) {
+                    out[i] = req_id.map(|rid| {
+                        Response::ok(
+                            rid,
+                            serde_json::to_value(PutResult { id, status }).expect("serializes"),
+                        )
+                    });
+                }
+            }
+            Err(e) => {
+                let err: ErrorObject = ApiError::from(e).into();
+                for (i, req_id) in slots {
+                    out[i] = req_id.map(|rid| Response::err(rid, err.clone()));
+                }
+            }
+        }
+    }
+
+    async fn call(&self, method: &str, params: Map<String, Value>) -> Result<Value, ApiError> {
+        let ctx = &*self.ctx;
+        match method {
+            "getnodeinfo" => methods::getnodeinfo(ctx),
+            "getdbhash" => methods::getdbhash(ctx),
+            "get" => methods::get(ctx, params),
+            "list" => methods::list(ctx, params),
+            "getrating" => methods::getrating(ctx, params),
+            other => Err(ApiError::MethodNotFound(other.to_string())),
+        }
+    }
+}
+
+fn respond(id: Value, result: Result<Value, ApiError>) -> Response {
+    match result {
+        Ok(v) => Response::ok(id, v),
+        Err(e) => Response::err(id, e.into()),
+    }
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("responses serialize")
+}

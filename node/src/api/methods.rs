@@ -1,0 +1,114 @@
+//! The API methods, one function each. They take checked params and return a result
+//! value; framing and batching are the dispatcher's job.
+
+use cirrus_proto::api::{
+    GetParams, GetRatingParams, GetResult, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, ListParams,
+    ListResult, NodeInfo, PutParams, RecordView,
+};
+use cirrus_proto::record::Slot;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::Context;
+use super::error::ApiError;
+use crate::store::{ListQuery, Stored};
+
+pub fn params<T: DeserializeOwned>(p: Map<String, Value>) -> Result<T, ApiError> {
+    serde_json::from_value(Value::Object(p)).map_err(|e| ApiError::Params(e.to_string()))
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<Value, ApiError> {
+    Ok(serde_json::to_value(v).expect("API results serialize"))
+}
+
+fn view(s: Stored) -> RecordView {
+    RecordView {
+        record: s.record,
+        id: s.id,
+    }
+}
+
+/// The CPU part of `put`: parse, check limits and signature, compute the id. The
+/// store part happens in the writer, batched with other puts.
+pub fn prepare_put(p: Map<String, Value>) -> Result<Stored, ApiError> {
+    let PutParams { record } = params(p)?;
+    record.verify()?;
+    let id = record.id();
+    Ok(Stored { record, id })
+}
+
+pub fn getnodeinfo(ctx: &Context) -> Result<Value, ApiError> {
+    to_value(NodeInfo {
+        peer_id: ctx.peer_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime: ctx.started.elapsed().as_secs(),
+        ports: ctx.ports.clone(),
+        db: ctx.store.db_hash()?,
+    })
+}
+
+pub fn getdbhash(ctx: &Context) -> Result<Value, ApiError> {
+    to_value(ctx.store.db_hash()?)
+}
+
+pub fn get(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiError> {
+    let GetParams {
+        author,
+        key,
+        kind,
+        proof,
+    } = params(p)?;
+    let slot = Slot { author, kind, key };
+    if proof {
+        let (stored, proof, root) = ctx.store.get_with_proof(&slot)?;
+        to_value(GetResult {
+            record: stored.map(view),
+            root: Some(root),
+            proof: Some(proof),
+        })
+    } else {
+        to_value(GetResult {
+            record: ctx.store.get(&slot)?.map(view),
+            root: None,
+            proof: None,
+        })
+    }
+}
+
+pub fn list(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiError> {
+    let ListParams {
+        author,
+        kind,
+        prefix,
+        after,
+        limit,
+    } = params(p)?;
+    let limit = limit.unwrap_or(LIST_DEFAULT_LIMIT);
+    if limit == 0 || limit > LIST_MAX_LIMIT {
+        return Err(ApiError::Params(format!(
+            "limit must be 1 to {LIST_MAX_LIMIT}"
+        )));
+    }
+    let prefix = prefix.unwrap_or_default();
+    if prefix.chars().any(char::is_control) {
+        return Err(ApiError::Params(
+            "prefix must not contain control characters".into(),
+        ));
+    }
+    let (records, next) = ctx.store.list(&ListQuery {
+        author,
+        kind,
+        prefix,
+        after,
+        limit,
+    })?;
+    to_value(ListResult {
+        records: records.into_iter().map(view).collect(),
+        next,
+    })
+}
+
+pub fn getrating(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiError> {
+    let GetRatingParams { target } = params(p)?;
+    to_value(ctx.store.rating(&target)?)
+}

@@ -1,0 +1,125 @@
+//! Command-line parsing and the subcommands. Everything here may fail with
+//! `anyhow`; the library modules below it use typed errors.
+
+mod call;
+mod compare;
+mod records;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cirrus_node::client::Client;
+use cirrus_node::config::{Config, RunArgs};
+use cirrus_node::node::Node;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cirrus",
+    version,
+    about = "Cirrus peer-to-peer node and client"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where a client command sends its calls.
+#[derive(clap::Args, Clone)]
+pub struct NodeArg {
+    /// Node URL, e.g. http://127.0.0.1:38081
+    #[arg(long, env = "CIRRUS_NODE", default_value = "http://127.0.0.1:38081")]
+    node: String,
+    /// Seconds to wait for an answer.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+}
+
+impl NodeArg {
+    fn client(&self) -> anyhow::Result<Client> {
+        client(&self.node, self.timeout)
+    }
+}
+
+fn client(url: &str, timeout: f64) -> anyhow::Result<Client> {
+    let timeout =
+        Duration::try_from_secs_f64(timeout).context("--timeout must be a positive number")?;
+    Ok(Client::connect(url, timeout)?)
+}
+
+/// The author key used to sign.
+#[derive(clap::Args, Clone)]
+pub struct IdentityArg {
+    /// Author key file made by `cirrus keygen` (default ~/.cirrus/identity.key).
+    #[arg(long, env = "CIRRUS_IDENTITY")]
+    identity: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node.
+    Run(RunArgs),
+    /// Create an author key for signing records.
+    Keygen {
+        /// Where to write the key (default ~/.cirrus/identity.key).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace an existing key file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign and store a document: KEY = VALUE (or delete it with --delete).
+    Put(records::PutArgs),
+    /// Sign and store a rating of TARGET, SCORE 1 to 5 (or withdraw it with --delete).
+    Rate(records::RateArgs),
+    /// Fetch a record, optionally with a Merkle proof that is checked here.
+    Get(records::GetArgs),
+    /// Call any API method and print its result.
+    Call(call::CallArgs),
+    /// Ask several nodes for their database hash; exit 0 only if all agree.
+    Compare(compare::CompareArgs),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => {
+            let cfg = Config::build(&args)?;
+            let node = Node::start(&cfg).await?;
+            // One line on stdout for scripts and tests: where the node listens.
+            println!(
+                "{}",
+                serde_json::json!({"event": "ready", "peerId": node.peer_id.to_string(), "http": node.http})
+            );
+            let token = node.shutdown_token();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutting down");
+                token.cancel();
+            });
+            node.run().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { out, force } => records::keygen(out, force),
+        Command::Put(a) => records::put(a).await,
+        Command::Rate(a) => records::rate(a).await,
+        Command::Get(a) => records::get(a).await,
+        Command::Call(a) => call::call(a).await,
+        Command::Compare(a) => compare::compare(a).await,
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

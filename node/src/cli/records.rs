@@ -1,0 +1,237 @@
+//! Author-side commands: make a key, sign records locally, send them, fetch and check.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use cirrus_node::client::Client;
+use cirrus_node::identity::write_private;
+use cirrus_proto::api::{GetResult, PutResult};
+use cirrus_proto::record::{Kind, Record, Slot};
+use ed25519_dalek::SigningKey;
+use serde_json::json;
+
+use super::{IdentityArg, NodeArg};
+
+#[derive(clap::Args)]
+pub struct PutArgs {
+    key: String,
+    /// The value (omit with --delete).
+    value: Option<String>,
+    /// Write a tombstone: the key's value becomes null.
+    #[arg(long)]
+    delete: bool,
+    /// Sequence number (default: one above what the node holds, at least the current
+    /// time in milliseconds, so a later write wins even through another node).
+    #[arg(long)]
+    seq: Option<u64>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    identity: IdentityArg,
+    #[command(flatten)]
+    node: NodeArg,
+}
+
+#[derive(clap::Args)]
+pub struct RateArgs {
+    target: String,
+    /// Score from 1 to 5 (omit with --delete).
+    score: Option<u8>,
+    /// Withdraw the rating (a tombstone).
+    #[arg(long)]
+    delete: bool,
+    #[arg(long)]
+    seq: Option<u64>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    identity: IdentityArg,
+    #[command(flatten)]
+    node: NodeArg,
+}
+
+#[derive(clap::Args)]
+pub struct GetArgs {
+    /// Author public key (hex).
+    author: String,
+    key: String,
+    #[arg(long, default_value = "doc")]
+    kind: Kind,
+    /// Ask for a Merkle proof and check it against the root the node returns.
+    #[arg(long)]
+    proof: bool,
+    #[command(flatten)]
+    node: NodeArg,
+}
+
+fn default_identity() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("$HOME is not set; pass --identity")?;
+    Ok(PathBuf::from(home).join(".cirrus").join("identity.key"))
+}
+
+pub fn keygen(out: Option<PathBuf>, force: bool) -> anyhow::Result<ExitCode> {
+    let path = match out {
+        Some(p) => p,
+        None => default_identity()?,
+    };
+    if path.exists() && !force {
+        bail!("{} exists; pass --force to replace it", path.display());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let key = SigningKey::from_bytes(&seed);
+    write_private(&path, format!("{}\n", hex::encode(seed)).as_bytes())
+        .with_context(|| format!("write {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    println!("{}", hex::encode(key.verifying_key().to_bytes()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_identity(arg: &IdentityArg) -> anyhow::Result<SigningKey> {
+    let path = match &arg.identity {
+        Some(p) => p.clone(),
+        None => default_identity()?,
+    };
+    read_key(&path).with_context(|| {
+        format!(
+            "author key {} (make one with `cirrus keygen`)",
+            path.display()
+        )
+    })
+}
+
+fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
+    let text = std::fs::read_to_string(path)?;
+    let seed: [u8; 32] =
+        cirrus_proto::hexser::decode_array(text.trim()).map_err(anyhow::Error::msg)?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+pub async fn put(a: PutArgs) -> anyhow::Result<ExitCode> {
+    let value = match (a.value, a.delete) {
+        (Some(v), false) => Some(v),
+        (None, true) => None,
+        (Some(_), true) => bail!("give either VALUE or --delete, not both"),
+        (None, false) => bail!("VALUE is required (or --delete to write a tombstone)"),
+    };
+    sign_and_send(&a.identity, &a.node, Kind::Doc, a.key, value, a.seq, a.json).await
+}
+
+pub async fn rate(a: RateArgs) -> anyhow::Result<ExitCode> {
+    let value = match (a.score, a.delete) {
+        (Some(s @ 1..=5), false) => Some(s.to_string()),
+        (Some(s), false) => bail!("SCORE must be 1 to 5, got {s}"),
+        (None, true) => None,
+        (Some(_), true) => bail!("give either SCORE or --delete, not both"),
+        (None, false) => bail!("SCORE is required (or --delete to withdraw the rating)"),
+    };
+    sign_and_send(
+        &a.identity,
+        &a.node,
+        Kind::Rating,
+        a.target,
+        value,
+        a.seq,
+        a.json,
+    )
+    .await
+}
+
+async fn sign_and_send(
+    identity: &IdentityArg,
+    node: &NodeArg,
+    kind: Kind,
+    key: String,
+    value: Option<String>,
+    seq: Option<u64>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let secret = load_identity(identity)?;
+    let client = node.client()?;
+    let seq = match seq {
+        Some(s) => s,
+        None => next_seq(&client, &secret, kind, &key).await?,
+    };
+    let record = Record::sign(&secret, kind, key, seq, value);
+    record.check_limits()?;
+    let res: PutResult = client.call_as("put", json!({ "record": record })).await?;
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"id": hex::encode(res.id), "status": res.status, "record": record})
+            )?
+        );
+    } else {
+        let status = serde_json::to_value(res.status)?;
+        println!("{:<10} {}", "status", status.as_str().unwrap_or_default());
+        println!("{:<10} {}", "id", hex::encode(res.id));
+        println!("{:<10} {}", "author", hex::encode(record.author));
+        println!("{:<10} {}", "seq", record.seq);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn next_seq(
+    client: &Client,
+    secret: &SigningKey,
+    kind: Kind,
+    key: &str,
+) -> anyhow::Result<u64> {
+    let author = hex::encode(secret.verifying_key().to_bytes());
+    let held: GetResult = client
+        .call_as("get", json!({"author": author, "key": key, "kind": kind}))
+        .await?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Ok(held
+        .record
+        .map_or(0, |r| r.record.seq.saturating_add(1))
+        .max(now_ms))
+}
+
+pub async fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
+    let author: [u8; 32] = cirrus_proto::hexser::decode_array(&a.author)
+        .map_err(|e| anyhow::anyhow!("AUTHOR: {e}"))?;
+    let client = a.node.client()?;
+    let params = json!({"author": a.author, "key": a.key, "kind": a.kind, "proof": a.proof});
+    let res: GetResult = client.call_as("get", params).await?;
+    println!("{}", serde_json::to_string_pretty(&res.record)?);
+    if let Some(view) = &res.record {
+        view.record
+            .verify()
+            .context("the node returned a record whose signature does not verify")?;
+        if view.record.id() != view.id {
+            bail!("the node returned a record whose id does not match its content");
+        }
+    }
+    if !a.proof {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(proof), Some(root)) = (&res.proof, &res.root) else {
+        bail!("the node did not return a proof");
+    };
+    let slot = Slot {
+        author,
+        kind: a.kind,
+        key: a.key,
+    };
+    let proven = proof
+        .verify(root, &slot.hash())
+        .context("the proof does not verify")?;
+    match (proven, &res.record) {
+        (Some(id), Some(view)) if id == view.id => {
+            eprintln!("proof: present, checked against root {}", hex::encode(root));
+        }
+        (None, None) => eprintln!("proof: absent, checked against root {}", hex::encode(root)),
+        _ => bail!("the proof and the returned record disagree"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,164 @@
+//! Node configuration: built once from flags, environment, an optional TOML file and
+//! defaults (in that order of precedence), then passed down.
+//!
+//! Every setting has a flag (`--http-port`), an environment variable
+//! (`CIRRUS_HTTP_PORT`) and a config-file key (`http-port`). Unknown file keys are an
+//! error, so a typo never silently falls back to a default.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_HTTP_PORT: u16 = 38081;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+pub const DEFAULT_MAX_BATCH: usize = 1000;
+
+/// Flags of `cirrus run`. Every field is optional so that unset flags fall through
+/// to the file and the defaults.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// TOML config file (keys as the long flags, e.g. `http-port = 38081`).
+    #[arg(long, env = "CIRRUS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory holding the database, the node key and other state.
+    #[arg(long, env = "CIRRUS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address every listener binds.
+    #[arg(long, env = "CIRRUS_BIND")]
+    pub bind: Option<IpAddr>,
+    /// HTTP JSON-RPC port (0 picks a free port).
+    #[arg(long, env = "CIRRUS_HTTP_PORT")]
+    pub http_port: Option<u16>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "CIRRUS_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most requests in one JSON-RPC batch.
+    #[arg(long, env = "CIRRUS_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    bind: Option<IpAddr>,
+    http_port: Option<u16>,
+    max_body_bytes: Option<usize>,
+    max_batch: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind: IpAddr,
+    pub http_port: u16,
+    pub max_body_bytes: usize,
+    pub max_batch: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    #[error("no data dir given and $HOME is not set; pass --data-dir")]
+    NoDataDir,
+}
+
+impl Config {
+    pub fn build(args: &RunArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = match args.data_dir.clone().or(file.data_dir) {
+            Some(d) => d,
+            None => default_data_dir().ok_or(ConfigError::NoDataDir)?,
+        };
+        let cfg = Config {
+            data_dir,
+            bind: args
+                .bind
+                .or(file.bind)
+                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            http_port: args
+                .http_port
+                .or(file.http_port)
+                .unwrap_or(DEFAULT_HTTP_PORT),
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            max_batch: args
+                .max_batch
+                .or(file.max_batch)
+                .unwrap_or(DEFAULT_MAX_BATCH),
+        };
+        if cfg.max_body_bytes == 0 {
+            return Err(ConfigError::Zero("max-body-bytes"));
+        }
+        if cfg.max_batch == 0 {
+            return Err(ConfigError::Zero("max-batch"));
+        }
+        Ok(cfg)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+/// `$HOME/.cirrus/node`: the node's state, apart from the client identity next to it.
+pub fn default_data_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cirrus").join("node"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "http-port = 4000\nmax-batch = 7\ndata-dir = \"/x\"\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            config: Some(path.clone()),
+            http_port: Some(5000),
+            ..Default::default()
+        };
+        let c = Config::build(&args).unwrap();
+        assert_eq!(c.http_port, 5000);
+        assert_eq!(c.max_batch, 7);
+        assert_eq!(c.data_dir, PathBuf::from("/x"));
+        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+
+        std::fs::write(&path, "htp-port = 1\n").unwrap();
+        let err = Config::build(&args).unwrap_err().to_string();
+        assert!(err.contains("htp-port"), "{err}");
+
+        std::fs::write(&path, "max-batch = 0\n").unwrap();
+        assert!(Config::build(&args).is_err());
+    }
+}

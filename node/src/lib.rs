@@ -1,0 +1,12 @@
+//! The Cirrus node: storage, API transports and the client, driven by tokio.
+//!
+//! One module per concern: [`store`] (redb), [`api`] (dispatcher and transports),
+//! [`client`] (calling a node), [`config`], [`identity`], and [`node`], which wires
+//! them together and owns shutdown.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod identity;
+pub mod node;
+pub mod store;

@@ -1,0 +1,136 @@
+//! `list`: range scans with an opaque cursor.
+//!
+//! With an author, the scan runs over the primary table (order: kind, key); without,
+//! over the `by_key` index (order: kind, key, author). Each (kind, prefix) pair is one
+//! contiguous range. The cursor is hex of a table tag and the last key returned, so a
+//! page starts strictly after it and pages never repeat or skip a record, even when
+//! records are written between pages.
+
+use std::ops::Bound;
+
+use cirrus_proto::record::{Author, Kind};
+use redb::ReadableDatabase;
+
+use super::tables::{BY_KEY, RECORDS, primary_key, slot_from_index_key};
+use super::{Store, StoreError, Stored, read_stored};
+
+const TAG_PRIMARY: u8 = b'p';
+const TAG_INDEX: u8 = b'k';
+
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub author: Option<Author>,
+    pub kind: Option<Kind>,
+    pub prefix: String,
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error("invalid cursor: {0}")]
+    Cursor(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<redb::StorageError> for ListError {
+    fn from(e: redb::StorageError) -> Self {
+        ListError::Store(e.into())
+    }
+}
+
+impl Store {
+    /// One page of records matching `q`, and the cursor of the next page if any.
+    pub fn list(&self, q: &ListQuery) -> Result<(Vec<Stored>, Option<String>), ListError> {
+        let kinds = match q.kind {
+            Some(k) => vec![k],
+            None => vec![Kind::Doc, Kind::Rating],
+        };
+        let (tag, prefixes): (u8, Vec<Vec<u8>>) = match &q.author {
+            Some(author) => (
+                TAG_PRIMARY,
+                kinds
+                    .iter()
+                    .map(|k| [&author[..], &[k.byte()], q.prefix.as_bytes()].concat())
+                    .collect(),
+            ),
+            None => (
+                TAG_INDEX,
+                kinds
+                    .iter()
+                    .map(|k| [&[k.byte()][..], q.prefix.as_bytes()].concat())
+                    .collect(),
+            ),
+        };
+        let after = q
+            .after
+            .as_deref()
+            .map(|c| decode_cursor(c, tag))
+            .transpose()?;
+
+        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let records = txn.open_table(RECORDS).map_err(StoreError::from)?;
+        let index = txn.open_table(BY_KEY).map_err(StoreError::from)?;
+        let mut page: Vec<(Vec<u8>, Stored)> = Vec::with_capacity(q.limit + 1);
+        'scan: for p in &prefixes {
+            let start = match &after {
+                Some(k) if k.as_slice() >= p.as_slice() => Bound::Excluded(k.as_slice()),
+                _ => Bound::Included(p.as_slice()),
+            };
+            let range = (start, Bound::Unbounded);
+            if tag == TAG_PRIMARY {
+                for entry in records.range::<&[u8]>(range)? {
+                    let (k, v) = entry?;
+                    if !k.value().starts_with(p) {
+                        break;
+                    }
+                    page.push((k.value().to_vec(), super::decode_stored(v.value())?));
+                    if page.len() > q.limit {
+                        break 'scan;
+                    }
+                }
+            } else {
+                for entry in index.range::<&[u8]>(range)? {
+                    let (k, _) = entry?;
+                    let k = k.value();
+                    if !k.starts_with(p) {
+                        break;
+                    }
+                    let slot = slot_from_index_key(k)
+                        .ok_or_else(|| StoreError::Corrupt("bad index key".into()))?;
+                    let stored = read_stored(&records, &primary_key(&slot))?
+                        .ok_or_else(|| StoreError::Corrupt("index entry without record".into()))?;
+                    page.push((k.to_vec(), stored));
+                    if page.len() > q.limit {
+                        break 'scan;
+                    }
+                }
+            }
+        }
+        let next = if page.len() > q.limit {
+            page.truncate(q.limit);
+            page.last().map(|(k, _)| encode_cursor(tag, k))
+        } else {
+            None
+        };
+        Ok((page.into_iter().map(|(_, s)| s).collect(), next))
+    }
+}
+
+fn encode_cursor(tag: u8, key: &[u8]) -> String {
+    let mut c = vec![tag];
+    c.extend_from_slice(key);
+    hex::encode(c)
+}
+
+fn decode_cursor(c: &str, tag: u8) -> Result<Vec<u8>, ListError> {
+    let bytes = hex::decode(c).map_err(|_| ListError::Cursor("not hex"))?;
+    match bytes.split_first() {
+        Some((t, key)) if *t == tag => Ok(key.to_vec()),
+        Some(_) => Err(ListError::Cursor(
+            "it belongs to a query with a different author filter",
+        )),
+        None => Err(ListError::Cursor("empty")),
+    }
+}

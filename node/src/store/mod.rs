@@ -1,0 +1,236 @@
+//! The node's database: records, the Merkle trie and rating aggregates in one redb
+//! file, updated together in one write transaction so they can never disagree.
+//!
+//! Writes go through [`Store::apply`] (a batch, one commit); the [`writer`] task
+//! groups concurrent writers into such batches. Reads open a read transaction, so
+//! a proof and the root it is checked against come from the same snapshot.
+
+mod list;
+mod tables;
+mod trie;
+pub mod writer;
+
+use std::path::Path;
+
+use cirrus_proto::api::{DbHash, PutStatus, RatingResult, RatingTotals};
+use cirrus_proto::merkle::{self, Hash, Proof};
+use cirrus_proto::record::{Id, Record, Slot};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+
+use tables::*;
+use trie::{TrieReader, TrieWriter};
+
+pub use list::{ListError, ListQuery};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] redb::Error),
+    #[error("database is corrupt: {0}")]
+    Corrupt(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A record as stored: the record and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub record: Record,
+    pub id: Id,
+}
+
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Open (or create) the database file.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            // Create every table so that readers never meet a missing one.
+            txn.open_table(RECORDS)?;
+            txn.open_table(BY_KEY)?;
+            txn.open_table(TRIE)?;
+            txn.open_table(RATINGS)?;
+            txn.open_table(META)?;
+        }
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    /// Apply verified records in one transaction, in order; returns one status each.
+    /// The caller must have checked every signature.
+    pub fn apply(&self, records: &[Stored]) -> Result<Vec<PutStatus>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let statuses = apply_in(&txn, records)?;
+        txn.commit()?;
+        Ok(statuses)
+    }
+
+    pub fn db_hash(&self) -> Result<DbHash, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let counter = |k| -> Result<u64, StoreError> { Ok(meta.get(k)?.map_or(0, |v| v.value())) };
+        Ok(DbHash {
+            root: merkle::root_hash(&mut TrieReader(txn.open_table(TRIE)?))?,
+            records: counter(META_RECORDS)?,
+            ratings: RatingTotals {
+                count: counter(META_RATINGS_COUNT)?,
+                sum: counter(META_RATINGS_SUM)?,
+            },
+        })
+    }
+
+    pub fn get(&self, slot: &Slot) -> Result<Option<Stored>, StoreError> {
+        let txn = self.db.begin_read()?;
+        read_stored(&txn.open_table(RECORDS)?, &primary_key(slot))
+    }
+
+    /// The record in `slot` (if any), a proof of presence or absence, and the root
+    /// the proof is against, all from one snapshot.
+    pub fn get_with_proof(&self, slot: &Slot) -> Result<(Option<Stored>, Proof, Hash), StoreError> {
+        let txn = self.db.begin_read()?;
+        let stored = read_stored(&txn.open_table(RECORDS)?, &primary_key(slot))?;
+        let mut trie = TrieReader(txn.open_table(TRIE)?);
+        let proof = merkle::prove(&mut trie, &slot.hash())?;
+        let root = merkle::root_hash(&mut trie)?;
+        Ok((stored, proof, root))
+    }
+
+    pub fn rating(&self, target: &str) -> Result<RatingResult, StoreError> {
+        let txn = self.db.begin_read()?;
+        let (count, sum) = txn
+            .open_table(RATINGS)?
+            .get(target)?
+            .map_or((0, 0), |v| v.value());
+        Ok(RatingResult {
+            target: target.to_string(),
+            count,
+            sum,
+            average: (count > 0).then(|| sum as f64 / count as f64),
+        })
+    }
+}
+
+fn apply_in(txn: &WriteTransaction, batch: &[Stored]) -> Result<Vec<PutStatus>, StoreError> {
+    let mut records = txn.open_table(RECORDS)?;
+    let mut by_key = txn.open_table(BY_KEY)?;
+    let mut ratings = txn.open_table(RATINGS)?;
+    let mut meta = txn.open_table(META)?;
+    let mut trie_table = txn.open_table(TRIE)?;
+    let mut trie = TrieWriter::new(&mut trie_table);
+
+    let mut count = read_counter(&meta, META_RECORDS)?;
+    let mut totals = RatingTotals {
+        count: read_counter(&meta, META_RATINGS_COUNT)?,
+        sum: read_counter(&meta, META_RATINGS_SUM)?,
+    };
+    let mut statuses = Vec::with_capacity(batch.len());
+    for new in batch {
+        let slot = new.record.slot();
+        let pk = primary_key(&slot);
+        let old = read_stored(&records, &pk)?;
+        let status = match &old {
+            None => PutStatus::Applied,
+            Some(old) if old.id == new.id => PutStatus::Duplicate,
+            Some(old) if new.record.supersedes(&new.id, &old.record, &old.id) => PutStatus::Applied,
+            Some(_) => PutStatus::Stale,
+        };
+        statuses.push(status);
+        if status != PutStatus::Applied {
+            continue;
+        }
+        if old.is_none() {
+            count += 1;
+            by_key.insert(index_key(&slot).as_slice(), ())?;
+        }
+        let old_score = old.as_ref().and_then(|o| o.record.rating());
+        if old_score.is_some() || new.record.rating().is_some() {
+            adjust_rating(
+                &mut ratings,
+                &mut totals,
+                &slot.key,
+                old_score,
+                new.record.rating(),
+            )?;
+        }
+        let mut value = Vec::with_capacity(32 + 128);
+        value.extend_from_slice(&new.id);
+        value.extend_from_slice(&new.record.encode());
+        records.insert(pk.as_slice(), value.as_slice())?;
+        merkle::upsert(&mut trie, &slot.hash(), &new.id)?;
+    }
+    trie.flush()?;
+    meta.insert(META_RECORDS, count)?;
+    meta.insert(META_RATINGS_COUNT, totals.count)?;
+    meta.insert(META_RATINGS_SUM, totals.sum)?;
+    Ok(statuses)
+}
+
+/// Move one rating of `target` from `old` to `new` score (either may be absent).
+fn adjust_rating(
+    ratings: &mut Table<&str, (u64, u64)>,
+    totals: &mut RatingTotals,
+    target: &str,
+    old: Option<u8>,
+    new: Option<u8>,
+) -> Result<(), StoreError> {
+    let (mut count, mut sum) = ratings.get(target)?.map_or((0, 0), |v| v.value());
+    for (score, sign) in [(old, -1i64), (new, 1)] {
+        if let Some(s) = score {
+            count = count.wrapping_add_signed(sign);
+            sum = sum.wrapping_add_signed(sign * s as i64);
+            totals.count = totals.count.wrapping_add_signed(sign);
+            totals.sum = totals.sum.wrapping_add_signed(sign * s as i64);
+        }
+    }
+    if count == 0 {
+        ratings.remove(target)?;
+    } else {
+        ratings.insert(target, (count, sum))?;
+    }
+    Ok(())
+}
+
+fn read_counter(meta: &impl ReadableTable<&'static str, u64>, k: &str) -> Result<u64, StoreError> {
+    Ok(meta.get(k)?.map_or(0, |v| v.value()))
+}
+
+fn read_stored(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    pk: &[u8],
+) -> Result<Option<Stored>, StoreError> {
+    let Some(v) = table.get(pk)? else {
+        return Ok(None);
+    };
+    decode_stored(v.value()).map(Some)
+}
+
+fn decode_stored(bytes: &[u8]) -> Result<Stored, StoreError> {
+    if bytes.len() < 32 {
+        return Err(StoreError::Corrupt(
+            "record entry shorter than its id".into(),
+        ));
+    }
+    let (id, rest) = bytes.split_at(32);
+    let record = Record::decode(rest).map_err(|e| StoreError::Corrupt(format!("record: {e}")))?;
+    Ok(Stored {
+        record,
+        id: id.try_into().expect("32 bytes"),
+    })
+}
