@@ -1,0 +1,150 @@
+//! A real `cirrus` process on a loopback port, for integration tests.
+//!
+//! Every node gets its own temp data dir and port 0, so tests run in parallel.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use cirrus_proto::record::{Kind, Record};
+use ed25519_dalek::SigningKey;
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cirrus");
+
+pub struct TestNode {
+    pub child: Child,
+    pub url: String,
+    pub peer_id: String,
+    pub data_dir: PathBuf,
+    http: reqwest::blocking::Client,
+}
+
+impl TestNode {
+    pub fn start(data_dir: &Path) -> TestNode {
+        Self::start_with(data_dir, &[])
+    }
+
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> TestNode {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "run",
+            "--bind",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn cirrus");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read ready line");
+        let ready: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("node did not start (stdout {line:?}): {e}"));
+        TestNode {
+            child,
+            url: format!("http://{}", ready["http"].as_str().unwrap()),
+            peer_id: ready["peerId"].as_str().unwrap().to_string(),
+            data_dir: data_dir.to_owned(),
+            http: reqwest::blocking::Client::new(),
+        }
+    }
+
+    /// POST raw bytes; returns HTTP status and body.
+    pub fn post(&self, body: impl Into<Vec<u8>>) -> (u16, Vec<u8>) {
+        let resp = self
+            .http
+            .post(&self.url)
+            .body(body.into())
+            .send()
+            .expect("node answers");
+        let status = resp.status().as_u16();
+        (status, resp.bytes().unwrap().to_vec())
+    }
+
+    /// POST a JSON value; returns the parsed response body (Null for an empty body).
+    pub fn rpc(&self, body: &Value) -> Value {
+        let (_, bytes) = self.post(serde_json::to_vec(body).unwrap());
+        if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        }
+    }
+
+    /// Call a method; returns the whole response object.
+    pub fn call(&self, method: &str, params: Value) -> Value {
+        self.rpc(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+    }
+
+    /// Call a method that must succeed; returns its result.
+    pub fn ok(&self, method: &str, params: Value) -> Value {
+        let r = self.call(method, params);
+        assert!(r.get("error").is_none(), "{method} failed: {r}");
+        r["result"].clone()
+    }
+
+    pub fn put(&self, record: &Record) -> Value {
+        self.ok("put", json!({ "record": record }))
+    }
+
+    pub fn db(&self) -> Value {
+        self.ok("getdbhash", json!({}))
+    }
+
+    pub fn stop(mut self) {
+        terminate(&mut self.child);
+    }
+
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGTERM and wait: the node shuts down cleanly.
+pub fn terminate(child: &mut Child) {
+    // SAFETY: kill(2) on the pid of a child we own and have not yet waited for.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "node exited with {status} after SIGTERM");
+}
+
+pub fn author(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+pub fn doc(author: &SigningKey, key: &str, seq: u64, value: &str) -> Record {
+    Record::sign(author, Kind::Doc, key, seq, Some(value.to_string()))
+}
+
+pub fn rating(author: &SigningKey, target: &str, seq: u64, score: Option<u8>) -> Record {
+    Record::sign(
+        author,
+        Kind::Rating,
+        target,
+        seq,
+        score.map(|s| s.to_string()),
+    )
+}
+
+pub fn error_code(resp: &Value) -> i64 {
+    resp["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("expected an error, got {resp}"))
+}

@@ -1,0 +1,146 @@
+//! Data and identity survive restarts, clean (SIGTERM) and not (SIGKILL).
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn restart_keeps_records_root_and_peer_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let a = author(30);
+    for i in 0..50 {
+        node.put(&doc(&a, &format!("k{i}"), 1, "v"));
+    }
+    node.put(&rating(&a, "film", 1, Some(5)));
+    let (db, peer) = (node.db(), node.peer_id.clone());
+    node.stop();
+
+    let node = TestNode::start(dir.path());
+    assert_eq!(node.peer_id, peer);
+    assert_eq!(node.db(), db);
+    let got = node.ok(
+        "get",
+        json!({"author": hex::encode(a.verifying_key().to_bytes()), "key": "k49"}),
+    );
+    assert_eq!(got["record"]["value"], "v");
+
+    // SIGKILL right after acknowledged writes: every acknowledged write is there.
+    for i in 50..80 {
+        node.put(&doc(&a, &format!("k{i}"), 1, "v"));
+    }
+    let db = node.db();
+    node.kill();
+    let node = TestNode::start(dir.path());
+    assert_eq!(node.peer_id, peer);
+    assert_eq!(node.db(), db);
+}
+
+#[test]
+fn an_unreadable_node_key_is_an_error_not_a_new_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    TestNode::start(dir.path()).stop();
+    let key = dir.path().join("node.key");
+    std::fs::write(&key, b"garbage").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "run",
+            "--bind",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node.key") && err.contains("not a valid"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        b"garbage",
+        "the key file was left alone"
+    );
+}
+
+#[test]
+fn config_file_and_env_are_honoured_and_bad_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cirrus.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data-dir = {:?}\nbind = \"127.0.0.1\"\nhttp-port = 0\nmax-batch = 2\n",
+            dir.path().join("d")
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("CIRRUS_MAX_BODY_BYTES", "100")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let url = format!("http://{}", ready["http"].as_str().unwrap());
+    assert!(
+        dir.path().join("d").join("node.key").exists(),
+        "data-dir from the file"
+    );
+    let client = reqwest::blocking::Client::new();
+    let three = json!([{"jsonrpc":"2.0","id":1,"method":"getdbhash"},{"jsonrpc":"2.0","id":2,"method":"getdbhash"},{"jsonrpc":"2.0","id":3,"method":"getdbhash"}]);
+    let resp: serde_json::Value = client
+        .post(&url)
+        .body(three.to_string())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        resp["error"]["code"], -32004,
+        "max-batch from the file: {resp}"
+    );
+    let resp = client.post(&url).body(vec![b' '; 101]).send().unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        413,
+        "max-body-bytes from the environment"
+    );
+    terminate(&mut child);
+
+    for (text, needle) in [
+        ("http-port = \"x\"", "http-port"),
+        ("no-such-key = 1", "no-such-key"),
+        ("max-batch = 0", "max-batch"),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .args(["--data-dir"])
+            .arg(dir.path().join("e"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--http-port", "70000"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("70000"));
+}
