@@ -8,9 +8,14 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use libp2p::Multiaddr;
 use serde::Deserialize;
+use std::time::Duration;
 
+pub const DEFAULT_P2P_PORT: u16 = 38080;
 pub const DEFAULT_HTTP_PORT: u16 = 38081;
+pub const DEFAULT_MAX_PEERS: u32 = 50;
+pub const DEFAULT_SYNC_INTERVAL_SECS: u64 = 10;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_BATCH: usize = 1000;
 
@@ -27,9 +32,22 @@ pub struct RunArgs {
     /// Address every listener binds.
     #[arg(long, env = "CIRRUS_BIND")]
     pub bind: Option<IpAddr>,
+    /// Swarm port, TCP and UDP/QUIC (0 picks a free port).
+    #[arg(long, env = "CIRRUS_P2P_PORT")]
+    pub p2p_port: Option<u16>,
     /// HTTP JSON-RPC port (0 picks a free port).
     #[arg(long, env = "CIRRUS_HTTP_PORT")]
     pub http_port: Option<u16>,
+    /// Multiaddr of a node to join through, e.g. /ip4/127.0.0.11/tcp/38080 (repeatable;
+    /// comma-separated in the environment).
+    #[arg(long, env = "CIRRUS_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<String>,
+    /// Most peers to stay connected to.
+    #[arg(long, env = "CIRRUS_MAX_PEERS")]
+    pub max_peers: Option<u32>,
+    /// Seconds between anti-entropy rounds with a peer whose root differs.
+    #[arg(long, env = "CIRRUS_SYNC_INTERVAL_SECS")]
+    pub sync_interval_secs: Option<u64>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "CIRRUS_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -43,7 +61,12 @@ pub struct RunArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     bind: Option<IpAddr>,
+    p2p_port: Option<u16>,
     http_port: Option<u16>,
+    #[serde(default)]
+    bootstrap: Vec<String>,
+    max_peers: Option<u32>,
+    sync_interval_secs: Option<u64>,
     max_body_bytes: Option<usize>,
     max_batch: Option<usize>,
 }
@@ -52,7 +75,11 @@ struct FileConfig {
 pub struct Config {
     pub data_dir: PathBuf,
     pub bind: IpAddr,
+    pub p2p_port: u16,
     pub http_port: u16,
+    pub bootstrap: Vec<Multiaddr>,
+    pub max_peers: u32,
+    pub sync_interval: Duration,
     pub max_body_bytes: usize,
     pub max_batch: usize,
 }
@@ -71,6 +98,8 @@ pub enum ConfigError {
     },
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    #[error("bootstrap address {0:?} is not a multiaddr (e.g. /ip4/127.0.0.11/tcp/38080)")]
+    Bootstrap(String),
     #[error("no data dir given and $HOME is not set; pass --data-dir")]
     NoDataDir,
 }
@@ -91,10 +120,25 @@ impl Config {
                 .bind
                 .or(file.bind)
                 .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            p2p_port: args.p2p_port.or(file.p2p_port).unwrap_or(DEFAULT_P2P_PORT),
             http_port: args
                 .http_port
                 .or(file.http_port)
                 .unwrap_or(DEFAULT_HTTP_PORT),
+            bootstrap: parse_bootstrap(if args.bootstrap.is_empty() {
+                &file.bootstrap
+            } else {
+                &args.bootstrap
+            })?,
+            max_peers: args
+                .max_peers
+                .or(file.max_peers)
+                .unwrap_or(DEFAULT_MAX_PEERS),
+            sync_interval: Duration::from_secs(
+                args.sync_interval_secs
+                    .or(file.sync_interval_secs)
+                    .unwrap_or(DEFAULT_SYNC_INTERVAL_SECS),
+            ),
             max_body_bytes: args
                 .max_body_bytes
                 .or(file.max_body_bytes)
@@ -107,11 +151,25 @@ impl Config {
         if cfg.max_body_bytes == 0 {
             return Err(ConfigError::Zero("max-body-bytes"));
         }
+        if cfg.max_peers == 0 {
+            return Err(ConfigError::Zero("max-peers"));
+        }
+        if cfg.sync_interval.is_zero() {
+            return Err(ConfigError::Zero("sync-interval-secs"));
+        }
         if cfg.max_batch == 0 {
             return Err(ConfigError::Zero("max-batch"));
         }
         Ok(cfg)
     }
+}
+
+fn parse_bootstrap(list: &[String]) -> Result<Vec<Multiaddr>, ConfigError> {
+    list.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| ConfigError::Bootstrap(s.to_string())))
+        .collect()
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

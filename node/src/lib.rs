@@ -1,6 +1,7 @@
 //! The Cirrus node: storage, API transports and the client, driven by tokio.
 //!
-//! One module per concern: [`store`] (redb), [`api`] (dispatcher and transports),
+//! One module per concern: [`store`] (redb), [`p2p`] (the libp2p swarm), [`sync`]
+//! (anti-entropy), [`api`] (dispatcher and transports),
 //! [`client`] (calling a node), [`config`], [`identity`], and [`node`], which wires
 //! them together and owns shutdown.
 
@@ -9,4 +10,6 @@ pub mod client;
 pub mod config;
 pub mod identity;
 pub mod node;
+pub mod p2p;
 pub mod store;
+pub mod sync;

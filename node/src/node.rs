@@ -16,8 +16,12 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{Context, Dispatcher, http};
 use crate::config::Config;
 use crate::identity::{self, IdentityError};
+use crate::p2p::{self, InboundRelay, P2pConfig, P2pError};
 use crate::store::writer::Writer;
 use crate::store::{Store, StoreError};
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use tokio::sync::mpsc;
 
 pub const DB_FILE: &str = "cirrus.redb";
 
@@ -32,6 +36,8 @@ pub enum NodeError {
     Identity(#[from] IdentityError),
     #[error("cannot open database: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    P2p(#[from] P2pError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: &'static str,
@@ -48,6 +54,8 @@ pub enum NodeError {
 pub struct Node {
     pub peer_id: PeerId,
     pub http: SocketAddr,
+    /// Swarm listen addresses, with `/p2p/<peer id>` so they can be dialed as is.
+    pub listen: Vec<Multiaddr>,
     shutdown: CancellationToken,
     tasks: JoinSet<Result<(), NodeError>>,
     writer: std::thread::JoinHandle<()>,
@@ -63,6 +71,36 @@ impl Node {
         let peer_id = key.public().to_peer_id();
         let store = Arc::new(Store::open(&cfg.data_dir.join(DB_FILE))?);
         let (writer, writer_thread) = Writer::spawn(store.clone());
+        let shutdown = CancellationToken::new();
+        let p2p_cfg = P2pConfig {
+            bind: cfg.bind,
+            port: cfg.p2p_port,
+            bootstrap: cfg.bootstrap.clone(),
+            max_peers: cfg.max_peers,
+            sync_interval: cfg.sync_interval,
+        };
+        let p2p = p2p::start(
+            key,
+            p2p_cfg,
+            store.clone(),
+            writer.clone(),
+            shutdown.child_token(),
+        )
+        .await?;
+        let listen: Vec<Multiaddr> = p2p
+            .listen
+            .iter()
+            .map(|a| a.clone().with(Protocol::P2p(peer_id)))
+            .collect();
+        let p2p_port = p2p.listen.iter().find_map(|a| {
+            a.iter().find_map(|p| {
+                if let Protocol::Tcp(port) = p {
+                    Some(port)
+                } else {
+                    None
+                }
+            })
+        });
 
         let http_addr = SocketAddr::new(cfg.bind, cfg.http_port);
         let listener = TcpListener::bind(http_addr)
@@ -81,13 +119,22 @@ impl Node {
             started: Instant::now(),
             ports: Ports {
                 http: Some(http.port()),
+                p2p: p2p_port,
                 ..Ports::default()
             },
             max_batch: cfg.max_batch,
+            p2p: p2p.handle.clone(),
         });
         let dispatcher = Dispatcher::new(ctx);
-        let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        tasks.spawn(serve_relays(p2p.relays, dispatcher.without_relay()));
+        let swarm_task = p2p.task;
+        tasks.spawn(async move {
+            swarm_task.await.map_err(|e| NodeError::Serve {
+                what: "swarm",
+                source: std::io::Error::other(e),
+            })
+        });
         let (max_body, token) = (cfg.max_body_bytes, shutdown.clone());
         tasks.spawn(async move {
             http::serve(listener, dispatcher, max_body, token)
@@ -101,6 +148,7 @@ impl Node {
         Ok(Node {
             peer_id,
             http,
+            listen,
             shutdown,
             tasks,
             writer: writer_thread,
@@ -130,6 +178,22 @@ impl Node {
         tracing::info!("node stopped");
         result
     }
+}
+
+/// Answer JSON-RPC requests that peers relay to us. Ends when the swarm stops.
+async fn serve_relays(
+    mut relays: mpsc::Receiver<InboundRelay>,
+    dispatcher: Dispatcher,
+) -> Result<(), NodeError> {
+    while let Some(r) = relays.recv().await {
+        let dispatcher = dispatcher.clone();
+        tokio::spawn(async move {
+            tracing::debug!(from = %r.from, "relayed request");
+            let answer = dispatcher.handle(&r.request).await.unwrap_or_default();
+            let _ = r.reply.send(answer);
+        });
+    }
+    Ok(())
 }
 
 fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {

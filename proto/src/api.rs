@@ -142,7 +142,42 @@ pub struct NodeInfo {
     /// Seconds since the node started.
     pub uptime: u64,
     pub ports: Ports,
+    /// Multiaddrs the swarm listens on.
+    pub listen: Vec<String>,
+    /// Connected peers.
+    pub peers: usize,
     pub db: DbHash,
+}
+
+/// One connected peer, as `getpeerinfo` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerInfo {
+    pub peer_id: String,
+    /// Remote multiaddr of the connection.
+    pub addr: String,
+    /// `inbound` (the peer dialed us) or `outbound`.
+    pub direction: String,
+    /// Unix seconds when the connection was established.
+    pub connected_since: u64,
+    /// Last ping round trip, in milliseconds, once one was measured.
+    pub ping_ms: Option<f64>,
+    /// The peer's agent string from identify, once received.
+    pub agent: Option<String>,
+    /// The peer's STUN data, once it announced any.
+    pub stun: Option<serde_json::Value>,
+    /// The last database root the peer announced.
+    pub db_root: Option<String>,
+    /// The peer's gossipsub score as this node sees it (negative: misbehaving).
+    pub score: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RelayParams {
+    pub peer_id: String,
+    /// A JSON-RPC request object to run on that peer.
+    pub request: serde_json::Value,
 }
 
 mod opt_hex {

@@ -18,6 +18,8 @@ pub const INVALID_SIGNATURE: i64 = -32001;
 pub const INVALID_RECORD: i64 = -32002;
 /// The request (body, batch or message) is larger than the node accepts.
 pub const TOO_LARGE: i64 = -32004;
+/// The peer named in the request is not connected, or did not answer.
+pub const PEER_UNAVAILABLE: i64 = -32005;
 /// UDP anti-amplification: repeat the request with the cookie in `data`.
 pub const COOKIE_REQUIRED: i64 = -32010;
 

@@ -6,11 +6,13 @@
 //!   algorithm (over any [`merkle::NodeStore`]) and proofs of presence and absence.
 //! - [`jsonrpc`]: the JSON-RPC 2.0 envelope and error codes.
 //! - [`api`]: parameters and results of every API method.
+//! - [`sync`]: node-to-node messages and the anti-entropy reconciliation over the trie.
 
 pub mod api;
 pub mod hexser;
 pub mod jsonrpc;
 pub mod merkle;
 pub mod record;
+pub mod sync;
 
 pub use record::{Kind, Record, RecordError};

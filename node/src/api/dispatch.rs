@@ -12,15 +12,26 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::{Context, methods};
+use crate::store::writer::Origin;
 
 #[derive(Clone)]
 pub struct Dispatcher {
     ctx: Arc<Context>,
+    /// False for requests that a peer relayed to us: those may not relay again.
+    relay: bool,
 }
 
 impl Dispatcher {
     pub fn new(ctx: Arc<Context>) -> Self {
-        Dispatcher { ctx }
+        Dispatcher { ctx, relay: true }
+    }
+
+    /// The same dispatcher, for requests that arrived through `relay`.
+    pub fn without_relay(&self) -> Self {
+        Dispatcher {
+            ctx: self.ctx.clone(),
+            relay: false,
+        }
     }
 
     pub fn context(&self) -> &Context {
@@ -89,7 +100,7 @@ impl Dispatcher {
         let ids: Vec<_> = puts.iter().map(|(_, _, s)| s.id).collect();
         let (slots, records): (Vec<_>, Vec<_>) =
             puts.into_iter().map(|(i, id, s)| ((i, id), s)).unzip();
-        match self.ctx.writer.apply(records).await {
+        match self.ctx.writer.apply(records, Origin::Api).await {
             Ok(statuses) => {
                 for (((i, req_id), status), id) in slots.into_iter().zip(statuses).zip(ids) {
                     out[i] = req_id.map(|rid| {
@@ -112,7 +123,9 @@ impl Dispatcher {
     async fn call(&self, method: &str, params: Map<String, Value>) -> Result<Value, ApiError> {
         let ctx = &*self.ctx;
         match method {
-            "getnodeinfo" => methods::getnodeinfo(ctx),
+            "getnodeinfo" => methods::getnodeinfo(ctx).await,
+            "getpeerinfo" => methods::getpeerinfo(ctx).await,
+            "relay" if self.relay => methods::relay(ctx, params).await,
             "getdbhash" => methods::getdbhash(ctx),
             "get" => methods::get(ctx, params),
             "list" => methods::list(ctx, params),

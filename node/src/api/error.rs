@@ -2,7 +2,7 @@
 
 use cirrus_proto::jsonrpc::{
     ErrorObject, INTERNAL_ERROR, INVALID_PARAMS, INVALID_RECORD, INVALID_SIGNATURE,
-    METHOD_NOT_FOUND,
+    METHOD_NOT_FOUND, PEER_UNAVAILABLE,
 };
 use cirrus_proto::record::RecordError;
 
@@ -23,6 +23,11 @@ pub enum ApiError {
     Write(#[from] WriteError),
     #[error(transparent)]
     List(#[from] ListError),
+    #[error("peer: {0}")]
+    P2p(#[from] crate::p2p::P2pError),
+    /// A relayed call reached the peer but did not come back as an answer.
+    #[error("relay: {0}")]
+    Peer(String),
 }
 
 impl From<ApiError> for ErrorObject {
@@ -40,6 +45,8 @@ impl From<ApiError> for ErrorObject {
                 ErrorObject::new(INVALID_SIGNATURE, format!("invalid record: {e}"))
             }
             ApiError::Record(e) => ErrorObject::new(INVALID_RECORD, format!("invalid record: {e}")),
+            ApiError::P2p(e) => ErrorObject::new(PEER_UNAVAILABLE, e.to_string()),
+            ApiError::Peer(m) => ErrorObject::new(PEER_UNAVAILABLE, format!("relay failed: {m}")),
             e @ (ApiError::Store(_) | ApiError::Write(_) | ApiError::List(ListError::Store(_))) => {
                 tracing::error!(error = %e, "request failed inside the node");
                 ErrorObject::new(INTERNAL_ERROR, format!("internal error: {e}"))

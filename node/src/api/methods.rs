@@ -3,9 +3,10 @@
 
 use cirrus_proto::api::{
     GetParams, GetRatingParams, GetResult, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, ListParams,
-    ListResult, NodeInfo, PutParams, RecordView,
+    ListResult, NodeInfo, PutParams, RecordView, RelayParams,
 };
 use cirrus_proto::record::Slot;
+use cirrus_proto::sync::{Request as SyncRequest, Response as SyncResponse};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -37,14 +38,53 @@ pub fn prepare_put(p: Map<String, Value>) -> Result<Stored, ApiError> {
     Ok(Stored { record, id })
 }
 
-pub fn getnodeinfo(ctx: &Context) -> Result<Value, ApiError> {
+pub async fn getnodeinfo(ctx: &Context) -> Result<Value, ApiError> {
+    let listen = ctx
+        .p2p
+        .listen_addrs()
+        .await?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let peers = ctx.p2p.peers().await?.len();
     to_value(NodeInfo {
         peer_id: ctx.peer_id.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime: ctx.started.elapsed().as_secs(),
         ports: ctx.ports.clone(),
+        listen,
+        peers,
         db: ctx.store.db_hash()?,
     })
+}
+
+pub async fn getpeerinfo(ctx: &Context) -> Result<Value, ApiError> {
+    to_value(ctx.p2p.peers().await?)
+}
+
+/// Run a JSON-RPC request on a connected peer, over the swarm; the result is the
+/// peer's whole response object. A relayed request cannot itself be a `relay`.
+pub async fn relay(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiError> {
+    let RelayParams { peer_id, request } = params(p)?;
+    let peer: libp2p::PeerId = peer_id
+        .parse()
+        .map_err(|_| ApiError::Params(format!("peerId {peer_id:?} is not a peer id")))?;
+    if request.get("method").and_then(Value::as_str) == Some("relay") {
+        return Err(ApiError::Params(
+            "a relayed request cannot be a relay".into(),
+        ));
+    }
+    let bytes = serde_json::to_vec(&request).expect("serializes");
+    match ctx
+        .p2p
+        .request(peer, SyncRequest::Relay(bytes.into()))
+        .await?
+    {
+        SyncResponse::Relay(answer) => serde_json::from_slice(&answer)
+            .map_err(|e| ApiError::Peer(format!("the peer's answer is not JSON: {e}"))),
+        SyncResponse::Refused(why) => Err(ApiError::Peer(format!("the peer refused: {why}"))),
+        _ => Err(ApiError::Peer("the peer answered something else".into())),
+    }
 }
 
 pub fn getdbhash(ctx: &Context) -> Result<Value, ApiError> {

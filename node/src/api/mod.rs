@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use cirrus_proto::api::Ports;
 
+use crate::p2p::P2pHandle;
 use crate::store::Store;
 use crate::store::writer::Writer;
 
@@ -28,4 +29,5 @@ pub struct Context {
     pub started: Instant,
     pub ports: Ports,
     pub max_batch: usize,
+    pub p2p: P2pHandle,
 }

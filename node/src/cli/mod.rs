@@ -86,15 +86,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => {
             let cfg = Config::build(&args)?;
+            // Handlers go in before anything can report "ready", so a SIGTERM that
+            // follows the ready line always means a clean shutdown.
+            let stop = stop_signals()?;
             let node = Node::start(&cfg).await?;
             // One line on stdout for scripts and tests: where the node listens.
             println!(
                 "{}",
-                serde_json::json!({"event": "ready", "peerId": node.peer_id.to_string(), "http": node.http})
+                serde_json::json!({
+                    "event": "ready",
+                    "peerId": node.peer_id.to_string(),
+                    "http": node.http,
+                    "listen": node.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })
             );
             let token = node.shutdown_token();
             tokio::spawn(async move {
-                wait_for_signal().await;
+                stop.await;
                 tracing::info!("shutting down");
                 token.cancel();
             });
@@ -110,16 +118,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+/// Resolves on SIGINT or SIGTERM; the handlers are installed when this returns.
+fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    Ok(async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    })
 }

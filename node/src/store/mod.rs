@@ -6,6 +6,8 @@
 //! a proof and the root it is checked against come from the same snapshot.
 
 mod list;
+mod peers;
+mod replica;
 mod tables;
 mod trie;
 pub mod writer;
@@ -21,6 +23,8 @@ use tables::*;
 use trie::{TrieReader, TrieWriter};
 
 pub use list::{ListError, ListQuery};
+pub use peers::KnownPeer;
+pub use replica::Snapshot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -65,6 +69,8 @@ impl Store {
             // Create every table so that readers never meet a missing one.
             txn.open_table(RECORDS)?;
             txn.open_table(BY_KEY)?;
+            txn.open_table(BY_SLOT)?;
+            txn.open_table(PEERS)?;
             txn.open_table(TRIE)?;
             txn.open_table(RATINGS)?;
             txn.open_table(META)?;
@@ -130,6 +136,7 @@ impl Store {
 fn apply_in(txn: &WriteTransaction, batch: &[Stored]) -> Result<Vec<PutStatus>, StoreError> {
     let mut records = txn.open_table(RECORDS)?;
     let mut by_key = txn.open_table(BY_KEY)?;
+    let mut by_slot = txn.open_table(BY_SLOT)?;
     let mut ratings = txn.open_table(RATINGS)?;
     let mut meta = txn.open_table(META)?;
     let mut trie_table = txn.open_table(TRIE)?;
@@ -155,9 +162,11 @@ fn apply_in(txn: &WriteTransaction, batch: &[Stored]) -> Result<Vec<PutStatus>, 
         if status != PutStatus::Applied {
             continue;
         }
+        let slot_hash = slot.hash();
         if old.is_none() {
             count += 1;
             by_key.insert(index_key(&slot).as_slice(), ())?;
+            by_slot.insert(slot_hash.as_slice(), pk.as_slice())?;
         }
         let old_score = old.as_ref().and_then(|o| o.record.rating());
         if old_score.is_some() || new.record.rating().is_some() {
@@ -173,7 +182,7 @@ fn apply_in(txn: &WriteTransaction, batch: &[Stored]) -> Result<Vec<PutStatus>, 
         value.extend_from_slice(&new.id);
         value.extend_from_slice(&new.record.encode());
         records.insert(pk.as_slice(), value.as_slice())?;
-        merkle::upsert(&mut trie, &slot.hash(), &new.id)?;
+        merkle::upsert(&mut trie, &slot_hash, &new.id)?;
     }
     trie.flush()?;
     meta.insert(META_RECORDS, count)?;

@@ -5,6 +5,9 @@
 //! - `by_key`: `kind ‖ key ‖ 0x00 ‖ author` → `()`. Keys hold no control characters,
 //!   so the 0x00 separator keeps the order "by key, then author" and makes `list` by
 //!   kind and key prefix one range.
+//! - `by_slot`: slot hash → primary key, for anti-entropy, which names slots by hash
+//!   and walks them in trie order.
+//! - `peers`: peer id bytes → JSON of a known peer (addresses, last seen).
 //! - `trie`: trie node path (see `NibblePath::to_key`) → encoded node.
 //! - `ratings`: rating target → (count, sum) of live ratings.
 //! - `meta`: counters: `records`, `ratings_count`, `ratings_sum`.
@@ -14,6 +17,8 @@ use redb::TableDefinition;
 
 pub const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 pub const BY_KEY: TableDefinition<&[u8], ()> = TableDefinition::new("by_key");
+pub const BY_SLOT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("by_slot");
+pub const PEERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("peers");
 pub const TRIE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("trie");
 pub const RATINGS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("ratings");
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

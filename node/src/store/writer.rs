@@ -1,11 +1,16 @@
 //! Group commit: one thread owns all writes and folds whatever is queued into one
 //! redb transaction, so many small concurrent `put`s cost one commit (and one fsync)
 //! together instead of one each.
+//!
+//! Every record that a commit applied is then announced on a broadcast channel
+//! ([`Writer::subscribe`]) with where it came from, so the swarm can publish what
+//! clients wrote and subscribers can follow changes. A subscriber that falls behind
+//! misses announcements, never data: anti-entropy repairs what gossip missed.
 
 use std::sync::Arc;
 
 use cirrus_proto::api::PutStatus;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{Store, StoreError, Stored};
 
@@ -13,11 +18,31 @@ use super::{Store, StoreError, Stored};
 const MAX_RECORDS_PER_COMMIT: usize = 4096;
 
 type Reply = oneshot::Sender<Result<Vec<PutStatus>, String>>;
+type Job = (Vec<Stored>, Origin, Reply);
+
+/// Where a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client's `put` on this node.
+    Api,
+    /// A gossip message from the swarm.
+    Gossip,
+    /// Anti-entropy with a peer.
+    Sync,
+}
+
+/// A record that a commit applied (it now occupies its slot).
+#[derive(Debug)]
+pub struct Applied {
+    pub stored: Stored,
+    pub origin: Origin,
+}
 
 /// Handle for submitting verified records. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    jobs: mpsc::Sender<(Vec<Stored>, Reply)>,
+    jobs: mpsc::Sender<Job>,
+    applied: broadcast::Sender<Arc<Applied>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,27 +58,38 @@ impl Writer {
     /// committing what was queued.
     pub fn spawn(store: Arc<Store>) -> (Writer, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(1024);
+        let (applied, _) = broadcast::channel(4096);
+        let announce = applied.clone();
         let handle = std::thread::Builder::new()
             .name("cirrus-writer".into())
-            .spawn(move || run(store, rx))
+            .spawn(move || run(store, rx, announce))
             .expect("spawn writer thread");
-        (Writer { jobs: tx }, handle)
+        (Writer { jobs: tx, applied }, handle)
     }
 
     /// Apply records (signatures already verified); resolves once they are committed.
-    pub async fn apply(&self, records: Vec<Stored>) -> Result<Vec<PutStatus>, WriteError> {
+    pub async fn apply(
+        &self,
+        records: Vec<Stored>,
+        origin: Origin,
+    ) -> Result<Vec<PutStatus>, WriteError> {
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send((records, tx))
+            .send((records, origin, tx))
             .await
             .map_err(|_| WriteError::Stopped)?;
         rx.await
             .map_err(|_| WriteError::Stopped)?
             .map_err(WriteError::Failed)
     }
+
+    /// Follow every record applied from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Applied>> {
+        self.applied.subscribe()
+    }
 }
 
-fn run(store: Arc<Store>, mut rx: mpsc::Receiver<(Vec<Stored>, Reply)>) {
+fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Job>, announce: broadcast::Sender<Arc<Applied>>) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         let mut total = jobs[0].0.len();
@@ -67,9 +103,11 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<(Vec<Stored>, Reply)>) {
             }
         }
         let mut all = Vec::with_capacity(total);
+        let mut origins = Vec::with_capacity(total);
         let mut replies = Vec::with_capacity(jobs.len());
-        for (records, reply) in jobs {
+        for (records, origin, reply) in jobs {
             replies.push((records.len(), reply));
+            origins.extend(std::iter::repeat_n(origin, records.len()));
             all.extend(records);
         }
         match store.apply(&all) {
@@ -79,6 +117,12 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<(Vec<Stored>, Reply)>) {
                     let (mine, tail) = rest.split_at(n);
                     rest = tail;
                     let _ = reply.send(Ok(mine.to_vec()));
+                }
+                for ((stored, origin), status) in all.into_iter().zip(origins).zip(statuses) {
+                    if status == PutStatus::Applied {
+                        // No subscribers is fine: nothing to tell.
+                        let _ = announce.send(Arc::new(Applied { stored, origin }));
+                    }
                 }
             }
             Err(e) => fail_all(replies, &e),

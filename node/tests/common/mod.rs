@@ -18,6 +18,8 @@ pub struct TestNode {
     pub child: Child,
     pub url: String,
     pub peer_id: String,
+    /// Swarm addresses with `/p2p/<id>`; the TCP one first.
+    pub listen: Vec<String>,
     pub data_dir: PathBuf,
     http: reqwest::blocking::Client,
 }
@@ -35,6 +37,10 @@ impl TestNode {
             "127.0.0.1",
             "--http-port",
             "0",
+            "--p2p-port",
+            "0",
+            "--sync-interval-secs",
+            "1",
             "--data-dir",
         ])
         .arg(data_dir)
@@ -53,6 +59,16 @@ impl TestNode {
             child,
             url: format!("http://{}", ready["http"].as_str().unwrap()),
             peer_id: ready["peerId"].as_str().unwrap().to_string(),
+            listen: {
+                let mut l: Vec<String> = ready["listen"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect();
+                l.sort_by_key(|a| !a.contains("/tcp/"));
+                l
+            },
             data_dir: data_dir.to_owned(),
             http: reqwest::blocking::Client::new(),
         }

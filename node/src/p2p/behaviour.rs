@@ -1,0 +1,134 @@
+//! The swarm's behaviour: stock libp2p behaviours composed with the derive macro, and
+//! how the swarm is built (TCP and QUIC, noise, yamux).
+
+use std::time::Duration;
+
+use cirrus_proto::record::MAX_ENCODED_BYTES;
+use cirrus_proto::sync;
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    StreamProtocol, Swarm, SwarmBuilder, connection_limits, identify, noise, ping, tcp, yamux,
+};
+use sha2::{Digest, Sha256};
+
+use super::P2pError;
+
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/cirrus/sync/1");
+pub const IDENTIFY_PROTOCOL: &str = "/cirrus/id/1";
+pub const RECORDS_TOPIC: &str = "cirrus/records/1";
+pub const ANNOUNCE_TOPIC: &str = "cirrus/announce/1";
+const SYNC_REQUEST_MAX: u64 = 16 << 20;
+const SYNC_RESPONSE_MAX: u64 = 32 << 20;
+
+pub type SyncBehaviour = request_response::cbor::Behaviour<sync::Request, sync::Response>;
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub limits: connection_limits::Behaviour,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub gossipsub: gossipsub::Behaviour,
+    pub sync: SyncBehaviour,
+}
+
+pub fn agent() -> String {
+    format!("cirrus/{}", env!("CARGO_PKG_VERSION"))
+}
+
+pub fn records_topic() -> IdentTopic {
+    IdentTopic::new(RECORDS_TOPIC)
+}
+
+pub fn announce_topic() -> IdentTopic {
+    IdentTopic::new(ANNOUNCE_TOPIC)
+}
+
+pub fn build_swarm(key: Keypair, max_peers: u32) -> Result<Swarm<Behaviour>, P2pError> {
+    let swarm = SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| P2pError::Build(e.to_string()))?
+        .with_quic()
+        .with_behaviour(|key| behaviour(key, max_peers).map_err(Into::into))
+        .map_err(|e| P2pError::Build(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    Ok(swarm)
+}
+
+fn behaviour(key: &Keypair, max_peers: u32) -> Result<Behaviour, P2pError> {
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(max_peers.saturating_mul(2)))
+        .with_max_established_per_peer(Some(2))
+        .with_max_pending_incoming(Some(64));
+    let identify = identify::Behaviour::new(
+        identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public()).with_agent_version(agent()),
+    );
+    let sync_codec = request_response::cbor::codec::Codec::default()
+        .set_request_size_maximum(SYNC_REQUEST_MAX)
+        .set_response_size_maximum(SYNC_RESPONSE_MAX);
+    let sync = request_response::Behaviour::with_codec(
+        sync_codec,
+        [(SYNC_PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
+    );
+    Ok(Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        identify,
+        ping: ping::Behaviour::new(ping::Config::new()),
+        gossipsub: gossipsub(key)?,
+        sync,
+    })
+}
+
+fn gossipsub(key: &Keypair) -> Result<gossipsub::Behaviour, P2pError> {
+    let config = gossipsub::ConfigBuilder::default()
+        // Every message is signed by its publisher, and the application decides
+        // whether to forward it: a record is forwarded only after its own signature
+        // verified (see `event_loop`).
+        .validation_mode(ValidationMode::Strict)
+        .validate_messages()
+        // Content addressing: the same record published by two nodes is one message.
+        .message_id_fn(|m| gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec()))
+        .max_transmit_size(MAX_ENCODED_BYTES + 4096)
+        .heartbeat_interval(Duration::from_millis(700))
+        .build()
+        .map_err(|e| P2pError::Build(e.to_string()))?;
+    let mut gs = gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)
+        .map_err(|e| P2pError::Build(e.to_string()))?;
+    gs.with_peer_score(score_params(), gossipsub::PeerScoreThresholds::default())
+        .map_err(|e| P2pError::Build(e.to_string()))?;
+    Ok(gs)
+}
+
+/// Peer scoring: invalid messages (bad signatures, unparseable records) cost a lot and
+/// decay slowly; three are enough to fall under the graylist threshold. Being quiet
+/// costs nothing: a node with nothing to write is not a bad peer. Many peers behind
+/// one IP is normal here (NAT, local testnets), so IP colocation is not penalised.
+fn score_params() -> gossipsub::PeerScoreParams {
+    let topic = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        first_message_deliveries_weight: 1.0,
+        first_message_deliveries_cap: 50.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -10.0,
+        invalid_message_deliveries_decay: 0.99,
+        ..Default::default()
+    };
+    let mut params = gossipsub::PeerScoreParams {
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    };
+    params.topics.insert(records_topic().hash(), topic.clone());
+    params.topics.insert(announce_topic().hash(), topic);
+    params
+}

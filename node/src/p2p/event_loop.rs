@@ -1,0 +1,691 @@
+//! The task that owns the swarm: reacts to swarm events and to commands, publishes
+//! what clients wrote, announces our root, and starts anti-entropy with peers whose
+//! root differs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cirrus_proto::merkle::Hash;
+use cirrus_proto::record::Record;
+use cirrus_proto::sync::{PeerEntry, Request, Response};
+use futures::StreamExt;
+use libp2p::gossipsub::{self, MessageAcceptance};
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, ping};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::behaviour::{Behaviour, BehaviourEvent, announce_topic, build_swarm, records_topic};
+use super::peers::Connected;
+use super::{Command, InboundRelay, P2pConfig, P2pError, P2pHandle, unix_now};
+use crate::store::writer::{Applied, Origin, Writer};
+use crate::store::{KnownPeer, Store, Stored};
+
+/// Keep dialing known peers while fewer than this many are connected.
+const TARGET_PEERS: usize = 8;
+/// Re-announce an unchanged root this often, so new peers learn it.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
+/// Reconciliations in flight at once.
+const MAX_SYNCS: usize = 2;
+
+pub struct Started {
+    pub handle: P2pHandle,
+    pub relays: mpsc::Receiver<InboundRelay>,
+    pub listen: Vec<Multiaddr>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Build the swarm, start listening, dial bootstrap and remembered peers, and spawn
+/// the event loop. Returns once the swarm listens on TCP and QUIC.
+pub async fn start(
+    key: Keypair,
+    cfg: P2pConfig,
+    store: Arc<Store>,
+    writer: Writer,
+    shutdown: CancellationToken,
+) -> Result<Started, P2pError> {
+    let local = key.public().to_peer_id();
+    let mut swarm = build_swarm(key, cfg.max_peers)?;
+    for topic in [records_topic(), announce_topic()] {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .map_err(|e| P2pError::Build(e.to_string()))?;
+    }
+    let ip = match cfg.bind {
+        std::net::IpAddr::V4(ip) => format!("/ip4/{ip}"),
+        std::net::IpAddr::V6(ip) => format!("/ip6/{ip}"),
+    };
+    let listen = wait_listening(&mut swarm, &ip, cfg.port).await?;
+
+    let known = load_known(&store);
+    for addr in &cfg.bootstrap {
+        if let Err(e) = swarm.dial(addr.clone()) {
+            tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+        }
+    }
+    for (peer, addrs) in known.iter().take(cfg.max_peers as usize) {
+        if *peer != local {
+            let _ = swarm.dial(DialOpts::peer_id(*peer).addresses(addrs.clone()).build());
+        }
+    }
+
+    let (tx, rx) = mpsc::channel(256);
+    let (relay_tx, relay_rx) = mpsc::channel(64);
+    let handle = P2pHandle {
+        commands: tx.clone(),
+        local_peer_id: local,
+    };
+    let event_loop = EventLoop {
+        swarm,
+        commands: rx,
+        handle: handle.clone(),
+        applied: writer.subscribe(),
+        store,
+        writer,
+        relays: relay_tx,
+        peers: HashMap::new(),
+        known,
+        pending: HashMap::new(),
+        syncing: HashSet::new(),
+        announced: None,
+        announced_at: Instant::now(),
+        cfg,
+        shutdown,
+    };
+    let task = tokio::spawn(event_loop.run());
+    Ok(Started {
+        handle,
+        relays: relay_rx,
+        listen,
+        task,
+    })
+}
+
+async fn wait_listening(
+    swarm: &mut Swarm<Behaviour>,
+    ip: &str,
+    port: u16,
+) -> Result<Vec<Multiaddr>, P2pError> {
+    let parse = |s: String| s.parse::<Multiaddr>().map_err(|_| P2pError::Addr(s));
+    let tcp = parse(format!("{ip}/tcp/{port}"))?;
+    let quic = parse(format!("{ip}/udp/{port}/quic-v1"))?;
+    for addr in [&tcp, &quic] {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| P2pError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    let mut listen: Vec<Multiaddr> = Vec::new();
+    let is_quic = |a: &Multiaddr| a.to_string().contains("/quic-v1");
+    let deadline = tokio::time::sleep(Duration::from_secs(10));
+    tokio::pin!(deadline);
+    while !(listen.iter().any(is_quic) && listen.iter().any(|a| !is_quic(a))) {
+        tokio::select! {
+            ev = swarm.select_next_some() => match ev {
+                SwarmEvent::NewListenAddr { address, .. } => listen.push(address),
+                SwarmEvent::ListenerError { error, .. } | SwarmEvent::ListenerClosed { reason: Err(error), .. } => {
+                    let addr = if listen.iter().any(is_quic) { tcp.clone() } else { quic.clone() };
+                    return Err(P2pError::Listen { addr, reason: error.to_string() });
+                }
+                _ => {}
+            },
+            _ = &mut deadline => {
+                return Err(P2pError::Listen { addr: tcp, reason: "no listen address after 10 s".into() });
+            }
+        }
+    }
+    Ok(listen)
+}
+
+fn load_known(store: &Store) -> HashMap<PeerId, Vec<Multiaddr>> {
+    let peers = store.known_peers().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read known peers");
+        Vec::new()
+    });
+    let mut known = HashMap::new();
+    for p in peers {
+        let Ok(peer) = PeerId::from_bytes(&p.peer) else {
+            continue;
+        };
+        let addrs: Vec<Multiaddr> = p.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        if !addrs.is_empty() {
+            known.insert(peer, addrs);
+        }
+    }
+    known
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    handle: P2pHandle,
+    applied: broadcast::Receiver<Arc<Applied>>,
+    store: Arc<Store>,
+    writer: Writer,
+    relays: mpsc::Sender<InboundRelay>,
+    peers: HashMap<PeerId, Connected>,
+    known: HashMap<PeerId, Vec<Multiaddr>>,
+    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, P2pError>>>,
+    syncing: HashSet<PeerId>,
+    announced: Option<Hash>,
+    announced_at: Instant,
+    cfg: P2pConfig,
+    shutdown: CancellationToken,
+}
+
+impl EventLoop {
+    async fn run(mut self) {
+        let mut announce_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut sync_tick = tokio::time::interval(self.cfg.sync_interval);
+        let mut writer_open = true;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                ev = self.swarm.select_next_some() => self.on_swarm(ev),
+                Some(cmd) = self.commands.recv() => self.on_command(cmd),
+                applied = self.applied.recv(), if writer_open => match applied {
+                    Ok(a) => self.on_applied(&a),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "fell behind publishing; anti-entropy will carry those records");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => writer_open = false,
+                },
+                _ = announce_tick.tick() => self.announce(),
+                _ = sync_tick.tick() => self.maintain(),
+            }
+        }
+        tracing::debug!("swarm stopped");
+    }
+
+    fn on_applied(&mut self, a: &Applied) {
+        // Records from gossip are forwarded by gossipsub itself; records from sync
+        // reached us because a peer held them, so the network has them already.
+        if a.origin != Origin::Api {
+            return;
+        }
+        let data = a.stored.record.encode();
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(records_topic(), data)
+        {
+            tracing::debug!(error = %e, "record not published; anti-entropy will spread it");
+        }
+    }
+
+    fn announce(&mut self) {
+        let Ok(db) = self.store.db_hash() else { return };
+        if self.announced == Some(db.root) && self.announced_at.elapsed() < ANNOUNCE_EVERY {
+            return;
+        }
+        let msg = serde_json::json!({"root": hex::encode(db.root), "records": db.records, "at": unix_now_ms()});
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(announce_topic(), msg.to_string())
+        {
+            Ok(_) => {
+                self.announced = Some(db.root);
+                self.announced_at = Instant::now();
+            }
+            Err(e) => tracing::trace!(error = %e, "announcement not published"),
+        }
+    }
+
+    /// Periodic upkeep: keep enough peers, and reconcile with one whose root differs.
+    fn maintain(&mut self) {
+        if self.peers.len() < TARGET_PEERS.min(self.cfg.max_peers as usize) {
+            let local = *self.swarm.local_peer_id();
+            let candidates: Vec<(PeerId, Vec<Multiaddr>)> = self
+                .known
+                .iter()
+                .filter(|(p, _)| **p != local && !self.peers.contains_key(p))
+                .take(2)
+                .map(|(p, a)| (*p, a.clone()))
+                .collect();
+            for (peer, addrs) in candidates {
+                let _ = self
+                    .swarm
+                    .dial(DialOpts::peer_id(peer).addresses(addrs).build());
+            }
+            // Ask a connected peer whom it knows: the network grows past the bootstrap node.
+            let connected: Vec<PeerId> = self.peers.keys().copied().collect();
+            if !connected.is_empty() {
+                self.exchange_peers(connected[random_index(connected.len())]);
+            }
+        }
+        if self.syncing.len() >= MAX_SYNCS {
+            return;
+        }
+        let Ok(db) = self.store.db_hash() else { return };
+        let mine = hex::encode(db.root);
+        let differing: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(p, c)| {
+                !self.syncing.contains(p) && c.db_root.as_deref() != Some(mine.as_str())
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        if !differing.is_empty() {
+            let pick = differing[random_index(differing.len())];
+            self.start_sync(pick);
+        }
+    }
+
+    fn start_sync(&mut self, peer: PeerId) {
+        if !self.syncing.insert(peer) {
+            return;
+        }
+        let (handle, store, writer) =
+            (self.handle.clone(), self.store.clone(), self.writer.clone());
+        tokio::spawn(async move {
+            match crate::sync::reconcile(&handle, &store, &writer, peer).await {
+                Ok(stats) if stats.records_received > 0 || stats.rounds > 1 => {
+                    tracing::info!(%peer, ?stats, "reconciled");
+                }
+                Ok(_) => {}
+                Err(crate::sync::SyncError::Protocol(why)) => {
+                    let _ = handle
+                        .commands
+                        .send(Command::Misbehaved { peer, why })
+                        .await;
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "reconciliation stopped"),
+            }
+            let _ = handle.commands.send(Command::SyncDone { peer }).await;
+        });
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                if !self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Err(P2pError::NotConnected(peer)));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                self.pending.insert(id, reply);
+            }
+            Command::Peers { reply } => {
+                let gs = &self.swarm.behaviour().gossipsub;
+                let mut list: Vec<_> = self
+                    .peers
+                    .iter()
+                    .map(|(p, c)| c.info(p, gs.peer_score(p)))
+                    .collect();
+                list.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+                let _ = reply.send(list);
+            }
+            Command::Listen { reply } => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Dial { addr } => {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    tracing::warn!(%addr, error = %e, "dial failed");
+                }
+            }
+            Command::Validated {
+                id,
+                source,
+                acceptance,
+            } => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &source, acceptance);
+            }
+            Command::Respond { channel, response } => {
+                // The peer may have gone meanwhile; nothing to do then.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, response);
+            }
+            Command::Misbehaved { peer, why } => {
+                tracing::warn!(%peer, %why, "peer broke the sync protocol; disconnecting");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::Learned { entries } => self.learn(entries),
+            Command::SyncDone { peer } => {
+                self.syncing.remove(&peer);
+            }
+        }
+    }
+
+    fn learn(&mut self, entries: Vec<PeerEntry>) {
+        let local = *self.swarm.local_peer_id();
+        for e in entries {
+            let Ok(peer) = PeerId::from_bytes(&e.peer) else {
+                continue;
+            };
+            let addrs: Vec<Multiaddr> = e
+                .addrs
+                .iter()
+                .filter_map(|a| Multiaddr::try_from(a.to_vec()).ok())
+                .take(16)
+                .collect();
+            if peer == local || addrs.is_empty() {
+                continue;
+            }
+            let new = !self.known.contains_key(&peer);
+            self.known.insert(peer, addrs.clone());
+            if new
+                && !self.peers.contains_key(&peer)
+                && self.peers.len() < self.cfg.max_peers as usize
+            {
+                let _ = self
+                    .swarm
+                    .dial(DialOpts::peer_id(peer).addresses(addrs).build());
+            }
+        }
+    }
+
+    fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => self.on_gossip(propagation_source, message_id, message),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => self.on_identify(peer_id, info),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            })) => {
+                if let Some(c) = self.peers.get_mut(&peer) {
+                    c.ping = Some(rtt);
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                if num_established.get() > 1 {
+                    if let Some(c) = self.peers.get_mut(&peer_id) {
+                        c.connections += 1;
+                    }
+                    return;
+                }
+                tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
+                let dialer = endpoint.is_dialer();
+                self.peers
+                    .insert(peer_id, Connected::new(&endpoint, unix_now()));
+                self.exchange_peers(peer_id);
+                // The dialing side starts anti-entropy, so a pair does not do it twice.
+                if dialer && self.syncing.len() < MAX_SYNCS {
+                    self.start_sync(peer_id);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    self.peers.remove(&peer_id);
+                    tracing::info!(peer = %peer_id, "peer disconnected");
+                } else if let Some(c) = self.peers.get_mut(&peer_id) {
+                    c.connections = c.connections.saturating_sub(1);
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(peer = ?peer_id, %error, "dial failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn exchange_peers(&mut self, peer: PeerId) {
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            if let Ok(Response::Peers(entries)) = handle.request(peer, Request::Peers).await {
+                let _ = handle.commands.send(Command::Learned { entries }).await;
+            }
+        });
+    }
+
+    fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
+        let addrs: Vec<Multiaddr> = info.listen_addrs.into_iter().take(16).collect();
+        if let Some(c) = self.peers.get_mut(&peer) {
+            c.agent = Some(info.agent_version);
+            c.listen = addrs.clone();
+        }
+        for a in &addrs {
+            self.swarm.add_peer_address(peer, a.clone());
+        }
+        if addrs.is_empty() {
+            return;
+        }
+        self.known.insert(peer, addrs.clone());
+        let store = self.store.clone();
+        let known = KnownPeer {
+            peer: peer.to_bytes(),
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+            last_seen: unix_now(),
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.save_peer(&known) {
+                tracing::warn!(error = %e, "cannot save known peer");
+            }
+        });
+    }
+
+    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        if message.topic == announce_topic().hash() {
+            let acceptance = match (message.source, parse_announce(&message.data)) {
+                (Some(from), Some(root)) => {
+                    if let Some(c) = self.peers.get_mut(&from) {
+                        c.db_root = Some(root);
+                    }
+                    MessageAcceptance::Accept
+                }
+                _ => MessageAcceptance::Reject,
+            };
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&id, &source, acceptance);
+            return;
+        }
+        if message.topic != records_topic().hash() {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
+            return;
+        }
+        let (handle, writer) = (self.handle.clone(), self.writer.clone());
+        tokio::spawn(async move {
+            let checked = Record::decode(&message.data).and_then(|r| r.verify().map(|()| r));
+            let acceptance = match &checked {
+                Ok(_) => MessageAcceptance::Accept,
+                Err(e) => {
+                    tracing::warn!(peer = %source, error = %e, "dropping invalid gossip record");
+                    MessageAcceptance::Reject
+                }
+            };
+            let _ = handle
+                .commands
+                .send(Command::Validated {
+                    id,
+                    source,
+                    acceptance,
+                })
+                .await;
+            if let Ok(record) = checked {
+                let id = record.id();
+                if let Err(e) = writer
+                    .apply(vec![Stored { record, id }], Origin::Gossip)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot store gossip record");
+                }
+            }
+        });
+    }
+
+    fn on_sync(&mut self, ev: request_response::Event<Request, Response>) {
+        use request_response::{Event, InboundFailure, Message, OutboundFailure};
+        match ev {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => self.on_request(peer, request, channel),
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let OutboundFailure::Io(e) = &error {
+                    tracing::warn!(%peer, error = %e, "peer sent an unreadable response; disconnecting");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Err(P2pError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            Event::InboundFailure {
+                peer,
+                error: InboundFailure::Io(e),
+                ..
+            } => {
+                tracing::warn!(%peer, error = %e, "peer sent an unreadable request; disconnecting");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_request(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+        match request {
+            Request::Peers => {
+                let entries = self
+                    .peers
+                    .iter()
+                    .filter(|(p, c)| **p != peer && !c.listen.is_empty())
+                    .take(64)
+                    .map(|(p, c)| PeerEntry {
+                        peer: p.to_bytes().into(),
+                        addrs: c.listen.iter().map(|a| a.to_vec().into()).collect(),
+                    })
+                    .collect();
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, Response::Peers(entries));
+            }
+            Request::Relay(bytes) => {
+                let (tx, rx) = oneshot::channel();
+                let relay = InboundRelay {
+                    from: peer,
+                    request: bytes.into_vec(),
+                    reply: tx,
+                };
+                if self.relays.try_send(relay).is_err() {
+                    let busy = Response::Refused("relay queue is full".into());
+                    let _ = self.swarm.behaviour_mut().sync.send_response(channel, busy);
+                    return;
+                }
+                let handle = self.handle.clone();
+                tokio::spawn(async move {
+                    let response = match rx.await {
+                        Ok(bytes) => Response::Relay(bytes.into()),
+                        Err(_) => Response::Refused("the node is shutting down".into()),
+                    };
+                    let _ = handle
+                        .commands
+                        .send(Command::Respond { channel, response })
+                        .await;
+                });
+            }
+            request => {
+                let (handle, store, writer) =
+                    (self.handle.clone(), self.store.clone(), self.writer.clone());
+                tokio::spawn(async move {
+                    let response = match crate::sync::serve(&store, &writer, request).await {
+                        Ok(r) => r,
+                        Err(crate::sync::SyncError::Protocol(why)) => {
+                            let _ = handle
+                                .commands
+                                .send(Command::Misbehaved {
+                                    peer,
+                                    why: why.clone(),
+                                })
+                                .await;
+                            Response::Refused(why)
+                        }
+                        Err(e) => Response::Refused(e.to_string()),
+                    };
+                    let _ = handle
+                        .commands
+                        .send(Command::Respond { channel, response })
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+fn parse_announce(data: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
+    let root = v.get("root")?.as_str()?;
+    (root.len() == 64 && root.bytes().all(|b| b.is_ascii_hexdigit())).then(|| root.to_string())
+}
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn random_index(n: usize) -> usize {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    (u64::from_le_bytes(b) % n as u64) as usize
+}

@@ -1,0 +1,150 @@
+//! The libp2p swarm: who we are connected to, gossip of records and announcements,
+//! and the request-response protocol that anti-entropy, peer exchange and `relay`
+//! use.
+//!
+//! One task ([`event_loop`]) owns the `Swarm`; everything else holds a cloneable
+//! [`P2pHandle`] and sends it commands, with answers on oneshot channels (the
+//! rust-libp2p file-sharing pattern). Slow work (signature checks, store reads,
+//! reconciliation) runs in spawned tasks that report back through the same command
+//! channel, so the loop itself never waits.
+
+mod behaviour;
+mod event_loop;
+mod peers;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use cirrus_proto::api::PeerInfo;
+use cirrus_proto::sync::{Request, Response};
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+pub use behaviour::{Behaviour, SYNC_PROTOCOL, build_swarm, records_topic};
+pub use event_loop::{Started, start};
+
+#[derive(Debug, thiserror::Error)]
+pub enum P2pError {
+    #[error("cannot build the swarm: {0}")]
+    Build(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: Multiaddr, reason: String },
+    #[error("bad multiaddr {0:?}")]
+    Addr(String),
+    #[error("peer {0} is not connected")]
+    NotConnected(PeerId),
+    #[error("request to {peer} failed: {reason}")]
+    Request { peer: PeerId, reason: String },
+    #[error("the swarm has stopped")]
+    Stopped,
+}
+
+#[derive(Debug, Clone)]
+pub struct P2pConfig {
+    pub bind: IpAddr,
+    pub port: u16,
+    pub bootstrap: Vec<Multiaddr>,
+    pub max_peers: u32,
+    /// How often to pick a peer whose root differs and reconcile with it.
+    pub sync_interval: Duration,
+}
+
+/// What the rest of the node (and the loop's own tasks) may ask of the swarm.
+pub(crate) enum Command {
+    Request {
+        peer: PeerId,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, P2pError>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    Listen {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Dial {
+        addr: Multiaddr,
+    },
+    /// A gossip message was checked: forward it, or drop it and penalise its sender.
+    Validated {
+        id: libp2p::gossipsub::MessageId,
+        source: PeerId,
+        acceptance: libp2p::gossipsub::MessageAcceptance,
+    },
+    /// The answer to an inbound request is ready.
+    Respond {
+        channel: libp2p::request_response::ResponseChannel<Response>,
+        response: Response,
+    },
+    /// A peer broke the protocol: disconnect it.
+    Misbehaved {
+        peer: PeerId,
+        why: String,
+    },
+    /// Peers learned by peer exchange.
+    Learned {
+        entries: Vec<cirrus_proto::sync::PeerEntry>,
+    },
+    SyncDone {
+        peer: PeerId,
+    },
+}
+
+/// A JSON-RPC request relayed to this node by a peer; answer on `reply`.
+pub struct InboundRelay {
+    pub from: PeerId,
+    pub request: Vec<u8>,
+    pub reply: oneshot::Sender<Vec<u8>>,
+}
+
+/// Cloneable handle to the swarm task.
+#[derive(Clone)]
+pub struct P2pHandle {
+    commands: mpsc::Sender<Command>,
+    pub local_peer_id: PeerId,
+}
+
+impl P2pHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, P2pError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| P2pError::Stopped)?;
+        rx.await.map_err(|_| P2pError::Stopped)
+    }
+
+    /// Send a request to a connected peer and wait for its response.
+    pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response, P2pError> {
+        self.ask(|reply| Command::Request {
+            peer,
+            request,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, P2pError> {
+        self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, P2pError> {
+        self.ask(|reply| Command::Listen { reply }).await
+    }
+
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), P2pError> {
+        self.commands
+            .send(Command::Dial { addr })
+            .await
+            .map_err(|_| P2pError::Stopped)
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

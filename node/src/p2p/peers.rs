@@ -1,0 +1,50 @@
+//! What the event loop knows about each connected peer, for `getpeerinfo` and for
+//! choosing whom to reconcile with.
+
+use std::time::Duration;
+
+use cirrus_proto::api::PeerInfo;
+use libp2p::core::ConnectedPoint;
+use libp2p::{Multiaddr, PeerId};
+
+pub struct Connected {
+    pub addr: Multiaddr,
+    pub inbound: bool,
+    pub since: u64,
+    pub connections: usize,
+    pub ping: Option<Duration>,
+    pub agent: Option<String>,
+    pub listen: Vec<Multiaddr>,
+    pub db_root: Option<String>,
+    pub stun: Option<serde_json::Value>,
+}
+
+impl Connected {
+    pub fn new(endpoint: &ConnectedPoint, since: u64) -> Self {
+        Connected {
+            addr: endpoint.get_remote_address().clone(),
+            inbound: endpoint.is_listener(),
+            since,
+            connections: 1,
+            ping: None,
+            agent: None,
+            listen: Vec::new(),
+            db_root: None,
+            stun: None,
+        }
+    }
+
+    pub fn info(&self, peer: &PeerId, score: Option<f64>) -> PeerInfo {
+        PeerInfo {
+            peer_id: peer.to_string(),
+            addr: self.addr.to_string(),
+            direction: if self.inbound { "inbound" } else { "outbound" }.into(),
+            connected_since: self.since,
+            ping_ms: self.ping.map(|d| d.as_secs_f64() * 1000.0),
+            agent: self.agent.clone(),
+            stun: self.stun.clone(),
+            db_root: self.db_root.clone(),
+            score,
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Anti-entropy: drives the reconciliation of `proto::sync` over the swarm, and
+//! answers peers that reconcile with us.
+//!
+//! A reconciliation starts with the peer's summary. Equal roots end it at once. A
+//! node that holds nothing streams the peer's whole database in pages of a few
+//! megabytes; then (or otherwise directly) the two walk their tries until nothing
+//! differs. Every record that arrives is verified before it reaches the writer; a
+//! peer that sends an invalid record or a malformed message is reported as
+//! misbehaving and disconnected.
+
+use std::sync::Arc;
+
+use cirrus_proto::api::PutStatus;
+use cirrus_proto::merkle::Hash;
+use cirrus_proto::record::Record;
+use cirrus_proto::sync::{self as proto, Item, Request, Response};
+use libp2p::PeerId;
+use serde_bytes::ByteBuf;
+
+use crate::p2p::{P2pError, P2pHandle};
+use crate::store::writer::{Origin, WriteError, Writer};
+use crate::store::{Store, StoreError, Stored};
+
+/// Items per reconciliation request; a longer message goes as several requests.
+const ITEMS_PER_REQUEST: usize = 2048;
+/// Record bytes per page when streaming a whole database.
+const PAGE_BYTES: u32 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    P2p(#[from] P2pError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The peer broke the protocol (invalid record, malformed message, no end).
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("the peer refused: {0}")]
+    Refused(String),
+}
+
+/// What one reconciliation cost, for logs and benchmarks.
+#[derive(Debug, Default, Clone)]
+pub struct SyncStats {
+    /// Round trips of the trie walk (the summary and bulk pages not included).
+    pub rounds: usize,
+    /// All requests sent, summary and pages included.
+    pub requests: usize,
+    pub bytes_sent: usize,
+    pub bytes_received: usize,
+    pub records_received: usize,
+    /// Canonical bytes of the records received.
+    pub record_bytes: usize,
+    pub pages: usize,
+}
+
+/// Reconcile our store with `peer`'s until the tries agree.
+pub async fn reconcile(
+    p2p: &P2pHandle,
+    store: &Arc<Store>,
+    writer: &Writer,
+    peer: PeerId,
+) -> Result<SyncStats, SyncError> {
+    let mut st = SyncStats::default();
+    let Response::Summary { root, records } = ask(p2p, peer, Request::Summary, &mut st).await?
+    else {
+        return Err(SyncError::Protocol(
+            "answered a summary request with something else".into(),
+        ));
+    };
+    let mine = store.db_hash()?;
+    if root.as_slice() == mine.root {
+        return Ok(st);
+    }
+    if mine.records == 0 && records > 0 {
+        stream_all(p2p, writer, peer, &mut st).await?;
+    }
+    let mut msg = blocking(store, proto::opening).await?;
+    while !msg.is_empty() {
+        st.rounds += 1;
+        if st.rounds > proto::MAX_ROUNDS {
+            return Err(SyncError::Protocol("reconciliation did not end".into()));
+        }
+        let mut reply = Vec::new();
+        for chunk in msg.chunks(ITEMS_PER_REQUEST) {
+            match ask(p2p, peer, Request::Reconcile(chunk.to_vec()), &mut st).await? {
+                Response::Reconcile(items) => reply.extend(items),
+                Response::Refused(why) => return Err(SyncError::Refused(why)),
+                _ => return Err(SyncError::Protocol("unexpected answer to reconcile".into())),
+            }
+        }
+        msg = receive(store, writer, &reply, &mut st).await?;
+    }
+    Ok(st)
+}
+
+/// Answer a peer's sync request (summary, reconcile, range).
+pub async fn serve(
+    store: &Arc<Store>,
+    writer: &Writer,
+    request: Request,
+) -> Result<Response, SyncError> {
+    match request {
+        Request::Summary => {
+            let db = store.db_hash()?;
+            Ok(Response::Summary {
+                root: ByteBuf::from(db.root.to_vec()),
+                records: db.records,
+            })
+        }
+        Request::Reconcile(items) => {
+            if items.len() > ITEMS_PER_REQUEST {
+                return Err(SyncError::Protocol(format!(
+                    "{} items in one request",
+                    items.len()
+                )));
+            }
+            let answer = receive(store, writer, &items, &mut SyncStats::default()).await?;
+            Ok(Response::Reconcile(answer))
+        }
+        Request::Range { after, max_bytes } => {
+            let store = store.clone();
+            let max = max_bytes.min(PAGE_BYTES) as usize;
+            let (records, next) = tokio::task::spawn_blocking(move || {
+                store.range_page(after.as_ref().map(|b| b.as_slice()), max)
+            })
+            .await
+            .map_err(|e| SyncError::Protocol(format!("range task failed: {e}")))??;
+            Ok(Response::Range {
+                records: records.into_iter().map(ByteBuf::from).collect(),
+                next: next.map(ByteBuf::from),
+            })
+        }
+        Request::Peers | Request::Relay(_) => Ok(Response::Refused("not a sync request".into())),
+    }
+}
+
+async fn ask(
+    p2p: &P2pHandle,
+    peer: PeerId,
+    req: Request,
+    st: &mut SyncStats,
+) -> Result<Response, SyncError> {
+    st.requests += 1;
+    st.bytes_sent += wire_len(&req);
+    let resp = p2p.request(peer, req).await?;
+    st.bytes_received += wire_len(&resp);
+    if let Response::Refused(why) = resp {
+        return Err(SyncError::Refused(why));
+    }
+    Ok(resp)
+}
+
+/// Size of a message as the request-response codec writes it.
+pub fn wire_len<T: serde::Serialize>(msg: &T) -> usize {
+    cbor4ii::serde::to_vec(Vec::new(), msg).map_or(0, |v| v.len())
+}
+
+async fn stream_all(
+    p2p: &P2pHandle,
+    writer: &Writer,
+    peer: PeerId,
+    st: &mut SyncStats,
+) -> Result<(), SyncError> {
+    let mut after = None;
+    loop {
+        let req = Request::Range {
+            after: after.take(),
+            max_bytes: PAGE_BYTES,
+        };
+        let Response::Range { records, next } = ask(p2p, peer, req, st).await? else {
+            return Err(SyncError::Protocol("unexpected answer to range".into()));
+        };
+        st.pages += 1;
+        let raw: Vec<Vec<u8>> = records.into_iter().map(ByteBuf::into_vec).collect();
+        st.record_bytes += raw.iter().map(Vec::len).sum::<usize>();
+        let stored = verify_all(raw).await?;
+        st.records_received += stored.len();
+        if !stored.is_empty() {
+            writer.apply(stored, Origin::Sync).await?;
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Apply the records a message carries, then answer it from our trie.
+async fn receive(
+    store: &Arc<Store>,
+    writer: &Writer,
+    items: &[Item],
+    st: &mut SyncStats,
+) -> Result<Vec<Item>, SyncError> {
+    let raw: Vec<Vec<u8>> = proto::carried(items)
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    st.record_bytes += raw.iter().map(Vec::len).sum::<usize>();
+    let stored = verify_all(raw).await?;
+    st.records_received += stored.len();
+    let mut lost: Vec<Hash> = Vec::new();
+    if !stored.is_empty() {
+        let slots: Vec<Hash> = stored.iter().map(|s| s.record.slot().hash()).collect();
+        let statuses = writer.apply(stored, Origin::Sync).await?;
+        lost = slots
+            .into_iter()
+            .zip(statuses)
+            .filter(|(_, s)| *s == PutStatus::Stale)
+            .map(|(h, _)| h)
+            .collect();
+    }
+    let items = items.to_vec();
+    blocking(store, move |snap| proto::answer(snap, &items, &lost)).await
+}
+
+/// Run a read-only step on a fresh snapshot, off the async threads.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&mut crate::store::Snapshot) -> Result<T, proto::SyncError<StoreError>>
+    + Send
+    + 'static,
+) -> Result<T, SyncError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut snap = store.snapshot()?;
+        f(&mut snap).map_err(|e| match e {
+            proto::SyncError::Malformed(why) => SyncError::Protocol(why.into()),
+            proto::SyncError::Replica(e) => SyncError::Store(e),
+        })
+    })
+    .await
+    .map_err(|e| SyncError::Protocol(format!("sync task failed: {e}")))?
+}
+
+/// Decode and verify records on all cores; any invalid record is a protocol violation.
+async fn verify_all(raw: Vec<Vec<u8>>) -> Result<Vec<Stored>, SyncError> {
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = raw.len().div_ceil(workers).max(64);
+    let mut tasks = Vec::new();
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let tail = rest.split_off(chunk.min(rest.len()));
+        let part = std::mem::replace(&mut rest, tail);
+        tasks.push(tokio::task::spawn_blocking(move || {
+            part.into_iter()
+                .map(|bytes| {
+                    let record = Record::decode(&bytes).map_err(|e| e.to_string())?;
+                    record.verify().map_err(|e| e.to_string())?;
+                    let id = record.id();
+                    Ok(Stored { record, id })
+                })
+                .collect::<Result<Vec<_>, String>>()
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        let part = t
+            .await
+            .map_err(|e| SyncError::Protocol(format!("verify task failed: {e}")))?;
+        out.extend(part.map_err(|e| SyncError::Protocol(format!("invalid record: {e}")))?);
+    }
+    Ok(out)
+}
