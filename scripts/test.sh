@@ -20,5 +20,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
 
+step "testnet smoke (the README's main command)"
+cargo build -q -p cirrus-node
+scripts/testnet-smoke.sh
+
 echo
 echo "all tests passed"
