@@ -33,11 +33,7 @@ impl Store {
 
     /// Canonical records in primary-key order after `after`, up to about `max_bytes`
     /// (at least one record), and the cursor to continue from.
-    pub fn range_page(
-        &self,
-        after: Option<&[u8]>,
-        max_bytes: usize,
-    ) -> Result<Page, StoreError> {
+    pub fn range_page(&self, after: Option<&[u8]>, max_bytes: usize) -> Result<Page, StoreError> {
         use std::ops::Bound;
         let txn = self.db.begin_read()?;
         let records = txn.open_table(RECORDS)?;
