@@ -6,6 +6,7 @@
 //!   algorithm (over any [`merkle::NodeStore`]) and proofs of presence and absence.
 //! - [`jsonrpc`]: the JSON-RPC 2.0 envelope and error codes.
 //! - [`api`]: parameters and results of every API method.
+//! - [`stun`]: the STUN codec (RFC 8489), Binding server and client logic.
 //! - [`sync`]: node-to-node messages and the anti-entropy reconciliation over the trie.
 
 pub mod api;
@@ -13,6 +14,7 @@ pub mod hexser;
 pub mod jsonrpc;
 pub mod merkle;
 pub mod record;
+pub mod stun;
 pub mod sync;
 
 pub use record::{Kind, Record, RecordError};

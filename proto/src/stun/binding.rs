@@ -1,0 +1,160 @@
+//! The Binding method: what a server answers, what a client sends and reads.
+
+use std::net::SocketAddr;
+
+use ed25519_dalek::{Signature, VerifyingKey};
+
+use super::BINDING;
+use super::attribute::{Attribute, attr};
+use super::message::{Class, Message, StunError};
+
+/// What the server learned from a request carrying a valid peer signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvenPeer {
+    /// libp2p peer id bytes.
+    pub peer_id: Vec<u8>,
+    /// The source address the request came from (the peer's NAT mapping).
+    pub observed: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BindingAnswer {
+    /// Bytes to send back to the source, if any.
+    pub reply: Option<Vec<u8>>,
+    pub peer: Option<ProvenPeer>,
+}
+
+/// The bytes a node signs to prove its peer id in a request.
+pub fn peer_signing_message(txid: &[u8; 12]) -> Vec<u8> {
+    [&b"cirrus-stun-v1"[..], txid].concat()
+}
+
+/// A Binding request; with `peer`, it carries the peer id and the signature over
+/// [`peer_signing_message`].
+pub fn binding_request(txid: [u8; 12], software: &str, peer: Option<(&[u8], &[u8])>) -> Vec<u8> {
+    let mut m =
+        Message::new(Class::Request, BINDING, txid).with(Attribute::Software(software.into()));
+    if let Some((id, sig)) = peer {
+        m = m
+            .with(Attribute::PeerId(id.to_vec()))
+            .with(Attribute::PeerSignature(sig.to_vec()));
+    }
+    m.encode(true)
+}
+
+/// A Binding indication: keeps a NAT mapping open, and is the hole-punching packet.
+pub fn binding_indication(txid: [u8; 12]) -> Vec<u8> {
+    Message::new(Class::Indication, BINDING, txid).encode(true)
+}
+
+/// The server side: answer one message that arrived from `from`. Malformed input
+/// and anything that is not a request get no reply (§6.3: silently discarded).
+pub fn handle_binding(bytes: &[u8], from: SocketAddr, software: &str) -> BindingAnswer {
+    let Ok(msg) = Message::decode(bytes) else {
+        return BindingAnswer::default();
+    };
+    if msg.class != Class::Request {
+        return BindingAnswer::default();
+    }
+    let error = |code: u16, reason: &str, extra: Option<Attribute>| {
+        let mut m =
+            Message::new(Class::Error, msg.method, msg.transaction_id).with(Attribute::ErrorCode {
+                code,
+                reason: reason.into(),
+            });
+        if let Some(a) = extra {
+            m = m.with(a);
+        }
+        m.with(Attribute::Software(software.into())).encode(true)
+    };
+    if msg.method != BINDING {
+        return BindingAnswer {
+            reply: Some(error(400, "Bad Request: unsupported method", None)),
+            peer: None,
+        };
+    }
+    let unknown: Vec<u16> = msg
+        .attributes
+        .iter()
+        .filter_map(|a| match a {
+            Attribute::Other { typ, .. } if attr::comprehension_required(*typ) => Some(*typ),
+            _ => None,
+        })
+        .collect();
+    if !unknown.is_empty() {
+        let reply = error(
+            420,
+            "Unknown Attribute",
+            Some(Attribute::UnknownAttributes(unknown)),
+        );
+        return BindingAnswer {
+            reply: Some(reply),
+            peer: None,
+        };
+    }
+    let reply = Message::new(Class::Success, BINDING, msg.transaction_id)
+        .with(Attribute::XorMappedAddress(from))
+        .with(Attribute::MappedAddress(from))
+        .with(Attribute::Software(software.into()))
+        .encode(true);
+    let peer = proven_peer(&msg).map(|peer_id| ProvenPeer {
+        peer_id,
+        observed: from,
+    });
+    BindingAnswer {
+        reply: Some(reply),
+        peer,
+    }
+}
+
+/// The peer id of a request whose Cirrus signature verifies, if any.
+fn proven_peer(msg: &Message) -> Option<Vec<u8>> {
+    let Some(Attribute::PeerId(id)) = msg.get(attr::CIRRUS_PEER_ID) else {
+        return None;
+    };
+    let Some(Attribute::PeerSignature(sig)) = msg.get(attr::CIRRUS_PEER_SIGNATURE) else {
+        return None;
+    };
+    let key = ed25519_of_peer_id(id)?;
+    let sig = Signature::from_slice(sig).ok()?;
+    key.verify_strict(&peer_signing_message(&msg.transaction_id), &sig)
+        .ok()?;
+    Some(id.clone())
+}
+
+/// An ed25519 libp2p peer id is the identity multihash of the protobuf-encoded
+/// public key: `00 24` (identity, 36 bytes) `08 01` (type Ed25519) `12 20` (32 bytes).
+fn ed25519_of_peer_id(id: &[u8]) -> Option<VerifyingKey> {
+    let key = id.strip_prefix(&[0x00, 0x24, 0x08, 0x01, 0x12, 0x20])?;
+    VerifyingKey::from_bytes(key.try_into().ok()?).ok()
+}
+
+/// The client side: the mapped address in the answer to our request `txid`.
+pub fn parse_binding_response(bytes: &[u8], txid: &[u8; 12]) -> Result<SocketAddr, StunError> {
+    let msg = Message::decode(bytes)?;
+    if msg.transaction_id != *txid {
+        return Err(StunError::WrongTransaction);
+    }
+    match msg.class {
+        Class::Success => {}
+        Class::Error => {
+            return Err(match msg.get(attr::ERROR_CODE) {
+                Some(Attribute::ErrorCode { code, reason }) => StunError::ServerError {
+                    code: *code,
+                    reason: reason.clone(),
+                },
+                _ => StunError::Malformed("error response without ERROR-CODE"),
+            });
+        }
+        _ => return Err(StunError::Malformed("not a response")),
+    }
+    let xor = msg.attributes.iter().find_map(|a| match a {
+        Attribute::XorMappedAddress(s) => Some(*s),
+        _ => None,
+    });
+    let plain = msg.attributes.iter().find_map(|a| match a {
+        Attribute::MappedAddress(s) => Some(*s),
+        _ => None,
+    });
+    xor.or(plain).ok_or(StunError::NoAddress)
+}
