@@ -14,6 +14,9 @@ use std::time::Duration;
 
 pub const DEFAULT_P2P_PORT: u16 = 38080;
 pub const DEFAULT_HTTP_PORT: u16 = 38081;
+pub const DEFAULT_STUN_PORT: u16 = 38084;
+/// Under Linux conntrack's 30 s timeout for one-way UDP flows, so mappings stay open.
+pub const DEFAULT_STUN_KEEPALIVE_SECS: u64 = 20;
 pub const DEFAULT_MAX_PEERS: u32 = 50;
 pub const DEFAULT_SYNC_INTERVAL_SECS: u64 = 10;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
@@ -38,6 +41,12 @@ pub struct RunArgs {
     /// HTTP JSON-RPC port (0 picks a free port).
     #[arg(long, env = "CIRRUS_HTTP_PORT")]
     pub http_port: Option<u16>,
+    /// STUN server port, UDP and TCP (0 picks a free port).
+    #[arg(long, env = "CIRRUS_STUN_PORT")]
+    pub stun_port: Option<u16>,
+    /// Seconds between STUN requests of each per-peer client socket.
+    #[arg(long, env = "CIRRUS_STUN_KEEPALIVE_SECS")]
+    pub stun_keepalive_secs: Option<u64>,
     /// Multiaddr of a node to join through, e.g. /ip4/127.0.0.11/tcp/38080 (repeatable;
     /// comma-separated in the environment).
     #[arg(long, env = "CIRRUS_BOOTSTRAP", value_delimiter = ',')]
@@ -63,6 +72,8 @@ struct FileConfig {
     bind: Option<IpAddr>,
     p2p_port: Option<u16>,
     http_port: Option<u16>,
+    stun_port: Option<u16>,
+    stun_keepalive_secs: Option<u64>,
     #[serde(default)]
     bootstrap: Vec<String>,
     max_peers: Option<u32>,
@@ -77,6 +88,8 @@ pub struct Config {
     pub bind: IpAddr,
     pub p2p_port: u16,
     pub http_port: u16,
+    pub stun_port: u16,
+    pub stun_keepalive: Duration,
     pub bootstrap: Vec<Multiaddr>,
     pub max_peers: u32,
     pub sync_interval: Duration,
@@ -125,6 +138,15 @@ impl Config {
                 .http_port
                 .or(file.http_port)
                 .unwrap_or(DEFAULT_HTTP_PORT),
+            stun_port: args
+                .stun_port
+                .or(file.stun_port)
+                .unwrap_or(DEFAULT_STUN_PORT),
+            stun_keepalive: Duration::from_secs(
+                args.stun_keepalive_secs
+                    .or(file.stun_keepalive_secs)
+                    .unwrap_or(DEFAULT_STUN_KEEPALIVE_SECS),
+            ),
             bootstrap: parse_bootstrap(if args.bootstrap.is_empty() {
                 &file.bootstrap
             } else {
@@ -153,6 +175,9 @@ impl Config {
         }
         if cfg.max_peers == 0 {
             return Err(ConfigError::Zero("max-peers"));
+        }
+        if cfg.stun_keepalive.is_zero() {
+            return Err(ConfigError::Zero("stun-keepalive-secs"));
         }
         if cfg.sync_interval.is_zero() {
             return Err(ConfigError::Zero("sync-interval-secs"));

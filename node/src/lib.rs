@@ -12,4 +12,5 @@ pub mod identity;
 pub mod node;
 pub mod p2p;
 pub mod store;
+pub mod stun;
 pub mod sync;

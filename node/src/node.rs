@@ -16,12 +16,14 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{Context, Dispatcher, http};
 use crate::config::Config;
 use crate::identity::{self, IdentityError};
-use crate::p2p::{self, InboundRelay, P2pConfig, P2pError};
+use crate::p2p::{self, InboundRelay, P2pConfig, P2pError, P2pHandle, StunLink};
 use crate::store::writer::Writer;
 use crate::store::{Store, StoreError};
+use crate::stun::{self, StunState, client::ClientCtx};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
-use tokio::sync::mpsc;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
 
 pub const DB_FILE: &str = "cirrus.redb";
 
@@ -58,7 +60,10 @@ pub struct Node {
     pub listen: Vec<Multiaddr>,
     shutdown: CancellationToken,
     tasks: JoinSet<Result<(), NodeError>>,
-    writer: std::thread::JoinHandle<()>,
+    writer_thread: std::thread::JoinHandle<()>,
+    p2p: P2pHandle,
+    store: Arc<Store>,
+    writer: Writer,
 }
 
 impl Node {
@@ -79,11 +84,29 @@ impl Node {
             max_peers: cfg.max_peers,
             sync_interval: cfg.sync_interval,
         };
+        let stun_state = Arc::new(StunState::default());
+        let (stun_udp, stun_tcp) = bind_stun(cfg.bind, cfg.stun_port).await?;
+        let stun_port = stun_udp.local_addr().map_or(cfg.stun_port, |a| a.port());
+        let (stun_events, stun_events_rx) = mpsc::channel(256);
+        let (stun_servers, stun_servers_rx) = watch::channel(Vec::new());
+        let stun_clients = ClientCtx {
+            state: stun_state.clone(),
+            key: key.clone(),
+            bind: cfg.bind,
+            keepalive: cfg.stun_keepalive,
+            servers: stun_servers_rx,
+        };
+        let stun_link = StunLink {
+            state: stun_state.clone(),
+            port: stun_port,
+            events: stun_events,
+        };
         let p2p = p2p::start(
             key,
             p2p_cfg,
             store.clone(),
             writer.clone(),
+            stun_link,
             shutdown.child_token(),
         )
         .await?;
@@ -120,13 +143,40 @@ impl Node {
             ports: Ports {
                 http: Some(http.port()),
                 p2p: p2p_port,
+                stun: Some(stun_port),
                 ..Ports::default()
             },
             max_batch: cfg.max_batch,
             p2p: p2p.handle.clone(),
+            stun: stun_state.clone(),
         });
+        let (handle, store, writer) = (ctx.p2p.clone(), ctx.store.clone(), ctx.writer.clone());
         let dispatcher = Dispatcher::new(ctx);
         let mut tasks = JoinSet::new();
+        let token = shutdown.clone();
+        let state = stun_state.clone();
+        tasks.spawn(async move {
+            stun::server::serve_udp(stun_udp, state, token)
+                .await
+                .map_err(|source| NodeError::Serve {
+                    what: "stun udp",
+                    source,
+                })
+        });
+        let (token, state) = (shutdown.clone(), stun_state.clone());
+        tasks.spawn(async move {
+            stun::server::serve_tcp(stun_tcp, state, token)
+                .await
+                .map_err(|source| NodeError::Serve {
+                    what: "stun tcp",
+                    source,
+                })
+        });
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            stun::manager::run(stun_clients, stun_servers, stun_events_rx, token).await;
+            Ok(())
+        });
         tasks.spawn(serve_relays(p2p.relays, dispatcher.without_relay()));
         let swarm_task = p2p.task;
         tasks.spawn(async move {
@@ -151,8 +201,25 @@ impl Node {
             listen,
             shutdown,
             tasks,
-            writer: writer_thread,
+            writer_thread,
+            p2p: handle,
+            store,
+            writer,
         })
+    }
+
+    /// The swarm handle, store and writer, for programs that embed a node and drive
+    /// parts of it themselves (e.g. a benchmark calling [`crate::sync::reconcile`]).
+    pub fn p2p(&self) -> &P2pHandle {
+        &self.p2p
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
     }
 
     /// Fire this to stop the node.
@@ -172,12 +239,39 @@ impl Node {
                 result = Err(e);
             }
         }
-        // The listeners held the last writer handles; the writer now drains and exits.
-        let writer = self.writer;
+        // The listeners and this handle held the last writer handles; the writer now
+        // drains and exits.
+        drop(self.writer);
+        let writer = self.writer_thread;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         tracing::info!("node stopped");
         result
     }
+}
+
+/// The STUN server's UDP socket and TCP listener, on one port number (with port 0,
+/// the first free UDP port that is also free for TCP).
+async fn bind_stun(ip: std::net::IpAddr, port: u16) -> Result<(UdpSocket, TcpListener), NodeError> {
+    let bind_err = |what, source| NodeError::Bind {
+        what,
+        addr: SocketAddr::new(ip, port),
+        source,
+    };
+    for _ in 0..20 {
+        let udp = UdpSocket::bind(SocketAddr::new(ip, port))
+            .await
+            .map_err(|e| bind_err("stun udp", e))?;
+        let actual = udp.local_addr().map_err(|e| bind_err("stun udp", e))?;
+        match TcpListener::bind(actual).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if port == 0 && e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(bind_err("stun tcp", e)),
+        }
+    }
+    Err(bind_err(
+        "stun",
+        std::io::Error::other("no port free for both UDP and TCP"),
+    ))
 }
 
 /// Answer JSON-RPC requests that peers relay to us. Ends when the swarm stops.

@@ -52,6 +52,8 @@ fn an_unreadable_node_key_is_an_error_not_a_new_identity() {
             "0",
             "--p2p-port",
             "0",
+            "--stun-port",
+            "0",
             "--data-dir",
         ])
         .arg(dir.path())
@@ -77,7 +79,7 @@ fn config_file_and_env_are_honoured_and_bad_config_is_refused() {
     std::fs::write(
         &cfg,
         format!(
-            "data-dir = {:?}\nbind = \"127.0.0.1\"\nhttp-port = 0\np2p-port = 0\nmax-batch = 2\n",
+            "data-dir = {:?}\nbind = \"127.0.0.1\"\nhttp-port = 0\np2p-port = 0\nstun-port = 0\nmax-batch = 2\n",
             dir.path().join("d")
         ),
     )

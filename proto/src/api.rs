@@ -146,6 +146,8 @@ pub struct NodeInfo {
     pub listen: Vec<String>,
     /// Connected peers.
     pub peers: usize,
+    /// This node's STUN data (docs/stun.md).
+    pub stun: serde_json::Value,
     pub db: DbHash,
 }
 

@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 
 use cirrus_proto::stun::{
-    self, Attribute, Class, Message, StunError, attr, binding_request, handle_binding, parse_binding_response,
+    self, Attribute, Class, Message, StunError, attr, binding_request, handle_binding,
+    parse_binding_response,
 };
 use ed25519_dalek::{Signer, SigningKey};
 use proptest::prelude::*;
@@ -39,30 +40,50 @@ fn rfc5769_request() {
     let m = Message::decode(&unhex(RFC5769_REQUEST)).unwrap();
     assert_eq!((m.class, m.method), (Class::Request, stun::BINDING));
     assert_eq!(m.transaction_id, txid());
-    assert_eq!(m.get(attr::SOFTWARE), Some(&Attribute::Software("STUN test client".into())));
+    assert_eq!(
+        m.get(attr::SOFTWARE),
+        Some(&Attribute::Software("STUN test client".into()))
+    );
     // USERNAME (0x0006) and MESSAGE-INTEGRITY (0x0008) are comprehension-required and
     // not implemented: the server refuses with 420 listing them.
-    let answer = handle_binding(&unhex(RFC5769_REQUEST), "192.0.2.1:32853".parse().unwrap(), "t");
+    let answer = handle_binding(
+        &unhex(RFC5769_REQUEST),
+        "192.0.2.1:32853".parse().unwrap(),
+        "t",
+    );
     let reply = Message::decode(&answer.reply.unwrap()).unwrap();
     assert_eq!(reply.class, Class::Error);
-    assert!(matches!(reply.get(attr::ERROR_CODE), Some(Attribute::ErrorCode { code: 420, .. })));
-    let Some(Attribute::UnknownAttributes(u)) = reply.get(attr::UNKNOWN_ATTRIBUTES) else { panic!() };
+    assert!(matches!(
+        reply.get(attr::ERROR_CODE),
+        Some(Attribute::ErrorCode { code: 420, .. })
+    ));
+    let Some(Attribute::UnknownAttributes(u)) = reply.get(attr::UNKNOWN_ATTRIBUTES) else {
+        panic!()
+    };
     assert!(u.contains(&0x0006) && u.contains(&0x0008) && u.contains(&0x0024));
 }
 
 #[test]
 fn rfc5769_responses() {
     let v4: SocketAddr = "192.0.2.1:32853".parse().unwrap();
-    let v6: SocketAddr = "[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap();
+    let v6: SocketAddr = "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+        .parse()
+        .unwrap();
     assert_eq!(parse_binding_response(&unhex(RFC5769_V4), &txid()), Ok(v4));
     assert_eq!(parse_binding_response(&unhex(RFC5769_V6), &txid()), Ok(v6));
     let m = Message::decode(&unhex(RFC5769_V4)).unwrap();
-    assert_eq!(m.get(attr::SOFTWARE), Some(&Attribute::Software("test vector".into())));
+    assert_eq!(
+        m.get(attr::SOFTWARE),
+        Some(&Attribute::Software("test vector".into()))
+    );
     // A flipped bit anywhere before FINGERPRINT is caught.
     let mut bad = unhex(RFC5769_V4);
     bad[30] ^= 1;
     assert_eq!(Message::decode(&bad), Err(StunError::Fingerprint));
-    assert_eq!(parse_binding_response(&unhex(RFC5769_V4), &[0; 12]), Err(StunError::WrongTransaction));
+    assert_eq!(
+        parse_binding_response(&unhex(RFC5769_V4), &[0; 12]),
+        Err(StunError::WrongTransaction)
+    );
 }
 
 #[test]
@@ -75,20 +96,40 @@ fn server_answers_binding_with_both_addresses_and_fingerprint() {
     let reply = answer.reply.unwrap();
     assert_eq!(parse_binding_response(&reply, &[7; 12]), Ok(from));
     let m = Message::decode(&reply).unwrap();
-    assert_eq!(m.get(attr::MAPPED_ADDRESS), Some(&Attribute::MappedAddress(from)));
-    assert_eq!(m.get(attr::SOFTWARE), Some(&Attribute::Software("cirrus-test".into())));
-    assert_eq!(&reply[reply.len() - 8..reply.len() - 6], &attr::FINGERPRINT.to_be_bytes());
+    assert_eq!(
+        m.get(attr::MAPPED_ADDRESS),
+        Some(&Attribute::MappedAddress(from))
+    );
+    assert_eq!(
+        m.get(attr::SOFTWARE),
+        Some(&Attribute::Software("cirrus-test".into()))
+    );
+    assert_eq!(
+        &reply[reply.len() - 8..reply.len() - 6],
+        &attr::FINGERPRINT.to_be_bytes()
+    );
 
     // Indications and responses get no answer; other methods get 400.
-    assert!(handle_binding(&stun::binding_indication([1; 12]), from, "x").reply.is_none());
+    assert!(
+        handle_binding(&stun::binding_indication([1; 12]), from, "x")
+            .reply
+            .is_none()
+    );
     assert!(handle_binding(&reply, from, "x").reply.is_none());
     let other = Message::new(Class::Request, 0x003, [2; 12]).encode(false);
     let r = handle_binding(&other, from, "x").reply.unwrap();
-    assert!(matches!(parse_binding_response(&r, &[2; 12]), Err(StunError::ServerError { code: 400, .. })));
+    assert!(matches!(
+        parse_binding_response(&r, &[2; 12]),
+        Err(StunError::ServerError { code: 400, .. })
+    ));
 }
 
 fn peer_id_of(key: &SigningKey) -> Vec<u8> {
-    [&[0x00, 0x24, 0x08, 0x01, 0x12, 0x20][..], &key.verifying_key().to_bytes()].concat()
+    [
+        &[0x00, 0x24, 0x08, 0x01, 0x12, 0x20][..],
+        &key.verifying_key().to_bytes(),
+    ]
+    .concat()
 }
 
 #[test]
@@ -106,7 +147,9 @@ fn peer_signature_proves_the_peer_and_forgeries_prove_nothing() {
     let other_key = SigningKey::from_bytes(&[6; 32]);
     let forged = [
         key.sign(&stun::peer_signing_message(&[8; 12])).to_bytes(),
-        other_key.sign(&stun::peer_signing_message(&txid)).to_bytes(),
+        other_key
+            .sign(&stun::peer_signing_message(&txid))
+            .to_bytes(),
         [0u8; 64],
     ];
     for sig in forged {
@@ -136,7 +179,8 @@ fn arb_attr() -> impl Strategy<Value = Attribute> {
         arb_addr().prop_map(Attribute::MappedAddress),
         arb_addr().prop_map(Attribute::XorMappedAddress),
         "[a-z ]{0,40}".prop_map(Attribute::Software),
-        (300u16..700, "[a-z]{0,20}").prop_map(|(code, reason)| Attribute::ErrorCode { code, reason }),
+        (300u16..700, "[a-z]{0,20}")
+            .prop_map(|(code, reason)| Attribute::ErrorCode { code, reason }),
         prop::collection::vec(any::<u16>(), 0..6).prop_map(Attribute::UnknownAttributes),
         prop::collection::vec(any::<u8>(), 0..40).prop_map(Attribute::PeerId),
         prop::collection::vec(any::<u8>(), 0..70).prop_map(Attribute::PeerSignature),
@@ -185,10 +229,20 @@ proptest! {
 fn nat_classification() {
     use cirrus_proto::stun::nat::{Nat, Observation, classify};
     let a = |s: &str| s.parse::<SocketAddr>().unwrap();
-    let o = |local, server, mapped| Observation { local: a(local), server: a(server), mapped: a(mapped) };
+    let o = |local, server, mapped| Observation {
+        local: a(local),
+        server: a(server),
+        mapped: a(mapped),
+    };
     assert_eq!(classify(&[]), Nat::Unknown);
-    assert_eq!(classify(&[o("10.0.0.2:5000", "198.18.0.1:3478", "198.18.1.1:6000")]), Nat::Unknown);
-    assert_eq!(classify(&[o("198.18.0.9:5000", "198.18.0.1:3478", "198.18.0.9:5000")]), Nat::None);
+    assert_eq!(
+        classify(&[o("10.0.0.2:5000", "198.18.0.1:3478", "198.18.1.1:6000")]),
+        Nat::Unknown
+    );
+    assert_eq!(
+        classify(&[o("198.18.0.9:5000", "198.18.0.1:3478", "198.18.0.9:5000")]),
+        Nat::None
+    );
     let eim = [
         o("10.0.0.2:5000", "198.18.0.1:3478", "198.18.1.1:6000"),
         o("10.0.0.2:5000", "198.18.0.2:3478", "198.18.1.1:6000"),

@@ -54,6 +54,7 @@ pub async fn getnodeinfo(ctx: &Context) -> Result<Value, ApiError> {
         ports: ctx.ports.clone(),
         listen,
         peers,
+        stun: serde_json::to_value(ctx.stun.info(true)).expect("serializes"),
         db: ctx.store.db_hash()?,
     })
 }

@@ -30,4 +30,5 @@ pub struct Context {
     pub ports: Ports,
     pub max_batch: usize,
     pub p2p: P2pHandle,
+    pub stun: std::sync::Arc<crate::stun::StunState>,
 }

@@ -4,6 +4,7 @@
 mod call;
 mod compare;
 mod records;
+mod stun;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,6 +81,8 @@ enum Command {
     Call(call::CallArgs),
     /// Ask several nodes for their database hash; exit 0 only if all agree.
     Compare(compare::CompareArgs),
+    /// Send one STUN Binding request to any RFC 8489 server; print the mapped address.
+    Stun(stun::StunArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -115,6 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Get(a) => records::get(a).await,
         Command::Call(a) => call::call(a).await,
         Command::Compare(a) => compare::compare(a).await,
+        Command::Stun(a) => stun::stun(a).await,
     }
 }
 

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use cirrus_proto::record::MAX_ENCODED_BYTES;
-use cirrus_proto::sync;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
@@ -15,15 +14,14 @@ use libp2p::{
 use sha2::{Digest, Sha256};
 
 use super::P2pError;
+use super::codec::SyncCodec;
 
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/cirrus/sync/1");
 pub const IDENTIFY_PROTOCOL: &str = "/cirrus/id/1";
 pub const RECORDS_TOPIC: &str = "cirrus/records/1";
 pub const ANNOUNCE_TOPIC: &str = "cirrus/announce/1";
-const SYNC_REQUEST_MAX: u64 = 16 << 20;
-const SYNC_RESPONSE_MAX: u64 = 32 << 20;
 
-pub type SyncBehaviour = request_response::cbor::Behaviour<sync::Request, sync::Response>;
+pub type SyncBehaviour = request_response::Behaviour<SyncCodec>;
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -71,11 +69,8 @@ fn behaviour(key: &Keypair, max_peers: u32) -> Result<Behaviour, P2pError> {
     let identify = identify::Behaviour::new(
         identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public()).with_agent_version(agent()),
     );
-    let sync_codec = request_response::cbor::codec::Codec::default()
-        .set_request_size_maximum(SYNC_REQUEST_MAX)
-        .set_response_size_maximum(SYNC_RESPONSE_MAX);
     let sync = request_response::Behaviour::with_codec(
-        sync_codec,
+        SyncCodec,
         [(SYNC_PROTOCOL, ProtocolSupport::Full)],
         request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
     );

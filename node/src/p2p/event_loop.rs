@@ -20,10 +20,21 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent, announce_topic, build_swarm, records_topic};
+use super::codec::SyncRequest;
 use super::peers::Connected;
 use super::{Command, InboundRelay, P2pConfig, P2pError, P2pHandle, unix_now};
 use crate::store::writer::{Applied, Origin, Writer};
 use crate::store::{KnownPeer, Store, Stored};
+use crate::stun::StunState;
+use crate::stun::manager::PeerEvent;
+
+/// What the swarm shares with the STUN side: our state to announce, our server's
+/// port, and where to report peers coming and going.
+pub struct StunLink {
+    pub state: Arc<StunState>,
+    pub port: u16,
+    pub events: mpsc::Sender<PeerEvent>,
+}
 
 /// Keep dialing known peers while fewer than this many are connected.
 const TARGET_PEERS: usize = 8;
@@ -46,6 +57,7 @@ pub async fn start(
     cfg: P2pConfig,
     store: Arc<Store>,
     writer: Writer,
+    stun: StunLink,
     shutdown: CancellationToken,
 ) -> Result<Started, P2pError> {
     let local = key.public().to_peer_id();
@@ -95,6 +107,8 @@ pub async fn start(
         syncing: HashSet::new(),
         announced: None,
         announced_at: Instant::now(),
+        stun_version: stun.state.version(),
+        stun,
         cfg,
         shutdown,
     };
@@ -177,6 +191,9 @@ struct EventLoop {
     syncing: HashSet<PeerId>,
     announced: Option<Hash>,
     announced_at: Instant,
+    stun: StunLink,
+    /// STUN state version last announced.
+    stun_version: u64,
     cfg: P2pConfig,
     shutdown: CancellationToken,
 }
@@ -224,10 +241,20 @@ impl EventLoop {
 
     fn announce(&mut self) {
         let Ok(db) = self.store.db_hash() else { return };
-        if self.announced == Some(db.root) && self.announced_at.elapsed() < ANNOUNCE_EVERY {
+        let stun_version = self.stun.state.version();
+        if self.announced == Some(db.root)
+            && stun_version == self.stun_version
+            && self.announced_at.elapsed() < ANNOUNCE_EVERY
+        {
             return;
         }
-        let msg = serde_json::json!({"root": hex::encode(db.root), "records": db.records, "at": unix_now_ms()});
+        let msg = serde_json::json!({
+            "root": hex::encode(db.root),
+            "records": db.records,
+            "at": unix_now_ms(),
+            "stunPort": self.stun.port,
+            "stun": self.stun.state.info(false),
+        });
         match self
             .swarm
             .behaviour_mut()
@@ -237,6 +264,7 @@ impl EventLoop {
             Ok(_) => {
                 self.announced = Some(db.root);
                 self.announced_at = Instant::now();
+                self.stun_version = stun_version;
             }
             Err(e) => tracing::trace!(error = %e, "announcement not published"),
         }
@@ -318,7 +346,11 @@ impl EventLoop {
                     let _ = reply.send(Err(P2pError::NotConnected(peer)));
                     return;
                 }
-                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer, SyncRequest::Valid(request));
                 self.pending.insert(id, reply);
             }
             Command::Peers { reply } => {
@@ -432,6 +464,14 @@ impl EventLoop {
                 }
                 tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
                 let dialer = endpoint.is_dialer();
+                if let Some(ip) = ip_of(endpoint.get_remote_address()) {
+                    let _ = self
+                        .stun
+                        .events
+                        .try_send(PeerEvent::Up { peer: peer_id, ip });
+                }
+                // Announce soon, so the new peer learns our root and STUN port.
+                self.announced = None;
                 self.peers
                     .insert(peer_id, Connected::new(&endpoint, unix_now()));
                 self.exchange_peers(peer_id);
@@ -447,6 +487,7 @@ impl EventLoop {
             } => {
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
+                    let _ = self.stun.events.try_send(PeerEvent::Down { peer: peer_id });
                     tracing::info!(peer = %peer_id, "peer disconnected");
                 } else if let Some(c) = self.peers.get_mut(&peer_id) {
                     c.connections = c.connections.saturating_sub(1);
@@ -458,6 +499,45 @@ impl EventLoop {
             }
             _ => {}
         }
+    }
+
+    /// Only directly connected peers' announcements are kept: `getpeerinfo` lists
+    /// those, and their STUN servers are the ones our clients ask.
+    fn on_announce(&mut self, from: PeerId, a: Announce) {
+        let Some(c) = self.peers.get_mut(&from) else {
+            return;
+        };
+        c.db_root = Some(a.root);
+        if let Some(port) = a.stun_port
+            && c.stun_port != Some(port)
+        {
+            c.stun_port = Some(port);
+            let _ = self
+                .stun
+                .events
+                .try_send(PeerEvent::StunPort { peer: from, port });
+        }
+        if a.stun.is_some() && c.stun != a.stun {
+            c.stun = a.stun;
+            if !c.listen.is_empty() {
+                let known = KnownPeer {
+                    peer: from.to_bytes(),
+                    addrs: c.listen.iter().map(|a| a.to_string()).collect(),
+                    last_seen: unix_now(),
+                    stun: c.stun.clone(),
+                };
+                self.save_known(known);
+            }
+        }
+    }
+
+    fn save_known(&self, known: KnownPeer) {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.save_peer(&known) {
+                tracing::warn!(error = %e, "cannot save known peer");
+            }
+        });
     }
 
     fn exchange_peers(&mut self, peer: PeerId) {
@@ -482,26 +562,20 @@ impl EventLoop {
             return;
         }
         self.known.insert(peer, addrs.clone());
-        let store = self.store.clone();
         let known = KnownPeer {
             peer: peer.to_bytes(),
             addrs: addrs.iter().map(|a| a.to_string()).collect(),
             last_seen: unix_now(),
+            stun: self.peers.get(&peer).and_then(|c| c.stun.clone()),
         };
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.save_peer(&known) {
-                tracing::warn!(error = %e, "cannot save known peer");
-            }
-        });
+        self.save_known(known);
     }
 
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
         if message.topic == announce_topic().hash() {
             let acceptance = match (message.source, parse_announce(&message.data)) {
-                (Some(from), Some(root)) => {
-                    if let Some(c) = self.peers.get_mut(&from) {
-                        c.db_root = Some(root);
-                    }
+                (Some(from), Some(a)) => {
+                    self.on_announce(from, a);
                     MessageAcceptance::Accept
                 }
                 _ => MessageAcceptance::Reject,
@@ -549,17 +623,31 @@ impl EventLoop {
         });
     }
 
-    fn on_sync(&mut self, ev: request_response::Event<Request, Response>) {
+    fn on_sync(&mut self, ev: request_response::Event<SyncRequest, Response>) {
         use request_response::{Event, InboundFailure, Message, OutboundFailure};
         match ev {
             Event::Message {
                 peer,
                 message:
                     Message::Request {
-                        request, channel, ..
+                        request: SyncRequest::Valid(request),
+                        channel,
+                        ..
                     },
                 ..
             } => self.on_request(peer, request, channel),
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request: SyncRequest::Malformed(why),
+                        ..
+                    },
+                ..
+            } => {
+                tracing::warn!(%peer, %why, "peer sent a malformed sync request; disconnecting");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
             Event::Message {
                 message:
                     Message::Response {
@@ -672,10 +760,37 @@ impl EventLoop {
     }
 }
 
-fn parse_announce(data: &[u8]) -> Option<String> {
+/// A peer's announcement: its root, and its STUN port and data.
+struct Announce {
+    root: String,
+    stun_port: Option<u16>,
+    stun: Option<serde_json::Value>,
+}
+
+fn parse_announce(data: &[u8]) -> Option<Announce> {
     let v: serde_json::Value = serde_json::from_slice(data).ok()?;
     let root = v.get("root")?.as_str()?;
-    (root.len() == 64 && root.bytes().all(|b| b.is_ascii_hexdigit())).then(|| root.to_string())
+    if root.len() != 64 || !root.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let stun_port = v
+        .get("stunPort")
+        .and_then(|p| p.as_u64())
+        .and_then(|p| u16::try_from(p).ok());
+    let stun = v.get("stun").filter(|s| s.is_object()).cloned();
+    Some(Announce {
+        root: root.to_string(),
+        stun_port,
+        stun,
+    })
+}
+
+fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
 }
 
 fn unix_now_ms() -> u64 {

@@ -9,6 +9,7 @@
 //! channel, so the loop itself never waits.
 
 mod behaviour;
+mod codec;
 mod event_loop;
 mod peers;
 
@@ -20,8 +21,9 @@ use cirrus_proto::sync::{Request, Response};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
-pub use behaviour::{Behaviour, SYNC_PROTOCOL, build_swarm, records_topic};
-pub use event_loop::{Started, start};
+pub use behaviour::{Behaviour, BehaviourEvent, SYNC_PROTOCOL, build_swarm, records_topic};
+pub use codec::{SyncCodec, SyncRequest};
+pub use event_loop::{Started, StunLink, start};
 
 #[derive(Debug, thiserror::Error)]
 pub enum P2pError {

@@ -17,6 +17,8 @@ pub struct Connected {
     pub listen: Vec<Multiaddr>,
     pub db_root: Option<String>,
     pub stun: Option<serde_json::Value>,
+    /// The peer's STUN server port, from its announcements.
+    pub stun_port: Option<u16>,
 }
 
 impl Connected {
@@ -31,6 +33,7 @@ impl Connected {
             listen: Vec::new(),
             db_root: None,
             stun: None,
+            stun_port: None,
         }
     }
 

@@ -20,6 +20,9 @@ pub struct KnownPeer {
     pub addrs: Vec<String>,
     /// Unix seconds.
     pub last_seen: u64,
+    /// The `stun` object the peer last announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stun: Option<serde_json::Value>,
 }
 
 impl Store {

@@ -39,6 +39,8 @@ impl TestNode {
             "0",
             "--p2p-port",
             "0",
+            "--stun-port",
+            "0",
             "--sync-interval-secs",
             "1",
             "--data-dir",

@@ -45,5 +45,9 @@ pub fn classify(obs: &[Observation]) -> Nat {
             }
         }
     }
-    if independent { Nat::EndpointIndependent } else { Nat::Unknown }
+    if independent {
+        Nat::EndpointIndependent
+    } else {
+        Nat::Unknown
+    }
 }

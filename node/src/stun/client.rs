@@ -1,0 +1,221 @@
+//! One STUN client socket pair per connected peer: a UDP socket and a TCP
+//! connection, each from its own local port, asking that peer's STUN server for our
+//! mapping every keepalive interval (which keeps the NAT mapping open). The UDP
+//! socket also asks one other peer's server now and then, so the two answers for one
+//! socket tell endpoint-independent from endpoint-dependent mapping.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cirrus_proto::stun::{self, StunError};
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{SOFTWARE, StunState, Transport};
+
+/// Retransmission (RFC 8489 §6.2.1, shortened): 500 ms, then doubling, 3 tries.
+const RTO: Duration = Duration::from_millis(500);
+const TRIES: u32 = 3;
+const TCP_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct ClientCtx {
+    pub state: Arc<StunState>,
+    pub key: Keypair,
+    pub bind: IpAddr,
+    pub keepalive: Duration,
+    /// All peers' STUN servers, for the second-server probe.
+    pub servers: watch::Receiver<Vec<SocketAddr>>,
+}
+
+/// Start the pair for `peer` whose server is `server`; stops when `stop` fires.
+pub fn spawn_pair(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: CancellationToken) {
+    tokio::spawn(udp_client(ctx.clone(), peer, server, stop.clone()));
+    tokio::spawn(tcp_client(ctx, peer, server, stop));
+}
+
+/// A signed Binding request: proves to the peer's server that it is us.
+fn request(key: &Keypair) -> ([u8; 12], Vec<u8>) {
+    let mut txid = [0u8; 12];
+    let _ = getrandom::fill(&mut txid);
+    let sig = key
+        .sign(&stun::peer_signing_message(&txid))
+        .expect("ed25519 signing does not fail");
+    let id = key.public().to_peer_id().to_bytes();
+    (
+        txid,
+        stun::binding_request(txid, SOFTWARE, Some((&id, &sig))),
+    )
+}
+
+/// The local IP the system would use towards `server` (the socket itself may be
+/// bound to the unspecified address).
+async fn local_ip_towards(bind: IpAddr, server: SocketAddr) -> IpAddr {
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    match UdpSocket::bind(SocketAddr::new(bind, 0)).await {
+        Ok(s) if s.connect(server).await.is_ok() => s.local_addr().map_or(bind, |a| a.ip()),
+        _ => bind,
+    }
+}
+
+async fn udp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: CancellationToken) {
+    let sock = match UdpSocket::bind(SocketAddr::new(ctx.bind, 0)).await {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!(%peer, error = %e, "cannot open STUN UDP client socket"),
+    };
+    let port = sock.local_addr().map_or(0, |a| a.port());
+    let local = SocketAddr::new(local_ip_towards(ctx.bind, server).await, port);
+    tracing::debug!(%peer, %local, %server, "STUN UDP client up");
+    let mut round = 0u64;
+    loop {
+        match udp_ask(&sock, &ctx.key, server).await {
+            Ok(mapped) => ctx
+                .state
+                .record(peer, Transport::Udp, local, server, mapped, true),
+            Err(e) => tracing::debug!(%peer, %server, error = %e, "STUN over UDP got no answer"),
+        }
+        // Every few rounds, the same socket asks another peer's server.
+        let other = ctx
+            .servers
+            .borrow()
+            .iter()
+            .copied()
+            .filter(|s| *s != server)
+            .nth(round as usize % 8);
+        if round % 3 == 0
+            && let Some(other) = other
+            && let Ok(mapped) = udp_ask(&sock, &ctx.key, other).await
+        {
+            ctx.state
+                .record(peer, Transport::Udp, local, other, mapped, false);
+        }
+        round += 1;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(ctx.keepalive) => {}
+        }
+    }
+    ctx.state.forget(&peer, Transport::Udp, Some(local));
+}
+
+async fn udp_ask(
+    sock: &UdpSocket,
+    key: &Keypair,
+    server: SocketAddr,
+) -> Result<SocketAddr, StunError> {
+    let (txid, req) = request(key);
+    let mut buf = [0u8; stun::MAX_MESSAGE];
+    for attempt in 0..TRIES {
+        let _ = sock.send_to(&req, server).await;
+        let deadline = tokio::time::Instant::now() + RTO * 2u32.pow(attempt);
+        loop {
+            match tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
+                Err(_) => break, // retransmit
+                Ok(Err(_)) => break,
+                Ok(Ok((n, from))) => {
+                    if from != server || !stun::is_stun(&buf[..n]) {
+                        continue;
+                    }
+                    match stun::parse_binding_response(&buf[..n], &txid) {
+                        Err(StunError::WrongTransaction) => continue,
+                        other => return other,
+                    }
+                }
+            }
+        }
+    }
+    Err(StunError::Malformed("no answer"))
+}
+
+async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: CancellationToken) {
+    let mut local_port = 0u16;
+    let mut local: Option<SocketAddr> = None;
+    loop {
+        let conn = tokio::select! {
+            _ = stop.cancelled() => break,
+            c = tokio::time::timeout(TCP_TIMEOUT, connect_from(ctx.bind, local_port, server)) => c,
+        };
+        match conn {
+            Ok(Ok(mut stream)) => {
+                let me = stream.local_addr().ok();
+                local_port = me.map_or(0, |a| a.port());
+                local = me;
+                tracing::debug!(%peer, local = ?me, %server, "STUN TCP client up");
+                // Ask on this connection every keepalive until it breaks or we stop.
+                loop {
+                    match tcp_ask(&mut stream, &ctx.key).await {
+                        Ok(mapped) => {
+                            if let Some(me) = me {
+                                ctx.state
+                                    .record(peer, Transport::Tcp, me, server, mapped, true);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, %server, error = %e, "STUN over TCP failed; reconnecting");
+                            break;
+                        }
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => {
+                            ctx.state.forget(&peer, Transport::Tcp, local);
+                            return;
+                        }
+                        _ = tokio::time::sleep(ctx.keepalive) => {}
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(%peer, %server, error = %e, "STUN TCP connect failed"),
+            Err(_) => tracing::debug!(%peer, %server, "STUN TCP connect timed out"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(ctx.keepalive.min(Duration::from_secs(5))) => {}
+        }
+    }
+    ctx.state.forget(&peer, Transport::Tcp, local);
+}
+
+/// Connect from a fixed local port when we have one, with SO_REUSEADDR and
+/// SO_REUSEPORT so a reconnect gets the same port and a listener can share it.
+async fn connect_from(bind: IpAddr, port: u16, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = if server.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    s.set_reuseaddr(true)?;
+    s.set_reuseport(true)?;
+    s.bind(SocketAddr::new(bind, port))?;
+    s.connect(server).await
+}
+
+async fn tcp_ask(stream: &mut TcpStream, key: &Keypair) -> Result<SocketAddr, StunError> {
+    let (txid, req) = request(key);
+    let io = |_| StunError::Malformed("connection lost");
+    tokio::time::timeout(TCP_TIMEOUT, async {
+        stream.write_all(&req).await.map_err(io)?;
+        let mut buf = Vec::with_capacity(256);
+        loop {
+            if let Some(len) = stun::frame_len(&buf)? {
+                if buf.len() >= len {
+                    return stun::parse_binding_response(&buf[..len], &txid);
+                }
+            }
+            let mut chunk = [0u8; 512];
+            let n = stream.read(&mut chunk).await.map_err(io)?;
+            if n == 0 {
+                return Err(StunError::Malformed("connection closed"));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .map_err(|_| StunError::Malformed("timed out"))?
+}

@@ -1,0 +1,183 @@
+//! STUN in the node: one server (UDP and TCP on the STUN port) for peers and stock
+//! clients, and one client socket pair (UDP and TCP) per connected peer that keeps
+//! asking that peer's server for our mapping, which also keeps the NAT mapping open.
+//!
+//! [`StunState`] is what both sides learn: our mappings per client socket (and so
+//! our external address and NAT behaviour), and the addresses of peers that proved
+//! their identity in a request ("seen"). The swarm announces our part to peers; the
+//! API shows it in `getnodeinfo.stun`. [`manager`] starts and stops client pairs as
+//! peers come and go.
+
+pub mod client;
+pub mod manager;
+pub mod server;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use cirrus_proto::stun::nat::{Nat, Observation, classify};
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+pub const SOFTWARE: &str = concat!("cirrus/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// One client socket's mapping, as SPEC's `stun` object lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MappingView {
+    /// External port the peer's server saw.
+    pub port: u16,
+    pub local_port: u16,
+    /// The peer whose server saw it.
+    pub via: String,
+    /// Unix seconds of the last answer.
+    pub last_seen: u64,
+    /// External address the peer's server saw.
+    pub address: String,
+}
+
+/// A peer that proved its id in a request to our server, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeenView {
+    pub peer_id: String,
+    pub transport: Transport,
+    pub observed: String,
+    pub last_seen: u64,
+}
+
+/// SPEC's `stun` object (plus, for our own node, `seen`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StunInfo {
+    pub address: Option<String>,
+    pub nat: Nat,
+    pub udp: Vec<MappingView>,
+    pub tcp: Vec<MappingView>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<SeenView>,
+}
+
+#[derive(Default)]
+struct Inner {
+    mappings: HashMap<(PeerId, Transport), (SocketAddr, SocketAddr, u64)>, // local, mapped, when
+    observations: HashMap<(SocketAddr, SocketAddr), SocketAddr>, // (local, server) -> mapped
+    seen: HashMap<(PeerId, Transport), (SocketAddr, u64)>,
+    version: u64,
+}
+
+/// Shared STUN knowledge of this node.
+#[derive(Default)]
+pub struct StunState {
+    inner: Mutex<Inner>,
+}
+
+impl StunState {
+    /// A client socket for `via` got an answer from `server`.
+    pub fn record(
+        &self,
+        via: PeerId,
+        t: Transport,
+        local: SocketAddr,
+        server: SocketAddr,
+        mapped: SocketAddr,
+        primary: bool,
+    ) {
+        let mut g = self.inner.lock().expect("stun state lock");
+        let now = crate::p2p::unix_now();
+        if g.observations.insert((local, server), mapped) != Some(mapped) {
+            g.version += 1;
+        }
+        if primary {
+            let old = g.mappings.insert((via, t), (local, mapped, now));
+            if old.map(|(l, m, _)| (l, m)) != Some((local, mapped)) {
+                g.version += 1;
+            }
+        }
+    }
+
+    /// The client pair for `via` is gone: forget its mappings.
+    pub fn forget(&self, via: &PeerId, t: Transport, local: Option<SocketAddr>) {
+        let mut g = self.inner.lock().expect("stun state lock");
+        if g.mappings.remove(&(*via, t)).is_some() {
+            g.version += 1;
+        }
+        if let Some(local) = local {
+            g.observations.retain(|(l, _), _| *l != local);
+        }
+    }
+
+    /// Our server answered a request whose peer signature verified.
+    pub fn saw(&self, peer: PeerId, t: Transport, observed: SocketAddr) {
+        let mut g = self.inner.lock().expect("stun state lock");
+        g.seen.insert((peer, t), (observed, crate::p2p::unix_now()));
+    }
+
+    /// Bumped whenever our mappings change, so the swarm knows when to announce.
+    pub fn version(&self) -> u64 {
+        self.inner.lock().expect("stun state lock").version
+    }
+
+    pub fn info(&self, with_seen: bool) -> StunInfo {
+        let g = self.inner.lock().expect("stun state lock");
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        let mut latest: Option<(u64, SocketAddr)> = None;
+        for ((via, t), (local, mapped, when)) in &g.mappings {
+            let v = MappingView {
+                port: mapped.port(),
+                local_port: local.port(),
+                via: via.to_string(),
+                last_seen: *when,
+                address: mapped.ip().to_string(),
+            };
+            if latest.is_none_or(|(w, _)| *when > w) {
+                latest = Some((*when, *mapped));
+            }
+            match t {
+                Transport::Udp => udp.push(v),
+                Transport::Tcp => tcp.push(v),
+            }
+        }
+        udp.sort_by(|a, b| a.via.cmp(&b.via));
+        tcp.sort_by(|a, b| a.via.cmp(&b.via));
+        let obs: Vec<Observation> = g
+            .observations
+            .iter()
+            .map(|((local, server), mapped)| Observation {
+                local: *local,
+                server: *server,
+                mapped: *mapped,
+            })
+            .collect();
+        let mut seen: Vec<SeenView> = if with_seen {
+            g.seen
+                .iter()
+                .map(|((p, t), (addr, when))| SeenView {
+                    peer_id: p.to_string(),
+                    transport: *t,
+                    observed: addr.to_string(),
+                    last_seen: *when,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        seen.sort_by(|a, b| (&a.peer_id, a.transport).cmp(&(&b.peer_id, b.transport)));
+        StunInfo {
+            address: latest.map(|(_, m)| m.ip().to_string()),
+            nat: classify(&obs),
+            udp,
+            tcp,
+            seen,
+        }
+    }
+}
