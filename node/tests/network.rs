@@ -1,0 +1,858 @@
+//! The network (issue 3) on real `cirrus` processes on loopback: replication and
+//! convergence, catching up after a restart, a new node streaming a large database,
+//! misbehaving peers (forged gossip, garbage on the sync protocol), and `relay`.
+//!
+//! Misbehaving peers are libp2p swarms inside the test process. They are driven in
+//! short slices ([`Rogue::pump`]) between the blocking HTTP calls to the nodes, so
+//! the test needs no async HTTP client. Nothing here waits a fixed time: every
+//! condition is polled until it holds or [`TIMEOUT`] passes.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+use std::time::{Duration, Instant};
+
+use cirrus_node::p2p::{BehaviourEvent, SYNC_PROTOCOL, build_swarm, records_topic};
+use cirrus_proto::record::{Author, Kind, Record};
+use cirrus_proto::sync::{Request, Response};
+use common::*;
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::gossipsub::PublishError;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, noise, tcp, yamux};
+use serde_json::{Value, json};
+
+const POLL: Duration = Duration::from_millis(100);
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Poll `check` every [`POLL`] until it returns `Ok`; after [`TIMEOUT`], fail with
+/// what was being waited for and the last state `check` described.
+fn wait_until<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(state) if Instant::now() > deadline => {
+                panic!("timed out after {TIMEOUT:?} waiting until {what}; last state: {state}")
+            }
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
+
+/// What the nodes should hold: the winning record of every slot, by the conflict
+/// rule (the tests never reuse a `seq` within a slot, so the higher `seq` wins).
+#[derive(Default)]
+struct Model {
+    slots: BTreeMap<(Author, Kind, String), Record>,
+}
+
+impl Model {
+    fn add(&mut self, r: &Record) {
+        let slot = (r.author, r.kind, r.key.clone());
+        if self.slots.get(&slot).is_none_or(|held| held.seq < r.seq) {
+            self.slots.insert(slot, r.clone());
+        }
+    }
+
+    fn add_all(&mut self, rs: &[Record]) {
+        rs.iter().for_each(|r| self.add(r));
+    }
+
+    /// `(records, ratings count, ratings sum)` as `getdbhash` reports them.
+    fn totals(&self) -> (u64, u64, u64) {
+        let live: Vec<u64> = self
+            .slots
+            .values()
+            .filter(|r| r.kind == Kind::Rating)
+            .filter_map(|r| r.value.as_ref().map(|v| v.parse::<u64>().unwrap()))
+            .collect();
+        (
+            self.slots.len() as u64,
+            live.len() as u64,
+            live.iter().sum(),
+        )
+    }
+}
+
+/// Put records in one JSON-RPC batch; returns each `status`.
+fn put_batch(node: &TestNode, records: &[Record]) -> Vec<String> {
+    let batch: Vec<Value> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| json!({"jsonrpc": "2.0", "id": i, "method": "put", "params": {"record": r}}))
+        .collect();
+    let resp = node.rpc(&Value::Array(batch));
+    let answers = resp
+        .as_array()
+        .unwrap_or_else(|| panic!("batch put: {resp}"));
+    assert_eq!(answers.len(), records.len(), "one answer per put");
+    answers
+        .iter()
+        .map(|a| {
+            a["result"]["status"]
+                .as_str()
+                .unwrap_or_else(|| panic!("put failed: {a}"))
+                .to_string()
+        })
+        .collect()
+}
+
+fn put_all_applied(node: &TestNode, records: &[Record]) {
+    for (r, status) in records.iter().zip(put_batch(node, records)) {
+        assert_eq!(status, "applied", "{} {}", r.kind.as_str(), r.key);
+    }
+}
+
+/// Wait until every node reports the same `getdbhash` and it matches the model.
+/// Returns the common root.
+fn wait_converged(nodes: &[&TestNode], model: &Model) -> String {
+    let (records, count, sum) = model.totals();
+    let want = json!({"records": records, "ratings": {"count": count, "sum": sum}});
+    wait_until(&format!("{} nodes hold {want}", nodes.len()), || {
+        let dbs: Vec<Value> = nodes.iter().map(|n| n.db()).collect();
+        let agree = dbs.iter().all(|d| d == &dbs[0]);
+        let complete = dbs[0]["records"] == want["records"] && dbs[0]["ratings"] == want["ratings"];
+        if agree && complete {
+            Ok(dbs[0]["root"].as_str().unwrap().to_string())
+        } else {
+            Err(Value::Array(dbs).to_string())
+        }
+    })
+}
+
+fn peers_of(node: &TestNode) -> Vec<Value> {
+    node.ok("getpeerinfo", json!({}))
+        .as_array()
+        .expect("getpeerinfo returns an array")
+        .clone()
+}
+
+fn entry_for(node: &TestNode, peer: &str) -> Option<Value> {
+    peers_of(node).into_iter().find(|p| p["peerId"] == peer)
+}
+
+fn wait_lists(node: &TestNode, peer: &str) -> Value {
+    wait_until(&format!("{} lists peer {peer}", node.peer_id), || {
+        entry_for(node, peer).ok_or_else(|| Value::Array(peers_of(node)).to_string())
+    })
+}
+
+fn get_record(node: &TestNode, author: &Author, key: &str, kind: Kind) -> Value {
+    node.ok(
+        "get",
+        json!({"author": hex::encode(author), "key": key, "kind": kind.as_str()}),
+    )["record"]
+        .clone()
+}
+
+fn start_network(dirs: &[tempfile::TempDir]) -> Vec<TestNode> {
+    let first = TestNode::start(dirs[0].path());
+    let boot = first.listen[0].clone();
+    assert!(boot.contains("/tcp/") && boot.contains("/p2p/"), "{boot}");
+    let mut nodes = vec![first];
+    for d in &dirs[1..] {
+        nodes.push(TestNode::start_with(d.path(), &["--bootstrap", &boot]));
+    }
+    nodes
+}
+
+fn temp_dirs(n: usize) -> Vec<tempfile::TempDir> {
+    (0..n).map(|_| tempfile::tempdir().unwrap()).collect()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn five_nodes_converge_and_report_their_peers() {
+    let dirs = temp_dirs(5);
+    let started = unix_now();
+    let nodes = start_network(&dirs);
+    let mut model = Model::default();
+
+    for (i, node) in nodes.iter().enumerate() {
+        let a = author(100 + i as u8);
+        let docs: Vec<Record> = (0..30)
+            .map(|k| doc(&a, &format!("doc-{k}"), 1, &format!("written on node {i}")))
+            .collect();
+        put_all_applied(node, &docs);
+        model.add_all(&docs);
+        // Every node rates the same targets, so each target's total comes from all five.
+        let ratings: Vec<Record> = (0..4)
+            .map(|t| rating(&a, &format!("film-{t}"), 1, Some(((i + t) % 5 + 1) as u8)))
+            .collect();
+        put_all_applied(node, &ratings);
+        model.add_all(&ratings);
+        for k in 0..3 {
+            let r = doc(&a, &format!("single-{k}"), 1, "one put");
+            assert_eq!(node.put(&r)["status"], "applied");
+            model.add(&r);
+        }
+    }
+    // One author, several nodes: a newer version and a withdrawn rating written
+    // through other nodes than the originals must win everywhere.
+    let shared = author(99);
+    let writes = [
+        (0, doc(&shared, "shared", 1, "old")),
+        (3, doc(&shared, "shared", 2, "new")),
+        (1, rating(&shared, "film-0", 1, Some(5))),
+        (4, rating(&shared, "film-0", 2, None)),
+    ];
+    for (n, r) in &writes {
+        assert_eq!(nodes[*n].put(r)["status"], "applied");
+        model.add(r);
+    }
+
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    let root = wait_converged(&all, &model);
+    let shared_key = shared.verifying_key().to_bytes();
+    assert_eq!(
+        get_record(&nodes[2], &shared_key, "shared", Kind::Doc)["value"],
+        "new"
+    );
+    assert_eq!(
+        get_record(&nodes[2], &shared_key, "film-0", Kind::Rating)["value"],
+        Value::Null,
+        "the withdrawn rating is a tombstone everywhere"
+    );
+    let film0 = nodes[4].ok("getrating", json!({"target": "film-0"}));
+    let want: u64 = (0..5).map(|i| (i % 5 + 1) as u64).sum();
+    assert_eq!(
+        (film0["count"].as_u64(), film0["sum"].as_u64()),
+        (Some(5), Some(want))
+    );
+
+    // The hub: nodes 2 to 5 dialed it, so it sees them all as inbound.
+    let hub = &nodes[0];
+    let others: HashSet<String> = nodes[1..].iter().map(|n| n.peer_id.clone()).collect();
+    let peers = wait_until(
+        "the hub reports ping, agent and root for every peer",
+        || {
+            let peers = peers_of(hub);
+            let ids: HashSet<String> = peers
+                .iter()
+                .map(|p| p["peerId"].as_str().unwrap().to_string())
+                .collect();
+            let ready = ids == others
+                && peers.iter().all(|p| {
+                    p["pingMs"].is_number()
+                        && p["agent"].is_string()
+                        && p["dbRoot"] == root.as_str()
+                });
+            if ready {
+                Ok(peers)
+            } else {
+                Err(Value::Array(peers).to_string())
+            }
+        },
+    );
+    for p in &peers {
+        assert_eq!(p["direction"], "inbound", "{p}");
+        assert!(
+            p["addr"].as_str().unwrap().starts_with("/ip4/127.0.0.1/"),
+            "{p}"
+        );
+        assert!(p["agent"].as_str().unwrap().starts_with("cirrus/"), "{p}");
+        let since = p["connectedSince"].as_u64().expect("connectedSince");
+        assert!(since >= started && since <= unix_now(), "{p}");
+        assert!(p["pingMs"].as_f64().unwrap() >= 0.0, "{p}");
+    }
+    // And node 2 dialed the hub.
+    let to_hub = wait_lists(&nodes[1], &hub.peer_id);
+    assert_eq!(to_hub["direction"], "outbound", "{to_hub}");
+
+    let info = hub.ok("getnodeinfo", json!({}));
+    assert!(info["peers"].as_u64().unwrap() >= 1, "{info}");
+    let listen: Vec<&str> = info["listen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        listen.iter().any(|a| hub.listen[0].starts_with(a)),
+        "getnodeinfo listen {listen:?} lacks {}",
+        hub.listen[0]
+    );
+    assert_eq!(info["db"]["root"], root.as_str());
+}
+
+#[test]
+fn a_stopped_node_catches_up_after_restart_with_and_without_bootstrap() {
+    let dirs = temp_dirs(3);
+    let mut nodes = start_network(&dirs);
+    let boot = nodes[0].listen[0].clone();
+    let mut model = Model::default();
+    let a = author(50);
+
+    let first: Vec<Record> = (0..20)
+        .map(|k| doc(&a, &format!("before-{k}"), 1, "v"))
+        .collect();
+    put_all_applied(&nodes[0], &first);
+    model.add_all(&first);
+    wait_converged(&nodes.iter().collect::<Vec<_>>(), &model);
+    // Node 3 must have learned its peers (identify saves them) before it stops.
+    wait_lists(&nodes[2], &nodes[0].peer_id);
+
+    let third = nodes.pop().unwrap();
+    let third_id = third.peer_id.clone();
+    third.stop();
+
+    // Written while node 3 is down, on both remaining nodes.
+    let on_first: Vec<Record> = (0..100)
+        .map(|k| doc(&a, &format!("while-down-{k}"), 1, "v"))
+        .collect();
+    put_all_applied(&nodes[0], &on_first);
+    model.add_all(&on_first);
+    let b = author(51);
+    let on_second: Vec<Record> = (0..50)
+        .map(|k| rating(&b, &format!("target-{k}"), 1, Some((k % 5 + 1) as u8)))
+        .collect();
+    put_all_applied(&nodes[1], &on_second[..40]);
+    for r in &on_second[40..] {
+        assert_eq!(nodes[1].put(r)["status"], "applied");
+    }
+    model.add_all(&on_second);
+    // A newer version of a record node 3 already holds.
+    let newer = doc(&a, "before-0", 2, "changed while down");
+    assert_eq!(nodes[1].put(&newer)["status"], "applied");
+    model.add(&newer);
+    wait_converged(&[&nodes[0], &nodes[1]], &model);
+
+    let third = TestNode::start_with(dirs[2].path(), &["--bootstrap", &boot]);
+    assert_eq!(third.peer_id, third_id, "same identity after restart");
+    wait_converged(&[&nodes[0], &nodes[1], &third], &model);
+    assert_eq!(
+        get_record(&third, &a.verifying_key().to_bytes(), "before-0", Kind::Doc)["value"],
+        "changed while down"
+    );
+    third.stop();
+
+    // Down again; this time it restarts without --bootstrap and must find the network
+    // through the peers it remembered.
+    let later: Vec<Record> = (0..30)
+        .map(|k| doc(&b, &format!("later-{k}"), 1, "v"))
+        .collect();
+    put_all_applied(&nodes[1], &later);
+    model.add_all(&later);
+    wait_converged(&[&nodes[0], &nodes[1]], &model);
+    let third = TestNode::start(dirs[2].path());
+    wait_converged(&[&nodes[0], &nodes[1], &third], &model);
+    let peers = peers_of(&third);
+    assert!(
+        peers.iter().any(|p| p["direction"] == "outbound"),
+        "the restarted node dialed a remembered peer: {peers:?}"
+    );
+}
+
+#[test]
+fn a_new_node_streams_a_large_database() {
+    let dirs = temp_dirs(3);
+    let nodes = start_network(&dirs[..2]);
+    let mut model = Model::default();
+    // About 5 MB of records: more than one 4 MB page of the bulk stream.
+    let value = "x".repeat(2000);
+    for batch in 0..12 {
+        let a = author(70 + batch as u8);
+        let mut records: Vec<Record> = (0..200)
+            .map(|k| doc(&a, &format!("bulk-{k:04}"), 1, &value))
+            .collect();
+        records.push(rating(&a, "bulk-target", 1, Some((batch % 5 + 1) as u8)));
+        put_all_applied(&nodes[batch % 2], &records);
+        model.add_all(&records);
+    }
+    let tombstone = Record::sign(&author(70), Kind::Doc, "bulk-0000", 2, None);
+    assert_eq!(nodes[1].put(&tombstone)["status"], "applied");
+    model.add(&tombstone);
+    assert!(model.totals().0 > 2400);
+    let root = wait_converged(&[&nodes[0], &nodes[1]], &model);
+
+    let newcomer = TestNode::start_with(dirs[2].path(), &["--bootstrap", &nodes[0].listen[0]]);
+    assert_eq!(newcomer.db()["records"], 0, "starts empty");
+    let joined = wait_converged(&[&nodes[0], &nodes[1], &newcomer], &model);
+    assert_eq!(joined, root);
+    let a = author(81).verifying_key().to_bytes();
+    assert_eq!(
+        get_record(&newcomer, &a, "bulk-0199", Kind::Doc)["value"],
+        value.as_str()
+    );
+    let gone = get_record(
+        &newcomer,
+        &author(70).verifying_key().to_bytes(),
+        "bulk-0000",
+        Kind::Doc,
+    );
+    assert_eq!(
+        (gone["seq"].as_u64(), gone["value"].clone()),
+        (Some(2), Value::Null)
+    );
+}
+
+/// A libp2p peer inside the test process, driven in short slices between HTTP calls.
+struct Rogue<B: NetworkBehaviour> {
+    rt: tokio::runtime::Runtime,
+    swarm: Swarm<B>,
+    /// Answers what the node asks of us, and keeps what the test wants to look at.
+    on_event: fn(&mut Swarm<B>, B::ToSwarm, &mut Vec<Vec<u8>>),
+    /// Responses to our own requests, in arrival order.
+    responses: Vec<Vec<u8>>,
+    connected: HashSet<PeerId>,
+    /// Peers whose last connection to us closed.
+    closed: HashSet<PeerId>,
+}
+
+impl<B: NetworkBehaviour> Rogue<B> {
+    fn new(
+        build: impl FnOnce() -> Swarm<B>,
+        on_event: fn(&mut Swarm<B>, B::ToSwarm, &mut Vec<Vec<u8>>),
+    ) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        // The transports register with the runtime they are built in.
+        let swarm = rt.block_on(async { build() });
+        Rogue {
+            rt,
+            swarm,
+            on_event,
+            responses: Vec::new(),
+            connected: HashSet::new(),
+            closed: HashSet::new(),
+        }
+    }
+
+    /// Run the swarm for `dur`.
+    fn pump(&mut self, dur: Duration) {
+        let Rogue {
+            rt,
+            swarm,
+            on_event,
+            responses,
+            connected,
+            closed,
+        } = self;
+        rt.block_on(async {
+            let deadline = tokio::time::sleep(dur);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    ev = swarm.select_next_some() => match ev {
+                        SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                            connected.insert(peer_id);
+                            closed.remove(&peer_id);
+                        }
+                        SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                            connected.remove(&peer_id);
+                            closed.insert(peer_id);
+                        }
+                        SwarmEvent::Behaviour(ev) => on_event(swarm, ev, responses),
+                        _ => {}
+                    },
+                    _ = &mut deadline => break,
+                }
+            }
+        });
+    }
+
+    /// Like [`wait_until`], with the swarm running while it waits.
+    fn wait_until<T>(
+        &mut self,
+        what: &str,
+        mut check: impl FnMut(&mut Self) -> Result<T, String>,
+    ) -> T {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            match check(self) {
+                Ok(v) => return v,
+                Err(state) if Instant::now() > deadline => {
+                    panic!("timed out after {TIMEOUT:?} waiting until {what}; last state: {state}")
+                }
+                Err(_) => self.pump(POLL),
+            }
+        }
+    }
+
+    /// Dial a node's `/p2p/`-terminated multiaddr; returns its peer id once connected.
+    fn connect(&mut self, addr: &str) -> PeerId {
+        let addr: Multiaddr = addr.parse().unwrap();
+        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+            panic!("{addr} does not end in /p2p/<id>")
+        };
+        let swarm = &mut self.swarm;
+        self.rt
+            .block_on(async { swarm.dial(addr.clone()) })
+            .unwrap();
+        self.wait_until(&format!("connected to {addr}"), |r| {
+            if r.connected.contains(&peer) {
+                Ok(())
+            } else {
+                Err(format!("connected to {:?}", r.connected))
+            }
+        });
+        peer
+    }
+
+    fn id(&self) -> String {
+        self.swarm.local_peer_id().to_string()
+    }
+}
+
+/// The node's own swarm, used against it: answer its sync requests with a refusal
+/// (a well-formed answer, so it has no reason to drop us for that).
+fn gossiper_chores(
+    swarm: &mut Swarm<cirrus_node::p2p::Behaviour>,
+    ev: BehaviourEvent,
+    _: &mut Vec<Vec<u8>>,
+) {
+    if let BehaviourEvent::Sync(request_response::Event::Message {
+        message: request_response::Message::Request { channel, .. },
+        ..
+    }) = ev
+    {
+        let refusal = Response::Refused("not serving".into());
+        let _ = swarm.behaviour_mut().sync.send_response(channel, refusal);
+    }
+}
+
+impl Rogue<cirrus_node::p2p::Behaviour> {
+    /// Publish on the records topic, retrying while the node's subscription has not
+    /// reached us yet.
+    fn publish(&mut self, data: Vec<u8>) {
+        self.wait_until("the records topic accepts a publish", |r| {
+            match r
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(records_topic(), data.clone())
+            {
+                Ok(_) => Ok(()),
+                Err(e @ PublishError::NoPeersSubscribedToTopic) => Err(e.to_string()),
+                Err(e) => panic!("publish failed: {e}"),
+            }
+        });
+    }
+}
+
+fn score_of(node: &TestNode, peer: &str) -> Result<f64, String> {
+    let entry = entry_for(node, peer).ok_or("not listed")?;
+    entry["score"]
+        .as_f64()
+        .ok_or_else(|| format!("no score: {entry}"))
+}
+
+#[test]
+fn forged_gossip_is_dropped_and_its_sender_loses_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let mut rogue = Rogue::new(
+        || build_swarm(Keypair::generate_ed25519(), 50).unwrap(),
+        gossiper_chores,
+    );
+    rogue
+        .swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&records_topic())
+        .unwrap();
+    rogue.connect(&node.listen[0]);
+    let rogue_id = rogue.id();
+    let before = node.db()["records"].as_u64().unwrap();
+    let a = author(60);
+    let ak = a.verifying_key().to_bytes();
+
+    // A valid record through the same path is stored: the path works.
+    rogue.publish(doc(&a, "honest-1", 1, "v").encode());
+    rogue.wait_until("the valid gossip record is stored", |_| {
+        let r = get_record(&node, &ak, "honest-1", Kind::Doc);
+        if r.is_null() {
+            Err(r.to_string())
+        } else {
+            Ok(())
+        }
+    });
+    let score = rogue.wait_until("the node scores the rogue", |_| score_of(&node, &rogue_id));
+    assert!(
+        score >= 0.0,
+        "an honest peer's score is not negative: {score}"
+    );
+
+    let forged: Vec<Record> = (0..2)
+        .map(|i| {
+            let mut r = doc(&a, &format!("forged-{i}"), 1, "evil");
+            r.sig[7] ^= 0x01;
+            assert!(r.verify().is_err(), "the signature is broken");
+            r
+        })
+        .collect();
+    for r in &forged {
+        rogue.publish(r.encode());
+    }
+    // Then a valid one again: it still gets through (two invalid messages are not
+    // enough to graylist), and once it is stored the forged ones were seen too.
+    rogue.publish(doc(&a, "honest-2", 1, "v").encode());
+    let score = rogue.wait_until("the rogue's score falls below 0", |_| {
+        let s = score_of(&node, &rogue_id)?;
+        if s < 0.0 {
+            Ok(s)
+        } else {
+            Err(format!("score {s}"))
+        }
+    });
+    rogue.wait_until("the second valid record is stored", |_| {
+        let r = get_record(&node, &ak, "honest-2", Kind::Doc);
+        if r.is_null() {
+            Err(r.to_string())
+        } else {
+            Ok(())
+        }
+    });
+    for r in &forged {
+        assert_eq!(
+            get_record(&node, &ak, &r.key, Kind::Doc),
+            Value::Null,
+            "forged record {} was stored",
+            r.key
+        );
+    }
+    assert_eq!(
+        node.db()["records"].as_u64().unwrap(),
+        before + 2,
+        "only the two valid records were stored (score {score})"
+    );
+}
+
+/// A request-response codec that sends whatever bytes it is given.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut buf = Vec::new();
+        io.take(1 << 20).read_to_end(&mut buf).await?;
+        Ok(buf)
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut buf = Vec::new();
+        io.take(32 << 20).read_to_end(&mut buf).await?;
+        Ok(buf)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&res).await
+    }
+}
+
+type RawBehaviour = request_response::Behaviour<RawCodec>;
+
+fn cbor<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    cbor4ii::serde::to_vec(Vec::new(), v).unwrap()
+}
+
+fn raw_swarm() -> Swarm<RawBehaviour> {
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                RawCodec,
+                [(SYNC_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default(),
+            )
+        })
+        .unwrap()
+        // Stay connected while idle: only the node may end this connection.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build()
+}
+
+/// Answer the node's requests (peer exchange, summaries) with a well-formed refusal;
+/// keep the responses to our own requests.
+fn raw_chores(
+    swarm: &mut Swarm<RawBehaviour>,
+    ev: request_response::Event<Vec<u8>, Vec<u8>>,
+    responses: &mut Vec<Vec<u8>>,
+) {
+    use request_response::{Event, Message};
+    match ev {
+        Event::Message {
+            message: Message::Request { channel, .. },
+            ..
+        } => {
+            let refusal = cbor(&Response::Refused("not serving".into()));
+            let _ = swarm.behaviour_mut().send_response(channel, refusal);
+        }
+        Event::Message {
+            message: Message::Response { response, .. },
+            ..
+        } => responses.push(response),
+        _ => {}
+    }
+}
+
+#[test]
+fn a_peer_sending_garbage_on_sync_is_disconnected_and_the_rest_go_on() {
+    let dirs = temp_dirs(2);
+    let nodes = start_network(&dirs);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    wait_lists(a, &b.peer_id);
+
+    let mut rogue = Rogue::new(raw_swarm, raw_chores);
+    let a_id = rogue.connect(&a.listen[0]);
+    let rogue_id = rogue.id();
+    rogue.wait_until("the node lists the rogue", |_| {
+        entry_for(a, &rogue_id).ok_or("not listed".to_string())
+    });
+
+    // A well-formed request on the same raw path is answered, and the peer stays.
+    rogue
+        .swarm
+        .behaviour_mut()
+        .send_request(&a_id, cbor(&Request::Summary));
+    let answer = rogue.wait_until("the node answers a summary request", |r| {
+        r.responses.pop().ok_or("no answer".to_string())
+    });
+    let summary: Response = cbor4ii::serde::from_slice(&answer).expect("a cbor response");
+    let Response::Summary { root, records } = summary else {
+        panic!("expected a summary, got {summary:?}")
+    };
+    let db = a.db();
+    assert_eq!(
+        (hex::encode(&root), records),
+        (db["root"].as_str().unwrap().to_string(), 0)
+    );
+    assert!(rogue.connected.contains(&a_id));
+    assert!(
+        entry_for(a, &rogue_id).is_some(),
+        "still listed after a valid request"
+    );
+
+    rogue
+        .swarm
+        .behaviour_mut()
+        .send_request(&a_id, b"\xff\x00garbage".to_vec());
+    rogue.wait_until("the node drops the rogue", |r| {
+        let listed = entry_for(a, &rogue_id).is_some();
+        if r.closed.contains(&a_id) && !listed {
+            Ok(())
+        } else {
+            Err(format!("closed: {:?}, still listed: {listed}", r.closed))
+        }
+    });
+
+    // The node goes on: it serves HTTP, keeps its honest peer, and replicates.
+    assert!(
+        entry_for(a, &b.peer_id).is_some(),
+        "a dropped its honest peer"
+    );
+    assert!(entry_for(b, &a.peer_id).is_some(), "b lost a");
+    let r = doc(&author(61), "after-garbage", 1, "still replicating");
+    assert_eq!(b.put(&r)["status"], "applied");
+    wait_until("a record written on b reaches a", || {
+        let got = get_record(a, &r.author, &r.key, Kind::Doc);
+        if got.is_null() {
+            Err("absent".into())
+        } else {
+            Ok(())
+        }
+    });
+}
+
+#[test]
+fn relay_reaches_a_connected_peer_and_nothing_else() {
+    let dirs = temp_dirs(2);
+    let nodes = start_network(&dirs);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    wait_lists(a, &b.peer_id);
+
+    let getnodeinfo = json!({"jsonrpc": "2.0", "id": 9, "method": "getnodeinfo"});
+    let r = a.ok(
+        "relay",
+        json!({"peerId": b.peer_id, "request": getnodeinfo}),
+    );
+    assert_eq!(r["jsonrpc"], "2.0", "{r}");
+    assert_eq!(r["id"], 9, "{r}");
+    assert_eq!(r["result"]["peerId"], b.peer_id, "{r}");
+    assert_ne!(r["result"]["peerId"], a.peer_id, "{r}");
+
+    // A write through the relay lands on b.
+    let rec = doc(&author(62), "relayed", 1, "through a");
+    let put = json!({"jsonrpc": "2.0", "id": 1, "method": "put", "params": {"record": rec}});
+    let r = a.ok("relay", json!({"peerId": b.peer_id, "request": put}));
+    assert_eq!(r["result"]["status"], "applied", "{r}");
+    assert_eq!(
+        get_record(b, &rec.author, "relayed", Kind::Doc)["value"],
+        "through a"
+    );
+
+    let unknown = Keypair::generate_ed25519()
+        .public()
+        .to_peer_id()
+        .to_string();
+    let r = a.call("relay", json!({"peerId": unknown, "request": getnodeinfo}));
+    assert_eq!(error_code(&r), -32005, "{r}");
+    let r = a.call(
+        "relay",
+        json!({"peerId": "not-a-peer", "request": getnodeinfo}),
+    );
+    assert_eq!(error_code(&r), -32602, "{r}");
+
+    // A relayed relay is refused: by a, which sees it...
+    let inner = json!({"jsonrpc": "2.0", "id": 2, "method": "relay",
+        "params": {"peerId": a.peer_id, "request": getnodeinfo}});
+    let r = a.call("relay", json!({"peerId": b.peer_id, "request": inner}));
+    assert_eq!(error_code(&r), -32602, "{r}");
+    // ...and by b, when it comes hidden in a batch.
+    let r = a.ok("relay", json!({"peerId": b.peer_id, "request": [inner]}));
+    let answers = r
+        .as_array()
+        .unwrap_or_else(|| panic!("a batch answer: {r}"));
+    assert_eq!(answers.len(), 1, "{r}");
+    assert_eq!(error_code(&answers[0]), -32601, "{r}");
+}
