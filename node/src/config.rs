@@ -14,6 +14,8 @@ use std::time::Duration;
 
 pub const DEFAULT_P2P_PORT: u16 = 38080;
 pub const DEFAULT_HTTP_PORT: u16 = 38081;
+pub const DEFAULT_WS_PORT: u16 = 38082;
+pub const DEFAULT_UDP_PORT: u16 = 38083;
 pub const DEFAULT_STUN_PORT: u16 = 38084;
 /// Under Linux conntrack's 30 s timeout for one-way UDP flows, so mappings stay open.
 pub const DEFAULT_STUN_KEEPALIVE_SECS: u64 = 20;
@@ -57,7 +59,13 @@ pub struct RunArgs {
     /// Seconds between anti-entropy rounds with a peer whose root differs.
     #[arg(long, env = "CIRRUS_SYNC_INTERVAL_SECS")]
     pub sync_interval_secs: Option<u64>,
-    /// Largest accepted request body, in bytes.
+    /// WebSocket JSON-RPC port (0 picks a free port).
+    #[arg(long, env = "CIRRUS_WS_PORT")]
+    pub ws_port: Option<u16>,
+    /// UDP JSON-RPC port (0 picks a free port).
+    #[arg(long, env = "CIRRUS_UDP_PORT")]
+    pub udp_port: Option<u16>,
+    /// Largest accepted request body (HTTP) or message (WebSocket), in bytes.
     #[arg(long, env = "CIRRUS_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
     /// Most requests in one JSON-RPC batch.
@@ -72,6 +80,8 @@ struct FileConfig {
     bind: Option<IpAddr>,
     p2p_port: Option<u16>,
     http_port: Option<u16>,
+    ws_port: Option<u16>,
+    udp_port: Option<u16>,
     stun_port: Option<u16>,
     stun_keepalive_secs: Option<u64>,
     #[serde(default)]
@@ -88,6 +98,8 @@ pub struct Config {
     pub bind: IpAddr,
     pub p2p_port: u16,
     pub http_port: u16,
+    pub ws_port: u16,
+    pub udp_port: u16,
     pub stun_port: u16,
     pub stun_keepalive: Duration,
     pub bootstrap: Vec<Multiaddr>,
@@ -138,6 +150,8 @@ impl Config {
                 .http_port
                 .or(file.http_port)
                 .unwrap_or(DEFAULT_HTTP_PORT),
+            ws_port: args.ws_port.or(file.ws_port).unwrap_or(DEFAULT_WS_PORT),
+            udp_port: args.udp_port.or(file.udp_port).unwrap_or(DEFAULT_UDP_PORT),
             stun_port: args
                 .stun_port
                 .or(file.stun_port)

@@ -13,7 +13,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Context, Dispatcher, http};
+use crate::api::udp::UdpApi;
+use crate::api::{self, Context, Dispatcher, DynamicPorts, http};
 use crate::config::Config;
 use crate::identity::{self, IdentityError};
 use crate::p2p::{self, InboundRelay, P2pConfig, P2pError, P2pHandle, StunLink};
@@ -56,6 +57,8 @@ pub enum NodeError {
 pub struct Node {
     pub peer_id: PeerId,
     pub http: SocketAddr,
+    pub ws: SocketAddr,
+    pub udp: SocketAddr,
     /// Swarm listen addresses, with `/p2p/<peer id>` so they can be dialed as is.
     pub listen: Vec<Multiaddr>,
     shutdown: CancellationToken,
@@ -89,13 +92,7 @@ impl Node {
         let stun_port = stun_udp.local_addr().map_or(cfg.stun_port, |a| a.port());
         let (stun_events, stun_events_rx) = mpsc::channel(256);
         let (stun_servers, stun_servers_rx) = watch::channel(Vec::new());
-        let stun_clients = ClientCtx {
-            state: stun_state.clone(),
-            key: key.clone(),
-            bind: cfg.bind,
-            keepalive: cfg.stun_keepalive,
-            servers: stun_servers_rx,
-        };
+        let client_key = key.clone();
         let stun_link = StunLink {
             state: stun_state.clone(),
             port: stun_port,
@@ -134,6 +131,26 @@ impl Node {
                 source,
             })?;
         let http = listener.local_addr().expect("bound socket has an address");
+        let ws_addr = SocketAddr::new(cfg.bind, cfg.ws_port);
+        let ws_listener = TcpListener::bind(ws_addr)
+            .await
+            .map_err(|source| NodeError::Bind {
+                what: "websocket",
+                addr: ws_addr,
+                source,
+            })?;
+        let ws = ws_listener
+            .local_addr()
+            .expect("bound socket has an address");
+        let udp_addr = SocketAddr::new(cfg.bind, cfg.udp_port);
+        let udp_sock = UdpSocket::bind(udp_addr)
+            .await
+            .map_err(|source| NodeError::Bind {
+                what: "udp api",
+                addr: udp_addr,
+                source,
+            })?;
+        let udp = udp_sock.local_addr().expect("bound socket has an address");
 
         let ctx = Arc::new(Context {
             store,
@@ -144,7 +161,8 @@ impl Node {
                 http: Some(http.port()),
                 p2p: p2p_port,
                 stun: Some(stun_port),
-                ..Ports::default()
+                ws: Some(ws.port()),
+                udp: Some(udp.port()),
             },
             max_batch: cfg.max_batch,
             p2p: p2p.handle.clone(),
@@ -152,7 +170,34 @@ impl Node {
         });
         let (handle, store, writer) = (ctx.p2p.clone(), ctx.store.clone(), ctx.writer.clone());
         let dispatcher = Dispatcher::new(ctx);
+        let udp_api = UdpApi::new(dispatcher.clone());
+        let ws_router = api::ws::router(dispatcher.clone(), cfg.max_body_bytes);
+        let stun_clients = ClientCtx {
+            state: stun_state.clone(),
+            key: client_key,
+            bind: cfg.bind,
+            keepalive: cfg.stun_keepalive,
+            servers: stun_servers_rx,
+            api: Arc::new(DynamicPorts {
+                udp: udp_api.clone(),
+                ws: ws_router.clone(),
+            }),
+        };
         let mut tasks = JoinSet::new();
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            api::ws::serve(ws_listener, ws_router, token)
+                .await
+                .map_err(|source| NodeError::Serve {
+                    what: "websocket api",
+                    source,
+                })
+        });
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            udp_api.serve(Arc::new(udp_sock), None, token).await;
+            Ok(())
+        });
         let token = shutdown.clone();
         let state = stun_state.clone();
         tasks.spawn(async move {
@@ -198,6 +243,8 @@ impl Node {
         Ok(Node {
             peer_id,
             http,
+            ws,
+            udp,
             listen,
             shutdown,
             tasks,

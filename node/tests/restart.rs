@@ -54,6 +54,10 @@ fn an_unreadable_node_key_is_an_error_not_a_new_identity() {
             "0",
             "--stun-port",
             "0",
+            "--ws-port",
+            "0",
+            "--udp-port",
+            "0",
             "--data-dir",
         ])
         .arg(dir.path())
@@ -79,7 +83,7 @@ fn config_file_and_env_are_honoured_and_bad_config_is_refused() {
     std::fs::write(
         &cfg,
         format!(
-            "data-dir = {:?}\nbind = \"127.0.0.1\"\nhttp-port = 0\np2p-port = 0\nstun-port = 0\nmax-batch = 2\n",
+            "data-dir = {:?}\nbind = \"127.0.0.1\"\nhttp-port = 0\np2p-port = 0\nstun-port = 0\nws-port = 0\nudp-port = 0\nmax-batch = 2\n",
             dir.path().join("d")
         ),
     )

@@ -7,6 +7,7 @@
 //! - [`jsonrpc`]: the JSON-RPC 2.0 envelope and error codes.
 //! - [`api`]: parameters and results of every API method.
 //! - [`stun`]: the STUN codec (RFC 8489), Binding server and client logic.
+//! - [`udp`]: the UDP API's datagram framing (fragments) and anti-amplification.
 //! - [`sync`]: node-to-node messages and the anti-entropy reconciliation over the trie.
 
 pub mod api;
@@ -16,5 +17,6 @@ pub mod merkle;
 pub mod record;
 pub mod stun;
 pub mod sync;
+pub mod udp;
 
 pub use record::{Kind, Record, RecordError};

@@ -130,6 +130,9 @@ impl Dispatcher {
             "get" => methods::get(ctx, params),
             "list" => methods::list(ctx, params),
             "getrating" => methods::getrating(ctx, params),
+            "subscribe" | "unsubscribe" => Err(ApiError::MethodNotFound(format!(
+                "{method} (only over WebSocket, as a single request)"
+            ))),
             other => Err(ApiError::MethodNotFound(other.to_string())),
         }
     }

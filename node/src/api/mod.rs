@@ -9,6 +9,8 @@ pub mod dispatch;
 pub mod error;
 pub mod http;
 pub mod methods;
+pub mod udp;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +22,37 @@ use crate::store::Store;
 use crate::store::writer::Writer;
 
 pub use dispatch::Dispatcher;
+
+/// The API transports that also run on the per-peer STUN client ports: the UDP API
+/// on each client's UDP socket, WebSocket on a listener sharing each client's TCP port.
+pub struct DynamicPorts {
+    pub udp: Arc<udp::UdpApi>,
+    pub ws: axum::Router,
+}
+
+impl crate::stun::client::DynamicApi for DynamicPorts {
+    fn serve_udp(
+        &self,
+        sock: Arc<tokio::net::UdpSocket>,
+        stun: tokio::sync::mpsc::Sender<udp::StunDatagram>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        tokio::spawn(self.udp.clone().serve(sock, Some(stun), stop));
+    }
+
+    fn serve_tcp(
+        &self,
+        listener: tokio::net::TcpListener,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let router = self.ws.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ws::serve(listener, router, stop).await {
+                tracing::debug!(error = %e, "WebSocket on a STUN client port stopped");
+            }
+        });
+    }
+}
 
 /// What the methods need from the rest of the node.
 pub struct Context {

@@ -100,6 +100,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "event": "ready",
                     "peerId": node.peer_id.to_string(),
                     "http": node.http,
+                    "ws": node.ws,
+                    "udp": node.udp,
                     "listen": node.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 })
             );

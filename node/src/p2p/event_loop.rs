@@ -92,6 +92,7 @@ pub async fn start(
     let handle = P2pHandle {
         commands: tx.clone(),
         local_peer_id: local,
+        peer_events: tokio::sync::broadcast::channel(256).0,
     };
     let event_loop = EventLoop {
         swarm,
@@ -472,6 +473,11 @@ impl EventLoop {
                 }
                 // Announce soon, so the new peer learns our root and STUN port.
                 self.announced = None;
+                let _ = self.handle.peer_events.send(serde_json::json!({
+                    "peerId": peer_id.to_string(),
+                    "event": "connected",
+                    "addr": endpoint.get_remote_address().to_string(),
+                }));
                 self.peers
                     .insert(peer_id, Connected::new(&endpoint, unix_now()));
                 self.exchange_peers(peer_id);
@@ -488,6 +494,10 @@ impl EventLoop {
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
                     let _ = self.stun.events.try_send(PeerEvent::Down { peer: peer_id });
+                    let _ = self.handle.peer_events.send(serde_json::json!({
+                        "peerId": peer_id.to_string(),
+                        "event": "disconnected",
+                    }));
                     tracing::info!(peer = %peer_id, "peer disconnected");
                 } else if let Some(c) = self.peers.get_mut(&peer_id) {
                     c.connections = c.connections.saturating_sub(1);

@@ -104,6 +104,7 @@ pub struct InboundRelay {
 pub struct P2pHandle {
     commands: mpsc::Sender<Command>,
     pub local_peer_id: PeerId,
+    peer_events: tokio::sync::broadcast::Sender<serde_json::Value>,
 }
 
 impl P2pHandle {
@@ -135,6 +136,11 @@ impl P2pHandle {
 
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, P2pError> {
         self.ask(|reply| Command::Listen { reply }).await
+    }
+
+    /// Peers connecting and leaving: `{"peerId", "event": "connected"|"disconnected", "addr"}`.
+    pub fn peer_events(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
+        self.peer_events.subscribe()
     }
 
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), P2pError> {

@@ -12,8 +12,8 @@ use cirrus_proto::stun::{self, StunError};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream, UdpSocket};
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{SOFTWARE, StunState, Transport};
@@ -31,6 +31,22 @@ pub struct ClientCtx {
     pub keepalive: Duration,
     /// All peers' STUN servers, for the second-server probe.
     pub servers: watch::Receiver<Vec<SocketAddr>>,
+    /// Serves the client API on the client sockets' ports.
+    pub api: Arc<dyn DynamicApi>,
+}
+
+/// The client API on a STUN client's ports (implemented by the API module, so this
+/// module does not depend on it).
+pub trait DynamicApi: Send + Sync {
+    /// Serve the UDP API on `sock`; pass STUN responses that arrive on it to `stun`.
+    fn serve_udp(
+        &self,
+        sock: Arc<UdpSocket>,
+        stun: mpsc::Sender<(Vec<u8>, SocketAddr)>,
+        stop: CancellationToken,
+    );
+    /// Serve WebSocket on `listener`, which shares the TCP client's port.
+    fn serve_tcp(&self, listener: TcpListener, stop: CancellationToken);
 }
 
 /// Start the pair for `peer` whose server is `server`; stops when `stop` fires.
@@ -67,15 +83,18 @@ async fn local_ip_towards(bind: IpAddr, server: SocketAddr) -> IpAddr {
 
 async fn udp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: CancellationToken) {
     let sock = match UdpSocket::bind(SocketAddr::new(ctx.bind, 0)).await {
-        Ok(s) => s,
+        Ok(s) => Arc::new(s),
         Err(e) => return tracing::warn!(%peer, error = %e, "cannot open STUN UDP client socket"),
     };
+    // The API owns the receive side of the socket and hands us the STUN responses.
+    let (stun_tx, mut responses) = mpsc::channel(64);
+    ctx.api.serve_udp(sock.clone(), stun_tx, stop.clone());
     let port = sock.local_addr().map_or(0, |a| a.port());
     let local = SocketAddr::new(local_ip_towards(ctx.bind, server).await, port);
     tracing::debug!(%peer, %local, %server, "STUN UDP client up");
     let mut round = 0u64;
     loop {
-        match udp_ask(&sock, &ctx.key, server).await {
+        match udp_ask(&sock, &mut responses, &ctx.key, server).await {
             Ok(mapped) => ctx
                 .state
                 .record(peer, Transport::Udp, local, server, mapped, true),
@@ -91,7 +110,7 @@ async fn udp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
             .nth(round as usize % 8);
         if round % 3 == 0
             && let Some(other) = other
-            && let Ok(mapped) = udp_ask(&sock, &ctx.key, other).await
+            && let Ok(mapped) = udp_ask(&sock, &mut responses, &ctx.key, other).await
         {
             ctx.state
                 .record(peer, Transport::Udp, local, other, mapped, false);
@@ -107,23 +126,23 @@ async fn udp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
 
 async fn udp_ask(
     sock: &UdpSocket,
+    responses: &mut mpsc::Receiver<(Vec<u8>, SocketAddr)>,
     key: &Keypair,
     server: SocketAddr,
 ) -> Result<SocketAddr, StunError> {
     let (txid, req) = request(key);
-    let mut buf = [0u8; stun::MAX_MESSAGE];
     for attempt in 0..TRIES {
         let _ = sock.send_to(&req, server).await;
         let deadline = tokio::time::Instant::now() + RTO * 2u32.pow(attempt);
         loop {
-            match tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
+            match tokio::time::timeout_at(deadline, responses.recv()).await {
                 Err(_) => break, // retransmit
-                Ok(Err(_)) => break,
-                Ok(Ok((n, from))) => {
-                    if from != server || !stun::is_stun(&buf[..n]) {
+                Ok(None) => return Err(StunError::Malformed("socket closed")),
+                Ok(Some((bytes, from))) => {
+                    if from != server {
                         continue;
                     }
-                    match stun::parse_binding_response(&buf[..n], &txid) {
+                    match stun::parse_binding_response(&bytes, &txid) {
                         Err(StunError::WrongTransaction) => continue,
                         other => return other,
                     }
@@ -145,6 +164,17 @@ async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
         match conn {
             Ok(Ok(mut stream)) => {
                 let me = stream.local_addr().ok();
+                if local_port == 0
+                    && let Some(me) = me
+                {
+                    // First connection: a listener on the same port serves WebSocket.
+                    match listen_on(me) {
+                        Ok(l) => ctx.api.serve_tcp(l, stop.clone()),
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "no WebSocket on the STUN TCP port")
+                        }
+                    }
+                }
                 local_port = me.map_or(0, |a| a.port());
                 local = me;
                 tracing::debug!(%peer, local = ?me, %server, "STUN TCP client up");
@@ -194,6 +224,18 @@ async fn connect_from(bind: IpAddr, port: u16, server: SocketAddr) -> std::io::R
     s.set_reuseport(true)?;
     s.bind(SocketAddr::new(bind, port))?;
     s.connect(server).await
+}
+
+fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    s.set_reuseaddr(true)?;
+    s.set_reuseport(true)?;
+    s.bind(addr)?;
+    s.listen(256)
 }
 
 async fn tcp_ask(stream: &mut TcpStream, key: &Keypair) -> Result<SocketAddr, StunError> {

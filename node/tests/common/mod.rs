@@ -17,6 +17,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_cirrus");
 pub struct TestNode {
     pub child: Child,
     pub url: String,
+    /// `ws://IP:PORT` and the UDP API's `IP:PORT`.
+    pub ws: String,
+    pub udp: String,
     pub peer_id: String,
     /// Swarm addresses with `/p2p/<id>`; the TCP one first.
     pub listen: Vec<String>,
@@ -41,6 +44,10 @@ impl TestNode {
             "0",
             "--stun-port",
             "0",
+            "--ws-port",
+            "0",
+            "--udp-port",
+            "0",
             "--sync-interval-secs",
             "1",
             "--data-dir",
@@ -60,6 +67,8 @@ impl TestNode {
         TestNode {
             child,
             url: format!("http://{}", ready["http"].as_str().unwrap()),
+            ws: format!("ws://{}", ready["ws"].as_str().unwrap()),
+            udp: ready["udp"].as_str().unwrap().to_string(),
             peer_id: ready["peerId"].as_str().unwrap().to_string(),
             listen: {
                 let mut l: Vec<String> = ready["listen"]

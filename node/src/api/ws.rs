@@ -1,0 +1,232 @@
+//! WebSocket transport: JSON-RPC in text frames on port 38082 (and on every per-peer
+//! STUN client TCP port). Many requests may be in flight on one connection; answers
+//! come back as they are ready, matched by id. `subscribe` / `unsubscribe` (single
+//! requests only) switch on `record` and `peer` notifications.
+//!
+//! Each connection has a bounded outgoing queue. A client that does not read its
+//! notifications fast enough fills it and is disconnected, so it cannot slow the
+//! node or other clients. The server pings every 20 s and closes a connection that
+//! has sent nothing (not even a pong) for 60 s.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::get;
+use cirrus_proto::api::RecordView;
+use cirrus_proto::jsonrpc::{ErrorObject, INVALID_PARAMS, Request, Response as RpcResponse};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::Dispatcher;
+
+const QUEUE: usize = 256;
+const PING_EVERY: Duration = Duration::from_secs(20);
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+struct WsState {
+    dispatcher: Dispatcher,
+    max_message: usize,
+}
+
+pub fn router(dispatcher: Dispatcher, max_message: usize) -> Router {
+    Router::new().route("/", get(upgrade)).with_state(WsState {
+        dispatcher,
+        max_message,
+    })
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+}
+
+async fn upgrade(ws: WebSocketUpgrade, State(st): State<WsState>) -> Response {
+    ws.max_message_size(st.max_message)
+        .max_frame_size(st.max_message)
+        .on_upgrade(move |socket| session(socket, st.dispatcher))
+}
+
+#[derive(Default)]
+struct Subscriptions {
+    records: AtomicBool,
+    peers: AtomicBool,
+}
+
+async fn session(socket: WebSocket, dispatcher: Dispatcher) {
+    let (mut sink, mut stream) = socket.split();
+    let (out, mut out_rx) = mpsc::channel::<Message>(QUEUE);
+    let done = CancellationToken::new();
+    let subs = Arc::new(Subscriptions::default());
+
+    let writer_done = done.clone();
+    let writer = tokio::spawn(async move {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        loop {
+            let msg = tokio::select! {
+                _ = writer_done.cancelled() => break,
+                m = out_rx.recv() => match m { Some(m) => m, None => break },
+                _ = ping.tick() => Message::Ping(Vec::new().into()),
+            };
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+        writer_done.cancel();
+        let _ = sink.close().await;
+    });
+    tokio::spawn(notifications(
+        dispatcher.clone(),
+        subs.clone(),
+        out.clone(),
+        done.clone(),
+    ));
+
+    loop {
+        let next = tokio::select! {
+            _ = done.cancelled() => break,
+            n = tokio::time::timeout(IDLE_LIMIT, stream.next()) => n,
+        };
+        let text = match next {
+            Err(_) | Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break,
+            Ok(Some(Ok(Message::Text(t)))) => t,
+            Ok(Some(Ok(Message::Binary(_)))) => {
+                let e = ErrorObject::new(
+                    cirrus_proto::jsonrpc::PARSE_ERROR,
+                    "parse error: send JSON-RPC in text frames",
+                );
+                let reply =
+                    serde_json::to_string(&RpcResponse::err(Value::Null, e)).expect("serializes");
+                if out.send(Message::Text(reply.into())).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Ok(Some(Ok(_))) => continue, // ping / pong: the connection is alive
+        };
+        let (dispatcher, subs, out) = (dispatcher.clone(), subs.clone(), out.clone());
+        tokio::spawn(async move {
+            let reply = match subscription(&subs, text.as_bytes()) {
+                Some(r) => Some(r),
+                None => dispatcher.handle(text.as_bytes()).await,
+            };
+            if let Some(r) = reply {
+                let _ = out
+                    .send(Message::Text(
+                        String::from_utf8_lossy(&r).into_owned().into(),
+                    ))
+                    .await;
+            }
+        });
+    }
+    done.cancel();
+    let _ = writer.await;
+}
+
+/// `subscribe` / `unsubscribe` as a single request: handled here, because the
+/// subscription belongs to this connection. `None`: not one of those.
+fn subscription(subs: &Subscriptions, bytes: &[u8]) -> Option<Vec<u8>> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    let method = v.get("method")?.as_str()?;
+    let on = match method {
+        "subscribe" => true,
+        "unsubscribe" => false,
+        _ => return None,
+    };
+    let req = match Request::from_value(v) {
+        Ok(r) => r,
+        Err((id, e)) => return Some(encode(&RpcResponse::err(id, e))),
+    };
+    let topics: Vec<String> = match req
+        .params
+        .get("topics")
+        .map(|t| serde_json::from_value(t.clone()))
+    {
+        Some(Ok(t)) => t,
+        _ => {
+            let e = ErrorObject::new(
+                INVALID_PARAMS,
+                "invalid params: `topics` must be a list of \"records\", \"peers\"",
+            );
+            return req.id.map(|id| encode(&RpcResponse::err(id, e)));
+        }
+    };
+    for t in &topics {
+        match t.as_str() {
+            "records" => subs.records.store(on, Ordering::Relaxed),
+            "peers" => subs.peers.store(on, Ordering::Relaxed),
+            other => {
+                let e = ErrorObject::new(
+                    INVALID_PARAMS,
+                    format!("invalid params: unknown topic {other:?}"),
+                );
+                return req.id.map(|id| encode(&RpcResponse::err(id, e)));
+            }
+        }
+    }
+    let now: Vec<&str> = [("records", &subs.records), ("peers", &subs.peers)]
+        .into_iter()
+        .filter(|(_, f)| f.load(Ordering::Relaxed))
+        .map(|(n, _)| n)
+        .collect();
+    req.id
+        .map(|id| encode(&RpcResponse::ok(id, json!({ "topics": now }))))
+}
+
+/// Forward records and peer events to this connection while it is subscribed.
+async fn notifications(
+    dispatcher: Dispatcher,
+    subs: Arc<Subscriptions>,
+    out: mpsc::Sender<Message>,
+    done: CancellationToken,
+) {
+    let ctx = dispatcher.context();
+    let mut records = ctx.writer.subscribe();
+    let mut peers = ctx.p2p.peer_events();
+    loop {
+        let note = tokio::select! {
+            _ = done.cancelled() => return,
+            r = records.recv() => match r {
+                Ok(a) if subs.records.load(Ordering::Relaxed) => {
+                    let view = RecordView { record: a.stored.record.clone(), id: a.stored.id };
+                    json!({"jsonrpc": "2.0", "method": "record", "params": view})
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            p = peers.recv() => match p {
+                Ok(p) if subs.peers.load(Ordering::Relaxed) => json!({"jsonrpc": "2.0", "method": "peer", "params": p}),
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if out
+            .try_send(Message::Text(note.to_string().into()))
+            .is_err()
+        {
+            tracing::debug!("WebSocket client too slow for its notifications; closing");
+            done.cancel();
+            return;
+        }
+    }
+}
+
+fn encode(r: &RpcResponse) -> Vec<u8> {
+    serde_json::to_vec(r).expect("serializes")
+}
