@@ -228,7 +228,7 @@ impl Client {
         }
         .parse()
         .expect("literal");
-        let sock = UdpSocket::bind(local).await.map_err(|e| self.io(e))?;
+        let sock = udp_socket(local).map_err(|e| self.io(e))?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut body = body;
         for _ in 0..2 {
@@ -312,6 +312,25 @@ impl Client {
             why: format!("no answer within {:?}", self.timeout),
         }
     }
+}
+
+/// A large answer comes as a burst of up to hundreds of fragments; with the default
+/// receive buffer (about 200 KB on Linux, some 90 fragments) most of a
+/// 1000-record `list` is dropped before the client reads it, on every try. So ask
+/// for a large buffer (the kernel caps it at `net.core.rmem_max`).
+const UDP_RECV_BUFFER: usize = 8 << 20;
+
+fn udp_socket(local: SocketAddr) -> std::io::Result<UdpSocket> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(local),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort: a smaller buffer still works for smaller answers.
+    let _ = sock.set_recv_buffer_size(UDP_RECV_BUFFER);
+    sock.set_nonblocking(true)?;
+    sock.bind(&local.into())?;
+    UdpSocket::from_std(sock.into())
 }
 
 /// Requests are padded with JSON whitespace to this size: a node answers an unknown

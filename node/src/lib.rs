@@ -11,6 +11,7 @@ pub mod config;
 pub mod identity;
 pub mod node;
 pub mod p2p;
+pub mod rendezvous;
 pub mod store;
 pub mod stun;
 pub mod sync;

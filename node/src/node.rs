@@ -93,10 +93,12 @@ impl Node {
         let (stun_events, stun_events_rx) = mpsc::channel(256);
         let (stun_servers, stun_servers_rx) = watch::channel(Vec::new());
         let client_key = key.clone();
+        let (punch, _) = tokio::sync::broadcast::channel(64);
         let stun_link = StunLink {
             state: stun_state.clone(),
             port: stun_port,
             events: stun_events,
+            punch: punch.clone(),
         };
         let p2p = p2p::start(
             key,
@@ -178,6 +180,7 @@ impl Node {
             bind: cfg.bind,
             keepalive: cfg.stun_keepalive,
             servers: stun_servers_rx,
+            punch,
             api: Arc::new(DynamicPorts {
                 udp: udp_api.clone(),
                 ws: ws_router.clone(),

@@ -133,7 +133,9 @@ pub async fn serve(
                 next: next.map(ByteBuf::from),
             })
         }
-        Request::Peers | Request::Relay(_) => Ok(Response::Refused("not a sync request".into())),
+        Request::Peers | Request::Relay(_) | Request::Punch { .. } => {
+            Ok(Response::Refused("not a sync request".into()))
+        }
     }
 }
 

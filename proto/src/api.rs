@@ -174,6 +174,17 @@ pub struct PeerInfo {
     pub score: Option<f64>,
 }
 
+/// `punch`: ask `peer_id` (through this node) to open its NAT toward `endpoint`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PunchParams {
+    pub peer_id: String,
+    /// The client's mapped endpoint, "ip:port", as a STUN server saw it.
+    pub endpoint: std::net::SocketAddr,
+    /// "udp" or "tcp".
+    pub transport: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RelayParams {

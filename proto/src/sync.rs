@@ -41,6 +41,12 @@ pub enum Request {
     Peers,
     /// A JSON-RPC request to run on the peer (the `relay` method).
     Relay(ByteBuf),
+    /// Open your NAT toward `endpoint` ("ip:port") over `transport` ("udp" or "tcp"):
+    /// a client is about to send there (the `punch` method, docs/nat.md).
+    Punch {
+        endpoint: String,
+        transport: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +62,8 @@ pub enum Response {
     },
     Peers(Vec<PeerEntry>),
     Relay(ByteBuf),
+    /// The punch has started.
+    Punching,
     /// The request was understood but refused (too large, malformed content, ...).
     Refused(String),
 }

@@ -126,6 +126,7 @@ impl Dispatcher {
             "getnodeinfo" => methods::getnodeinfo(ctx).await,
             "getpeerinfo" => methods::getpeerinfo(ctx).await,
             "relay" if self.relay => methods::relay(ctx, params).await,
+            "punch" => methods::punch(ctx, params).await,
             "getdbhash" => methods::getdbhash(ctx),
             "get" => methods::get(ctx, params),
             "list" => methods::list(ctx, params),

@@ -3,7 +3,7 @@
 
 use cirrus_proto::api::{
     GetParams, GetRatingParams, GetResult, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, ListParams,
-    ListResult, NodeInfo, PutParams, RecordView, RelayParams,
+    ListResult, NodeInfo, PunchParams, PutParams, RecordView, RelayParams,
 };
 use cirrus_proto::record::Slot;
 use cirrus_proto::sync::{Request as SyncRequest, Response as SyncResponse};
@@ -61,6 +61,33 @@ pub async fn getnodeinfo(ctx: &Context) -> Result<Value, ApiError> {
 
 pub async fn getpeerinfo(ctx: &Context) -> Result<Value, ApiError> {
     to_value(ctx.p2p.peers().await?)
+}
+
+/// Ask a connected peer to open its NAT toward a client's endpoint (the rendezvous
+/// side of hole punching, docs/nat.md).
+pub async fn punch(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiError> {
+    let PunchParams {
+        peer_id,
+        endpoint,
+        transport,
+    } = params(p)?;
+    let peer: libp2p::PeerId = peer_id
+        .parse()
+        .map_err(|_| ApiError::Params(format!("peerId {peer_id:?} is not a peer id")))?;
+    if transport != "udp" && transport != "tcp" {
+        return Err(ApiError::Params(
+            "transport must be \"udp\" or \"tcp\"".into(),
+        ));
+    }
+    let req = SyncRequest::Punch {
+        endpoint: endpoint.to_string(),
+        transport,
+    };
+    match ctx.p2p.request(peer, req).await? {
+        SyncResponse::Punching => Ok(serde_json::json!({ "ok": true })),
+        SyncResponse::Refused(why) => Err(ApiError::Peer(format!("the peer refused: {why}"))),
+        _ => Err(ApiError::Peer("the peer answered something else".into())),
+    }
 }
 
 /// Run a JSON-RPC request on a connected peer, over the swarm; the result is the

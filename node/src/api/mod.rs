@@ -40,6 +40,21 @@ impl crate::stun::client::DynamicApi for DynamicPorts {
         tokio::spawn(self.udp.clone().serve(sock, Some(stun), stop));
     }
 
+    fn serve_tcp_stream(&self, stream: tokio::net::TcpStream) {
+        // A connection made by TCP simultaneous open belongs to no listener: serve
+        // the WebSocket endpoint on it directly.
+        let service = hyper_util::service::TowerToHyperService::new(self.ws.clone());
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "WebSocket over a punched connection ended");
+            }
+        });
+    }
+
     fn serve_tcp(
         &self,
         listener: tokio::net::TcpListener,

@@ -1,6 +1,7 @@
 //! `cirrus call METHOD [PARAMS_JSON]`: print the result, or the error and exit 1.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use cirrus_node::client::ClientError;
@@ -18,6 +19,15 @@ pub struct CallArgs {
     /// the topics come from PARAMS_JSON's `topics` (default: records and peers).
     #[arg(long)]
     subscribe: bool,
+    /// Reach this peer (behind NAT) through --rendezvous: punch, else relay.
+    #[arg(long, requires = "rendezvous")]
+    peer: Option<String>,
+    /// The node that introduces us to --peer (any URL `--node` accepts).
+    #[arg(long)]
+    rendezvous: Option<String>,
+    /// How to reach --peer directly.
+    #[arg(long, default_value = "udp", value_parser = ["udp", "tcp"])]
+    transport: String,
     #[command(flatten)]
     node: NodeArg,
 }
@@ -27,6 +37,23 @@ pub async fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
         Some(p) => serde_json::from_str(p).context("PARAMS_JSON is not valid JSON")?,
         None => Value::Object(Default::default()),
     };
+    if let (Some(peer), Some(rendezvous)) = (&a.peer, &a.rendezvous) {
+        use cirrus_node::rendezvous::{Path, PunchTransport, call_peer};
+        let transport = if a.transport == "tcp" {
+            PunchTransport::Tcp
+        } else {
+            PunchTransport::Udp
+        };
+        let request = cirrus_proto::jsonrpc::request(1, &a.method, params);
+        let timeout = Duration::try_from_secs_f64(a.node.timeout)
+            .context("--timeout must be a positive number")?;
+        let reached = call_peer(rendezvous, peer, transport, request, timeout).await?;
+        match &reached.path {
+            Path::Direct(at) => eprintln!("path: direct ({} to {at})", a.transport),
+            Path::Relay => eprintln!("path: relay (through {rendezvous})"),
+        }
+        return print_response(&reached.response);
+    }
     if a.subscribe {
         let topics: Vec<String> = match params.get("topics") {
             Some(t) => {
@@ -60,4 +87,18 @@ pub async fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Print a whole JSON-RPC response the way `call` prints any answer.
+fn print_response(r: &Value) -> anyhow::Result<ExitCode> {
+    if let Some(e) = r.get("error") {
+        eprintln!(
+            "error {}: {}",
+            e["code"],
+            e["message"].as_str().unwrap_or_default()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("{}", serde_json::to_string_pretty(&r["result"])?);
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,14 +1,11 @@
 //! `cirrus stun HOST:PORT [--tcp]`: one Binding request to any RFC 8489 server,
 //! print the mapped address.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use cirrus_node::stun::SOFTWARE;
-use cirrus_proto::stun::{self, StunError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use anyhow::Context as _;
+use cirrus_node::stun::probe;
 use tokio::net::{TcpStream, UdpSocket, lookup_host};
 
 #[derive(clap::Args)]
@@ -31,68 +28,22 @@ pub async fn stun(a: StunArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{} has no address", a.server))?;
     let timeout =
         Duration::try_from_secs_f64(a.timeout).context("--timeout must be a positive number")?;
-    let mut txid = [0u8; 12];
-    getrandom::fill(&mut txid).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let req = stun::binding_request(txid, SOFTWARE, None);
-    let mapped = tokio::time::timeout(timeout, async {
-        if a.tcp {
-            over_tcp(server, &req, &txid).await
+    let mapped = if a.tcp {
+        let mut s = tokio::time::timeout(timeout, TcpStream::connect(server))
+            .await
+            .with_context(|| format!("cannot connect to {server} within {} s", a.timeout))?
+            .with_context(|| format!("cannot connect to {server}"))?;
+        probe::binding_tcp(&mut s, timeout).await
+    } else {
+        let local = if server.is_ipv4() {
+            "0.0.0.0:0"
         } else {
-            over_udp(server, &req, &txid).await
-        }
-    })
-    .await
-    .with_context(|| format!("no answer from {server} within {} s", a.timeout))??;
+            "[::]:0"
+        };
+        let sock = UdpSocket::bind(local).await?;
+        probe::binding_udp(&sock, server, timeout).await
+    }
+    .with_context(|| format!("STUN Binding to {server}"))?;
     println!("{mapped}");
     Ok(ExitCode::SUCCESS)
-}
-
-async fn over_udp(server: SocketAddr, req: &[u8], txid: &[u8; 12]) -> anyhow::Result<SocketAddr> {
-    let local: SocketAddr = if server.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    }
-    .parse()
-    .expect("literal");
-    let sock = UdpSocket::bind(local).await?;
-    let mut buf = [0u8; stun::MAX_MESSAGE];
-    // Retransmit with doubling intervals (RFC 8489 §6.2.1) until the outer timeout.
-    let mut rto = Duration::from_millis(500);
-    loop {
-        sock.send_to(req, server).await?;
-        let until = tokio::time::Instant::now() + rto;
-        while let Ok(r) = tokio::time::timeout_at(until, sock.recv_from(&mut buf)).await {
-            let (n, from) = r?;
-            if from != server {
-                continue;
-            }
-            match stun::parse_binding_response(&buf[..n], txid) {
-                Err(StunError::WrongTransaction | StunError::NotStun(_)) => continue,
-                other => return Ok(other?),
-            }
-        }
-        rto *= 2;
-    }
-}
-
-async fn over_tcp(server: SocketAddr, req: &[u8], txid: &[u8; 12]) -> anyhow::Result<SocketAddr> {
-    let mut s = TcpStream::connect(server)
-        .await
-        .with_context(|| format!("cannot connect to {server}"))?;
-    s.write_all(req).await?;
-    let mut buf = Vec::new();
-    loop {
-        if let Some(len) = stun::frame_len(&buf)?
-            && buf.len() >= len
-        {
-            return Ok(stun::parse_binding_response(&buf[..len], txid)?);
-        }
-        let mut chunk = [0u8; 512];
-        let n = s.read(&mut chunk).await?;
-        if n == 0 {
-            bail!("{server} closed the connection without an answer");
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }

@@ -20,6 +20,13 @@ pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/cirrus/sync/1");
 pub const IDENTIFY_PROTOCOL: &str = "/cirrus/id/1";
 pub const RECORDS_TOPIC: &str = "cirrus/records/1";
 pub const ANNOUNCE_TOPIC: &str = "cirrus/announce/1";
+/// Most message ids in one IHAVE or IWANT list. libp2p-gossipsub 0.50 sends lists of
+/// up to 5000 ids by default, but refuses an RPC whose control part is over 16 KiB
+/// (`max_control_message_size`) by failing the stream, and five failed streams
+/// disable gossip on that connection for good. One of our ids (32 bytes) costs 34
+/// bytes there, so 16 KiB holds at most 481; a node that sees more than about 230
+/// records a second has more than that in its three gossip windows.
+const GOSSIP_MAX_IDS: usize = 400;
 
 pub type SyncBehaviour = request_response::Behaviour<SyncCodec>;
 
@@ -94,6 +101,7 @@ fn gossipsub(key: &Keypair) -> Result<gossipsub::Behaviour, P2pError> {
         .message_id_fn(|m| gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec()))
         .max_transmit_size(MAX_ENCODED_BYTES + 4096)
         .heartbeat_interval(Duration::from_millis(700))
+        .max_control_messages_sent(GOSSIP_MAX_IDS)
         .build()
         .map_err(|e| P2pError::Build(e.to_string()))?;
     let mut gs = gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)

@@ -34,6 +34,8 @@ pub struct StunLink {
     pub state: Arc<StunState>,
     pub port: u16,
     pub events: mpsc::Sender<PeerEvent>,
+    /// Punch requests for our STUN client sockets.
+    pub punch: broadcast::Sender<crate::stun::Punch>,
 }
 
 /// Keep dialing known peers while fewer than this many are connected.
@@ -249,12 +251,16 @@ impl EventLoop {
         {
             return;
         }
+        let stun = self.stun.state.info(false);
+        if stun_version != self.stun_version {
+            self.offer_external_address(stun.address.as_deref());
+        }
         let msg = serde_json::json!({
             "root": hex::encode(db.root),
             "records": db.records,
             "at": unix_now_ms(),
             "stunPort": self.stun.port,
-            "stun": self.stun.state.info(false),
+            "stun": stun,
         });
         match self
             .swarm
@@ -268,6 +274,34 @@ impl EventLoop {
                 self.stun_version = stun_version;
             }
             Err(e) => tracing::trace!(error = %e, "announcement not published"),
+        }
+    }
+
+    /// Behind NAT, peers reach our swarm (if at all) at the external address STUN
+    /// found: offer it, with our swarm ports, as an external address candidate
+    /// (identify then tells peers about it).
+    fn offer_external_address(&mut self, external: Option<&str>) {
+        let Some(ip) = external.and_then(|a| a.parse::<std::net::IpAddr>().ok()) else {
+            return;
+        };
+        let listening: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+        if listening.iter().any(|a| ip_of(a) == Some(ip)) {
+            return; // not behind NAT: our listen address is what peers see
+        }
+        for a in listening {
+            let rewritten: Multiaddr =
+                a.iter()
+                    .map(|p| match p {
+                        libp2p::multiaddr::Protocol::Ip4(_)
+                        | libp2p::multiaddr::Protocol::Ip6(_) => match ip {
+                            std::net::IpAddr::V4(v4) => libp2p::multiaddr::Protocol::Ip4(v4),
+                            std::net::IpAddr::V6(v6) => libp2p::multiaddr::Protocol::Ip6(v6),
+                        },
+                        other => other,
+                    })
+                    .collect();
+            tracing::info!(addr = %rewritten, "external address candidate from STUN");
+            self.swarm.add_external_address(rewritten);
         }
     }
 
@@ -717,6 +751,27 @@ impl EventLoop {
                     .behaviour_mut()
                     .sync
                     .send_response(channel, Response::Peers(entries));
+            }
+            Request::Punch {
+                endpoint,
+                transport,
+            } => {
+                let response = match (endpoint.parse(), transport.as_str()) {
+                    (Ok(endpoint), "udp" | "tcp") => {
+                        let udp = transport == "udp";
+                        tracing::info!(%peer, %endpoint, %transport, "punching toward a client");
+                        let _ = self.stun.punch.send(crate::stun::Punch { endpoint, udp });
+                        Response::Punching
+                    }
+                    _ => Response::Refused(
+                        "punch needs endpoint ip:port and transport udp or tcp".into(),
+                    ),
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel, response);
             }
             Request::Relay(bytes) => {
                 let (tx, rx) = oneshot::channel();

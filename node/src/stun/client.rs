@@ -13,10 +13,10 @@ use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{SOFTWARE, StunState, Transport};
+use super::{Punch, SOFTWARE, StunState, Transport};
 
 /// Retransmission (RFC 8489 §6.2.1, shortened): 500 ms, then doubling, 3 tries.
 const RTO: Duration = Duration::from_millis(500);
@@ -33,6 +33,8 @@ pub struct ClientCtx {
     pub servers: watch::Receiver<Vec<SocketAddr>>,
     /// Serves the client API on the client sockets' ports.
     pub api: Arc<dyn DynamicApi>,
+    /// Punch requests relayed by a rendezvous node.
+    pub punch: broadcast::Sender<Punch>,
 }
 
 /// The client API on a STUN client's ports (implemented by the API module, so this
@@ -47,7 +49,13 @@ pub trait DynamicApi: Send + Sync {
     );
     /// Serve WebSocket on `listener`, which shares the TCP client's port.
     fn serve_tcp(&self, listener: TcpListener, stop: CancellationToken);
+    /// Serve WebSocket on one connection made by simultaneous open.
+    fn serve_tcp_stream(&self, stream: TcpStream);
 }
+
+/// How long a punch keeps trying: the client is sending meanwhile.
+const PUNCH_FOR: Duration = Duration::from_secs(5);
+const PUNCH_EVERY: Duration = Duration::from_millis(200);
 
 /// Start the pair for `peer` whose server is `server`; stops when `stop` fires.
 pub fn spawn_pair(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: CancellationToken) {
@@ -92,6 +100,7 @@ async fn udp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
     let port = sock.local_addr().map_or(0, |a| a.port());
     let local = SocketAddr::new(local_ip_towards(ctx.bind, server).await, port);
     tracing::debug!(%peer, %local, %server, "STUN UDP client up");
+    let mut punches = ctx.punch.subscribe();
     let mut round = 0u64;
     loop {
         match udp_ask(&sock, &mut responses, &ctx.key, server).await {
@@ -116,12 +125,52 @@ async fn udp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
                 .record(peer, Transport::Udp, local, other, mapped, false);
         }
         round += 1;
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(ctx.keepalive) => {}
+        let wake = tokio::time::Instant::now() + ctx.keepalive;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    ctx.state.forget(&peer, Transport::Udp, Some(local));
+                    return;
+                }
+                _ = tokio::time::sleep_until(wake) => break,
+                p = punches.recv() => {
+                    if let Ok(p) = p && p.udp {
+                        tokio::spawn(punch_udp(sock.clone(), p.endpoint));
+                    }
+                }
+            }
         }
     }
-    ctx.state.forget(&peer, Transport::Udp, Some(local));
+}
+
+/// Binding indications toward a client: our NAT then lets the client's packets in
+/// (for endpoint-independent mapping, on the port the client already knows).
+async fn punch_udp(sock: Arc<UdpSocket>, endpoint: SocketAddr) {
+    let until = tokio::time::Instant::now() + PUNCH_FOR;
+    while tokio::time::Instant::now() < until {
+        let mut txid = [0u8; 12];
+        let _ = getrandom::fill(&mut txid);
+        let _ = sock
+            .send_to(&stun::binding_indication(txid), endpoint)
+            .await;
+        tokio::time::sleep(PUNCH_EVERY).await;
+    }
+}
+
+/// TCP simultaneous open toward a client, from our STUN client's port: the first
+/// connection that forms is served as WebSocket.
+async fn punch_tcp(api: Arc<dyn DynamicApi>, bind: IpAddr, port: u16, endpoint: SocketAddr) {
+    let until = tokio::time::Instant::now() + PUNCH_FOR;
+    while tokio::time::Instant::now() < until {
+        let attempt =
+            tokio::time::timeout(Duration::from_secs(1), connect_from(bind, port, endpoint));
+        if let Ok(Ok(stream)) = attempt.await {
+            tracing::info!(%endpoint, "punched TCP connection up");
+            api.serve_tcp_stream(stream);
+            return;
+        }
+        tokio::time::sleep(PUNCH_EVERY).await;
+    }
 }
 
 async fn udp_ask(
@@ -156,6 +205,7 @@ async fn udp_ask(
 async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: CancellationToken) {
     let mut local_port = 0u16;
     let mut local: Option<SocketAddr> = None;
+    let mut punches = ctx.punch.subscribe();
     loop {
         let conn = tokio::select! {
             _ = stop.cancelled() => break,
@@ -192,12 +242,21 @@ async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
                             break;
                         }
                     }
-                    tokio::select! {
-                        _ = stop.cancelled() => {
-                            ctx.state.forget(&peer, Transport::Tcp, local);
-                            return;
+                    let wake = tokio::time::Instant::now() + ctx.keepalive;
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => {
+                                ctx.state.forget(&peer, Transport::Tcp, local);
+                                return;
+                            }
+                            _ = tokio::time::sleep_until(wake) => break,
+                            p = punches.recv() => {
+                                if let Ok(p) = p && !p.udp && local_port != 0 {
+                                    let api = ctx.api.clone();
+                                    tokio::spawn(punch_tcp(api, ctx.bind, local_port, p.endpoint));
+                                }
+                            }
                         }
-                        _ = tokio::time::sleep(ctx.keepalive) => {}
                     }
                 }
             }
@@ -214,7 +273,11 @@ async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
 
 /// Connect from a fixed local port when we have one, with SO_REUSEADDR and
 /// SO_REUSEPORT so a reconnect gets the same port and a listener can share it.
-async fn connect_from(bind: IpAddr, port: u16, server: SocketAddr) -> std::io::Result<TcpStream> {
+pub(crate) async fn connect_from(
+    bind: IpAddr,
+    port: u16,
+    server: SocketAddr,
+) -> std::io::Result<TcpStream> {
     let s = if server.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod manager;
+pub mod probe;
 pub mod server;
 
 use std::collections::HashMap;
@@ -21,6 +22,14 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
 pub const SOFTWARE: &str = concat!("cirrus/", env!("CARGO_PKG_VERSION"));
+
+/// A request to open our NAT toward a client endpoint: every UDP client socket sends
+/// Binding indications there; every TCP client port tries a simultaneous open.
+#[derive(Debug, Clone, Copy)]
+pub struct Punch {
+    pub endpoint: SocketAddr,
+    pub udp: bool,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

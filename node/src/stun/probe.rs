@@ -1,0 +1,74 @@
+//! Asking a STUN server for our mapping from a socket we keep using afterwards
+//! (`cirrus stun`, and a client about to punch through NAT). No Cirrus attributes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cirrus_proto::stun::{self, StunError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::SOFTWARE;
+
+fn request() -> ([u8; 12], Vec<u8>) {
+    let mut txid = [0u8; 12];
+    let _ = getrandom::fill(&mut txid);
+    (txid, stun::binding_request(txid, SOFTWARE, None))
+}
+
+/// Binding over UDP, retransmitting with doubling intervals (RFC 8489 §6.2.1) until
+/// `timeout`. Datagrams from elsewhere are skipped.
+pub async fn binding_udp(
+    sock: &UdpSocket,
+    server: SocketAddr,
+    timeout: Duration,
+) -> Result<SocketAddr, StunError> {
+    let (txid, req) = request();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut rto = Duration::from_millis(500);
+    let mut buf = [0u8; stun::MAX_MESSAGE];
+    while tokio::time::Instant::now() < deadline {
+        let _ = sock.send_to(&req, server).await;
+        let until = (tokio::time::Instant::now() + rto).min(deadline);
+        while let Ok(Ok((n, from))) = tokio::time::timeout_at(until, sock.recv_from(&mut buf)).await
+        {
+            if from != server || !stun::is_stun(&buf[..n]) {
+                continue;
+            }
+            match stun::parse_binding_response(&buf[..n], &txid) {
+                Err(StunError::WrongTransaction) => continue,
+                other => return other,
+            }
+        }
+        rto *= 2;
+    }
+    Err(StunError::Malformed("no answer"))
+}
+
+/// Binding over an open TCP connection.
+pub async fn binding_tcp(
+    stream: &mut TcpStream,
+    timeout: Duration,
+) -> Result<SocketAddr, StunError> {
+    let (txid, req) = request();
+    let lost = |_| StunError::Malformed("connection lost");
+    tokio::time::timeout(timeout, async {
+        stream.write_all(&req).await.map_err(lost)?;
+        let mut buf = Vec::with_capacity(256);
+        loop {
+            if let Some(len) = stun::frame_len(&buf)?
+                && buf.len() >= len
+            {
+                return stun::parse_binding_response(&buf[..len], &txid);
+            }
+            let mut chunk = [0u8; 512];
+            let n = stream.read(&mut chunk).await.map_err(lost)?;
+            if n == 0 {
+                return Err(StunError::Malformed("connection closed"));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .map_err(|_| StunError::Malformed("timed out"))?
+}
