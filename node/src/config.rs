@@ -23,6 +23,10 @@ pub const DEFAULT_MAX_PEERS: u32 = 50;
 pub const DEFAULT_SYNC_INTERVAL_SECS: u64 = 10;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_BATCH: usize = 1000;
+pub const DEFAULT_RATE_LIMIT: f64 = 200.0;
+pub const DEFAULT_RATE_BURST: f64 = 1000.0;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
 
 /// Flags of `cirrus run`. Every field is optional so that unset flags fall through
 /// to the file and the defaults.
@@ -53,6 +57,10 @@ pub struct RunArgs {
     /// comma-separated in the environment).
     #[arg(long, env = "CIRRUS_BOOTSTRAP", value_delimiter = ',')]
     pub bootstrap: Vec<String>,
+    /// Do not dial the peers remembered in the data dir, at start or later; join
+    /// only through --bootstrap (peers met in this run are still remembered).
+    #[arg(long, env = "CIRRUS_NO_REDIAL")]
+    pub no_redial: bool,
     /// Most peers to stay connected to.
     #[arg(long, env = "CIRRUS_MAX_PEERS")]
     pub max_peers: Option<u32>,
@@ -68,6 +76,22 @@ pub struct RunArgs {
     /// Largest accepted request body (HTTP) or message (WebSocket), in bytes.
     #[arg(long, env = "CIRRUS_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Sustained API requests per second per source IP (every transport; a batch
+    /// counts each request).
+    #[arg(long, env = "CIRRUS_RATE_LIMIT")]
+    pub rate_limit: Option<f64>,
+    /// Requests a source IP may send in a burst before the rate applies.
+    #[arg(long, env = "CIRRUS_RATE_BURST")]
+    pub rate_burst: Option<f64>,
+    /// Open HTTP and WebSocket connections, in total.
+    #[arg(long, env = "CIRRUS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Open HTTP and WebSocket connections per source IP.
+    #[arg(long, env = "CIRRUS_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Apply the rate and connection limits to loopback sources too (exempt by default).
+    #[arg(long, env = "CIRRUS_LIMIT_LOOPBACK")]
+    pub limit_loopback: bool,
     /// Most requests in one JSON-RPC batch.
     #[arg(long, env = "CIRRUS_MAX_BATCH")]
     pub max_batch: Option<usize>,
@@ -86,13 +110,19 @@ struct FileConfig {
     stun_keepalive_secs: Option<u64>,
     #[serde(default)]
     bootstrap: Vec<String>,
+    no_redial: Option<bool>,
     max_peers: Option<u32>,
     sync_interval_secs: Option<u64>,
     max_body_bytes: Option<usize>,
     max_batch: Option<usize>,
+    rate_limit: Option<f64>,
+    rate_burst: Option<f64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    limit_loopback: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub data_dir: PathBuf,
     pub bind: IpAddr,
@@ -103,10 +133,13 @@ pub struct Config {
     pub stun_port: u16,
     pub stun_keepalive: Duration,
     pub bootstrap: Vec<Multiaddr>,
+    /// Dial the peers remembered in the data dir (`no-redial` turns it off).
+    pub redial: bool,
     pub max_peers: u32,
     pub sync_interval: Duration,
     pub max_body_bytes: usize,
     pub max_batch: usize,
+    pub limits: crate::api::limits::LimitsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +199,7 @@ impl Config {
             } else {
                 &args.bootstrap
             })?,
+            redial: !(args.no_redial || file.no_redial.unwrap_or(false)),
             max_peers: args
                 .max_peers
                 .or(file.max_peers)
@@ -183,7 +217,37 @@ impl Config {
                 .max_batch
                 .or(file.max_batch)
                 .unwrap_or(DEFAULT_MAX_BATCH),
+            limits: crate::api::limits::LimitsConfig {
+                rate: args
+                    .rate_limit
+                    .or(file.rate_limit)
+                    .unwrap_or(DEFAULT_RATE_LIMIT),
+                burst: args
+                    .rate_burst
+                    .or(file.rate_burst)
+                    .unwrap_or(DEFAULT_RATE_BURST),
+                max_connections: args
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+                max_connections_per_ip: args
+                    .max_connections_per_ip
+                    .or(file.max_connections_per_ip)
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP),
+                limit_loopback: args.limit_loopback || file.limit_loopback.unwrap_or(false),
+            },
         };
+        let l = &cfg.limits;
+        if !(l.rate > 0.0 && l.rate.is_finite() && l.burst >= 1.0 && l.burst.is_finite()) {
+            return Err(ConfigError::Zero(
+                "rate-limit and rate-burst (burst at least 1)",
+            ));
+        }
+        if l.max_connections == 0 || l.max_connections_per_ip == 0 {
+            return Err(ConfigError::Zero(
+                "max-connections and max-connections-per-ip",
+            ));
+        }
         if cfg.max_body_bytes == 0 {
             return Err(ConfigError::Zero("max-body-bytes"));
         }

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::limits::{ConnectionCounter, LimitedListener, RateLimiter};
 use crate::api::udp::UdpApi;
 use crate::api::{self, Context, Dispatcher, DynamicPorts, http};
 use crate::config::Config;
@@ -85,6 +86,7 @@ impl Node {
             port: cfg.p2p_port,
             bootstrap: cfg.bootstrap.clone(),
             max_peers: cfg.max_peers,
+            redial: cfg.redial,
             sync_interval: cfg.sync_interval,
         };
         let stun_state = Arc::new(StunState::default());
@@ -154,7 +156,13 @@ impl Node {
             })?;
         let udp = udp_sock.local_addr().expect("bound socket has an address");
 
+        let limiter = Arc::new(RateLimiter::new(cfg.limits.clone()));
+        let connections = ConnectionCounter::new(limiter.clone());
+        let admin_token = admin_token(&cfg.data_dir)?;
         let ctx = Arc::new(Context {
+            limiter,
+            admin_token,
+            shutdown: shutdown.clone(),
             store,
             writer,
             peer_id: peer_id.to_string(),
@@ -182,19 +190,25 @@ impl Node {
             servers: stun_servers_rx,
             punch,
             api: Arc::new(DynamicPorts {
+                connections: connections.clone(),
                 udp: udp_api.clone(),
                 ws: ws_router.clone(),
             }),
         };
         let mut tasks = JoinSet::new();
         let token = shutdown.clone();
+        let ws_conns = connections.clone();
         tasks.spawn(async move {
-            api::ws::serve(ws_listener, ws_router, token)
-                .await
-                .map_err(|source| NodeError::Serve {
-                    what: "websocket api",
-                    source,
-                })
+            api::ws::serve(
+                LimitedListener::new(ws_listener, ws_conns),
+                ws_router,
+                token,
+            )
+            .await
+            .map_err(|source| NodeError::Serve {
+                what: "websocket api",
+                source,
+            })
         });
         let token = shutdown.clone();
         tasks.spawn(async move {
@@ -235,12 +249,17 @@ impl Node {
         });
         let (max_body, token) = (cfg.max_body_bytes, shutdown.clone());
         tasks.spawn(async move {
-            http::serve(listener, dispatcher, max_body, token)
-                .await
-                .map_err(|source| NodeError::Serve {
-                    what: "http api",
-                    source,
-                })
+            http::serve(
+                LimitedListener::new(listener, connections),
+                dispatcher,
+                max_body,
+                token,
+            )
+            .await
+            .map_err(|source| NodeError::Serve {
+                what: "http api",
+                source,
+            })
         });
         tracing::info!(%peer_id, %http, data_dir = %cfg.data_dir.display(), "node started");
         Ok(Node {
@@ -338,6 +357,26 @@ async fn serve_relays(
         });
     }
     Ok(())
+}
+
+/// The admin token in `<data-dir>/admin.token` (mode 0600), made on first start.
+fn admin_token(dir: &std::path::Path) -> Result<String, NodeError> {
+    let path = dir.join("admin.token");
+    let io = |source| NodeError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {} // empty: make a new one
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    let token = hex::encode(b);
+    crate::identity::write_private(&path, format!("{token}\n").as_bytes()).map_err(io)?;
+    Ok(token)
 }
 
 fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {

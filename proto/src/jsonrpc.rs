@@ -20,6 +20,10 @@ pub const INVALID_RECORD: i64 = -32002;
 pub const TOO_LARGE: i64 = -32004;
 /// The peer named in the request is not connected, or did not answer.
 pub const PEER_UNAVAILABLE: i64 = -32005;
+/// The source address is over its request rate (HTTP status 429).
+pub const RATE_LIMITED: i64 = -32006;
+/// An admin method called from elsewhere than loopback without the admin token.
+pub const FORBIDDEN: i64 = -32007;
 /// UDP anti-amplification: repeat the request with the cookie in `data`.
 pub const COOKIE_REQUIRED: i64 = -32010;
 

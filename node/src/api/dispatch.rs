@@ -4,10 +4,13 @@
 //! (nothing for a notification-only message). `put`s of one batch are verified here
 //! and handed to the writer together, so a batch of 100 puts is one commit.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use cirrus_proto::api::PutResult;
-use cirrus_proto::jsonrpc::{Body, ErrorObject, Request, Response, TOO_LARGE, parse_body};
+use cirrus_proto::jsonrpc::{
+    Body, ErrorObject, RATE_LIMITED, Request, Response, TOO_LARGE, parse_body,
+};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -38,11 +41,42 @@ impl Dispatcher {
         &self.ctx
     }
 
-    /// Answer one message (a request or a batch). `None`: nothing to send back.
+    /// Answer one message (a request or a batch) that came from inside: relayed by a
+    /// peer. No rate limit; admin methods need the token. `None`: nothing to send.
     pub async fn handle(&self, bytes: &[u8]) -> Option<Vec<u8>> {
-        match parse_body(bytes) {
+        self.run(bytes, None).await.unwrap_or_else(Some)
+    }
+
+    /// Answer one message from a client at `ip`. `Err`: the client is over its rate;
+    /// the bytes are the JSON-RPC error to send (HTTP sends it with status 429).
+    pub async fn handle_from(&self, ip: IpAddr, bytes: &[u8]) -> Result<Option<Vec<u8>>, Vec<u8>> {
+        self.run(bytes, Some(ip)).await
+    }
+
+    async fn run(&self, bytes: &[u8], ip: Option<IpAddr>) -> Result<Option<Vec<u8>>, Vec<u8>> {
+        let body = parse_body(bytes);
+        if let Some(ip) = ip {
+            let cost = match &body {
+                Ok(Body::Batch(items)) => items.len(),
+                _ => 1,
+            };
+            if !self.ctx.limiter.allow(ip, cost) {
+                let e = ErrorObject::new(
+                    RATE_LIMITED,
+                    "rate limited: too many requests from this address",
+                );
+                return Err(encode(&Response::err(Value::Null, e)));
+            }
+        }
+        // Admin methods answer loopback callers; others need the token.
+        let admin = ip.is_some_and(|ip| ip.is_loopback());
+        Ok(match body {
             Err(e) => Some(encode(&Response::err(Value::Null, e))),
-            Ok(Body::Single(v)) => self.handle_all(vec![v]).await.pop().map(|r| encode(&r)),
+            Ok(Body::Single(v)) => self
+                .handle_all(vec![v], admin)
+                .await
+                .pop()
+                .map(|r| encode(&r)),
             Ok(Body::Batch(items)) if items.len() > self.ctx.max_batch => {
                 let e = ErrorObject::new(
                     TOO_LARGE,
@@ -55,14 +89,14 @@ impl Dispatcher {
                 Some(encode(&Response::err(Value::Null, e)))
             }
             Ok(Body::Batch(items)) => {
-                let responses = self.handle_all(items).await;
+                let responses = self.handle_all(items, admin).await;
                 (!responses.is_empty()).then(|| encode(&responses))
             }
-        }
+        })
     }
 
     /// Run requests; returns responses in request order, notifications left out.
-    async fn handle_all(&self, items: Vec<Value>) -> Vec<Response> {
+    async fn handle_all(&self, items: Vec<Value>, admin: bool) -> Vec<Response> {
         let mut out: Vec<Option<Response>> = Vec::with_capacity(items.len());
         let mut puts = Vec::new();
         for item in items {
@@ -83,7 +117,7 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let result = self.call(&req.method, req.params).await;
+            let result = self.call(&req.method, req.params, admin).await;
             out.push(req.id.map(|id| respond(id, result)));
         }
         if !puts.is_empty() {
@@ -120,13 +154,20 @@ impl Dispatcher {
         }
     }
 
-    async fn call(&self, method: &str, params: Map<String, Value>) -> Result<Value, ApiError> {
+    async fn call(
+        &self,
+        method: &str,
+        params: Map<String, Value>,
+        admin: bool,
+    ) -> Result<Value, ApiError> {
         let ctx = &*self.ctx;
         match method {
             "getnodeinfo" => methods::getnodeinfo(ctx).await,
             "getpeerinfo" => methods::getpeerinfo(ctx).await,
             "relay" if self.relay => methods::relay(ctx, params).await,
             "punch" => methods::punch(ctx, params).await,
+            "addpeer" => methods::addpeer(ctx, params, admin).await,
+            "shutdown" => methods::shutdown(ctx, params, admin),
             "getdbhash" => methods::getdbhash(ctx),
             "get" => methods::get(ctx, params),
             "list" => methods::list(ctx, params),

@@ -1,7 +1,7 @@
 //! The one place where internal errors become JSON-RPC error objects.
 
 use cirrus_proto::jsonrpc::{
-    ErrorObject, INTERNAL_ERROR, INVALID_PARAMS, INVALID_RECORD, INVALID_SIGNATURE,
+    ErrorObject, FORBIDDEN, INTERNAL_ERROR, INVALID_PARAMS, INVALID_RECORD, INVALID_SIGNATURE,
     METHOD_NOT_FOUND, PEER_UNAVAILABLE,
 };
 use cirrus_proto::record::RecordError;
@@ -23,6 +23,8 @@ pub enum ApiError {
     Write(#[from] WriteError),
     #[error(transparent)]
     List(#[from] ListError),
+    #[error("admin only: call from loopback or pass the token from <data-dir>/admin.token")]
+    Forbidden,
     #[error("peer: {0}")]
     P2p(#[from] crate::p2p::P2pError),
     /// A relayed call reached the peer but did not come back as an answer.
@@ -45,6 +47,7 @@ impl From<ApiError> for ErrorObject {
                 ErrorObject::new(INVALID_SIGNATURE, format!("invalid record: {e}"))
             }
             ApiError::Record(e) => ErrorObject::new(INVALID_RECORD, format!("invalid record: {e}")),
+            ApiError::Forbidden => ErrorObject::new(FORBIDDEN, e.to_string()),
             ApiError::P2p(e) => ErrorObject::new(PEER_UNAVAILABLE, e.to_string()),
             ApiError::Peer(m) => ErrorObject::new(PEER_UNAVAILABLE, format!("relay failed: {m}")),
             e @ (ApiError::Store(_) | ApiError::Write(_) | ApiError::List(ListError::Store(_))) => {

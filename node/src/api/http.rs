@@ -4,12 +4,14 @@
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
+use axum::extract::ConnectInfo;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use cirrus_proto::jsonrpc::{ErrorObject, Response as RpcResponse, TOO_LARGE};
-use tokio::net::TcpListener;
+
+use super::limits::{ClientAddr, LimitedListener};
 use tokio_util::sync::CancellationToken;
 
 use super::Dispatcher;
@@ -28,17 +30,22 @@ pub fn router(dispatcher: Dispatcher, max_body: usize) -> Router {
 }
 
 pub async fn serve(
-    listener: TcpListener,
+    listener: LimitedListener,
     dispatcher: Dispatcher,
     max_body: usize,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(dispatcher, max_body))
+    let app = router(dispatcher, max_body).into_make_service_with_connect_info::<ClientAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
 
-async fn rpc(State(st): State<HttpState>, body: Body) -> Response {
+async fn rpc(
+    State(st): State<HttpState>,
+    ConnectInfo(ClientAddr(from)): ConnectInfo<ClientAddr>,
+    body: Body,
+) -> Response {
     let bytes = match to_bytes(body, st.max_body).await {
         Ok(b) => b,
         Err(_) => {
@@ -54,9 +61,10 @@ async fn rpc(State(st): State<HttpState>, body: Body) -> Response {
             return (StatusCode::PAYLOAD_TOO_LARGE, json(body)).into_response();
         }
     };
-    match st.dispatcher.handle(&bytes).await {
-        Some(out) => (StatusCode::OK, json(out)).into_response(),
-        None => StatusCode::NO_CONTENT.into_response(),
+    match st.dispatcher.handle_from(from.ip(), &bytes).await {
+        Ok(Some(out)) => (StatusCode::OK, json(out)).into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(limited) => (StatusCode::TOO_MANY_REQUESTS, json(limited)).into_response(),
     }
 }
 

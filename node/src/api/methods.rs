@@ -63,6 +63,50 @@ pub async fn getpeerinfo(ctx: &Context) -> Result<Value, ApiError> {
     to_value(ctx.p2p.peers().await?)
 }
 
+/// Admin methods change the node, not the data: they answer loopback callers, or
+/// anyone who passes the token from `<data-dir>/admin.token` as `token`.
+fn check_admin(ctx: &Context, p: &mut Map<String, Value>, admin: bool) -> Result<(), ApiError> {
+    let token = p.remove("token");
+    if admin || token.as_ref().and_then(Value::as_str) == Some(ctx.admin_token.as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden)
+    }
+}
+
+/// `addpeer {addr, token?}`: dial a multiaddr.
+pub async fn addpeer(
+    ctx: &Context,
+    mut p: Map<String, Value>,
+    admin: bool,
+) -> Result<Value, ApiError> {
+    check_admin(ctx, &mut p, admin)?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct AddPeer {
+        addr: String,
+    }
+    let AddPeer { addr } = params(p)?;
+    let addr: libp2p::Multiaddr = addr
+        .parse()
+        .map_err(|_| ApiError::Params(format!("{addr:?} is not a multiaddr")))?;
+    ctx.p2p.dial(addr).await?;
+    Ok(serde_json::json!({ "ok": true }))
+}
+
+/// `shutdown {token?}`: stop the node cleanly (after answering).
+pub fn shutdown(ctx: &Context, mut p: Map<String, Value>, admin: bool) -> Result<Value, ApiError> {
+    check_admin(ctx, &mut p, admin)?;
+    tracing::info!("shutdown requested over the API");
+    let token = ctx.shutdown.clone();
+    tokio::spawn(async move {
+        // Let the answer go out first.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        token.cancel();
+    });
+    Ok(serde_json::json!({ "ok": true }))
+}
+
 /// Ask a connected peer to open its NAT toward a client's endpoint (the rendezvous
 /// side of hole punching, docs/nat.md).
 pub async fn punch(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiError> {

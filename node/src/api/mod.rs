@@ -8,6 +8,7 @@
 pub mod dispatch;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod methods;
 pub mod udp;
 pub mod ws;
@@ -28,6 +29,7 @@ pub use dispatch::Dispatcher;
 pub struct DynamicPorts {
     pub udp: Arc<udp::UdpApi>,
     pub ws: axum::Router,
+    pub connections: limits::ConnectionCounter,
 }
 
 impl crate::stun::client::DynamicApi for DynamicPorts {
@@ -43,7 +45,12 @@ impl crate::stun::client::DynamicApi for DynamicPorts {
     fn serve_tcp_stream(&self, stream: tokio::net::TcpStream) {
         // A connection made by TCP simultaneous open belongs to no listener: serve
         // the WebSocket endpoint on it directly.
-        let service = hyper_util::service::TowerToHyperService::new(self.ws.clone());
+        let Ok(remote) = stream.peer_addr() else {
+            return;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(self.ws.clone().layer(
+            axum::Extension(axum::extract::ConnectInfo(limits::ClientAddr(remote))),
+        ));
         tokio::spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
             let conn = hyper::server::conn::http1::Builder::new()
@@ -61,6 +68,7 @@ impl crate::stun::client::DynamicApi for DynamicPorts {
         stop: tokio_util::sync::CancellationToken,
     ) {
         let router = self.ws.clone();
+        let listener = limits::LimitedListener::new(listener, self.connections.clone());
         tokio::spawn(async move {
             if let Err(e) = ws::serve(listener, router, stop).await {
                 tracing::debug!(error = %e, "WebSocket on a STUN client port stopped");
@@ -79,4 +87,9 @@ pub struct Context {
     pub max_batch: usize,
     pub p2p: P2pHandle,
     pub stun: std::sync::Arc<crate::stun::StunState>,
+    pub limiter: Arc<limits::RateLimiter>,
+    /// Admin methods accept this in place of a loopback source.
+    pub admin_token: String,
+    /// Fired by the `shutdown` method.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }

@@ -111,11 +111,12 @@ impl UdpApi {
 
     async fn answer(&self, sock: &UdpSocket, bytes: &[u8], from: SocketAddr) {
         let (body, cookie, id) = strip_cookie(bytes);
-        let Some(out) = self
+        // Over its rate, a source gets the error (within the budget below) or nothing.
+        let answer = self
             .dispatcher
-            .handle(body.as_deref().unwrap_or(bytes))
-            .await
-        else {
+            .handle_from(from.ip(), body.as_deref().unwrap_or(bytes))
+            .await;
+        let Some(out) = answer.unwrap_or_else(Some) else {
             return;
         };
         let budget = if self.is_validated(&from, cookie.as_deref()) {

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
@@ -21,7 +22,8 @@ use cirrus_proto::api::RecordView;
 use cirrus_proto::jsonrpc::{ErrorObject, INVALID_PARAMS, Request, Response as RpcResponse};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+
+use super::limits::{ClientAddr, LimitedListener};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -45,19 +47,26 @@ pub fn router(dispatcher: Dispatcher, max_message: usize) -> Router {
 }
 
 pub async fn serve(
-    listener: TcpListener,
+    listener: LimitedListener,
     router: Router,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<ClientAddr>(),
+    )
+    .with_graceful_shutdown(stop.cancelled_owned())
+    .await
 }
 
-async fn upgrade(ws: WebSocketUpgrade, State(st): State<WsState>) -> Response {
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(st): State<WsState>,
+    ConnectInfo(ClientAddr(from)): ConnectInfo<ClientAddr>,
+) -> Response {
     ws.max_message_size(st.max_message)
         .max_frame_size(st.max_message)
-        .on_upgrade(move |socket| session(socket, st.dispatcher))
+        .on_upgrade(move |socket| session(socket, st.dispatcher, from.ip()))
 }
 
 #[derive(Default)]
@@ -66,7 +75,7 @@ struct Subscriptions {
     peers: AtomicBool,
 }
 
-async fn session(socket: WebSocket, dispatcher: Dispatcher) {
+async fn session(socket: WebSocket, dispatcher: Dispatcher, from: std::net::IpAddr) {
     let (mut sink, mut stream) = socket.split();
     let (out, mut out_rx) = mpsc::channel::<Message>(QUEUE);
     let done = CancellationToken::new();
@@ -122,7 +131,10 @@ async fn session(socket: WebSocket, dispatcher: Dispatcher) {
         tokio::spawn(async move {
             let reply = match subscription(&subs, text.as_bytes()) {
                 Some(r) => Some(r),
-                None => dispatcher.handle(text.as_bytes()).await,
+                None => dispatcher
+                    .handle_from(from, text.as_bytes())
+                    .await
+                    .unwrap_or_else(Some),
             };
             if let Some(r) = reply {
                 let _ = out

@@ -77,7 +77,13 @@ pub async fn start(
     };
     let listen = wait_listening(&mut swarm, &ip, cfg.port).await?;
 
-    let known = load_known(&store);
+    // Without redial, only peers met in this run (through the bootstrap list) are
+    // dialed; the remembered ones stay in the store for a later start.
+    let known = if cfg.redial {
+        load_known(&store)
+    } else {
+        HashMap::new()
+    };
     for addr in &cfg.bootstrap {
         if let Err(e) = swarm.dial(addr.clone()) {
             tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");

@@ -47,6 +47,8 @@ pub struct P2pConfig {
     pub port: u16,
     pub bootstrap: Vec<Multiaddr>,
     pub max_peers: u32,
+    /// Dial the peers remembered in the store (at start and to keep enough peers).
+    pub redial: bool,
     /// How often to pick a peer whose root differs and reconcile with it.
     pub sync_interval: Duration,
 }
