@@ -342,7 +342,11 @@ impl EventLoop {
             .peers
             .iter()
             .filter(|(p, c)| {
-                !self.syncing.contains(p) && c.db_root.as_deref() != Some(mine.as_str())
+                // A peer that is reconciling with us now does the work for both.
+                let busy = c
+                    .inbound_sync
+                    .is_some_and(|t| t.elapsed() < self.cfg.sync_interval);
+                !busy && !self.syncing.contains(p) && c.db_root.as_deref() != Some(mine.as_str())
             })
             .map(|(p, _)| *p)
             .collect();
@@ -716,7 +720,11 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                if let OutboundFailure::Io(e) = &error {
+                // An unreadable answer is a protocol violation; a peer that went
+                // away meanwhile shows up here too, and is gone already.
+                if let OutboundFailure::Io(e) = &error
+                    && e.kind() == std::io::ErrorKind::InvalidData
+                {
                     tracing::warn!(%peer, error = %e, "peer sent an unreadable response; disconnecting");
                     let _ = self.swarm.disconnect_peer_id(peer);
                 }
@@ -804,6 +812,9 @@ impl EventLoop {
                 });
             }
             request => {
+                if let Some(c) = self.peers.get_mut(&peer) {
+                    c.inbound_sync = Some(Instant::now());
+                }
                 let (handle, store, writer) =
                     (self.handle.clone(), self.store.clone(), self.writer.clone());
                 tokio::spawn(async move {

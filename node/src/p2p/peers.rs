@@ -19,6 +19,8 @@ pub struct Connected {
     pub stun: Option<serde_json::Value>,
     /// The peer's STUN server port, from its announcements.
     pub stun_port: Option<u16>,
+    /// When the peer last sent us a sync request (it is reconciling with us).
+    pub inbound_sync: Option<std::time::Instant>,
 }
 
 impl Connected {
@@ -34,6 +36,7 @@ impl Connected {
             db_root: None,
             stun: None,
             stun_port: None,
+            inbound_sync: None,
         }
     }
 
