@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cirrus_proto::merkle::Hash;
-use cirrus_proto::record::Record;
-use cirrus_proto::sync::{PeerEntry, Request, Response};
+use cirrus_proto::sync::Response;
 use futures::StreamExt;
-use libp2p::gossipsub::{self, MessageAcceptance};
+use libp2p::gossipsub;
 use libp2p::identity::Keypair;
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, ping};
@@ -21,10 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent, announce_topic, build_swarm, records_topic};
 use super::codec::SyncRequest;
+use super::gossip::ip_of;
 use super::peers::Connected;
 use super::{Command, InboundRelay, P2pConfig, P2pError, P2pHandle, unix_now};
-use crate::store::writer::{Applied, Origin, Writer};
-use crate::store::{KnownPeer, Store, Stored};
+use crate::store::Store;
+use crate::store::writer::{Applied, Writer};
 use crate::stun::StunState;
 use crate::stun::manager::PeerEvent;
 
@@ -41,7 +41,7 @@ pub struct StunLink {
 /// Keep dialing known peers while fewer than this many are connected.
 const TARGET_PEERS: usize = 8;
 /// Re-announce an unchanged root this often, so new peers learn it.
-const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
+pub(super) const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
 /// Reconciliations in flight at once.
 const MAX_SYNCS: usize = 2;
 
@@ -186,25 +186,25 @@ fn load_known(store: &Store) -> HashMap<PeerId, Vec<Multiaddr>> {
     known
 }
 
-struct EventLoop {
-    swarm: Swarm<Behaviour>,
-    commands: mpsc::Receiver<Command>,
-    handle: P2pHandle,
-    applied: broadcast::Receiver<Arc<Applied>>,
-    store: Arc<Store>,
-    writer: Writer,
-    relays: mpsc::Sender<InboundRelay>,
-    peers: HashMap<PeerId, Connected>,
-    known: HashMap<PeerId, Vec<Multiaddr>>,
-    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, P2pError>>>,
-    syncing: HashSet<PeerId>,
-    announced: Option<Hash>,
-    announced_at: Instant,
-    stun: StunLink,
+pub(super) struct EventLoop {
+    pub(super) swarm: Swarm<Behaviour>,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) handle: P2pHandle,
+    pub(super) applied: broadcast::Receiver<Arc<Applied>>,
+    pub(super) store: Arc<Store>,
+    pub(super) writer: Writer,
+    pub(super) relays: mpsc::Sender<InboundRelay>,
+    pub(super) peers: HashMap<PeerId, Connected>,
+    pub(super) known: HashMap<PeerId, Vec<Multiaddr>>,
+    pub(super) pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, P2pError>>>,
+    pub(super) syncing: HashSet<PeerId>,
+    pub(super) announced: Option<Hash>,
+    pub(super) announced_at: Instant,
+    pub(super) stun: StunLink,
     /// STUN state version last announced.
-    stun_version: u64,
-    cfg: P2pConfig,
-    shutdown: CancellationToken,
+    pub(super) stun_version: u64,
+    pub(super) cfg: P2pConfig,
+    pub(super) shutdown: CancellationToken,
 }
 
 impl EventLoop {
@@ -229,86 +229,6 @@ impl EventLoop {
             }
         }
         tracing::debug!("swarm stopped");
-    }
-
-    fn on_applied(&mut self, a: &Applied) {
-        // Records from gossip are forwarded by gossipsub itself; records from sync
-        // reached us because a peer held them, so the network has them already.
-        if a.origin != Origin::Api {
-            return;
-        }
-        let data = a.stored.record.encode();
-        if let Err(e) = self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .publish(records_topic(), data)
-        {
-            tracing::debug!(error = %e, "record not published; anti-entropy will spread it");
-        }
-    }
-
-    fn announce(&mut self) {
-        let Ok(db) = self.store.db_hash() else { return };
-        let stun_version = self.stun.state.version();
-        if self.announced == Some(db.root)
-            && stun_version == self.stun_version
-            && self.announced_at.elapsed() < ANNOUNCE_EVERY
-        {
-            return;
-        }
-        let stun = self.stun.state.info(false);
-        if stun_version != self.stun_version {
-            self.offer_external_address(stun.address.as_deref());
-        }
-        let msg = serde_json::json!({
-            "root": hex::encode(db.root),
-            "records": db.records,
-            "at": unix_now_ms(),
-            "stunPort": self.stun.port,
-            "stun": stun,
-        });
-        match self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .publish(announce_topic(), msg.to_string())
-        {
-            Ok(_) => {
-                self.announced = Some(db.root);
-                self.announced_at = Instant::now();
-                self.stun_version = stun_version;
-            }
-            Err(e) => tracing::trace!(error = %e, "announcement not published"),
-        }
-    }
-
-    /// Behind NAT, peers reach our swarm (if at all) at the external address STUN
-    /// found: offer it, with our swarm ports, as an external address candidate
-    /// (identify then tells peers about it).
-    fn offer_external_address(&mut self, external: Option<&str>) {
-        let Some(ip) = external.and_then(|a| a.parse::<std::net::IpAddr>().ok()) else {
-            return;
-        };
-        let listening: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
-        if listening.iter().any(|a| ip_of(a) == Some(ip)) {
-            return; // not behind NAT: our listen address is what peers see
-        }
-        for a in listening {
-            let rewritten: Multiaddr =
-                a.iter()
-                    .map(|p| match p {
-                        libp2p::multiaddr::Protocol::Ip4(_)
-                        | libp2p::multiaddr::Protocol::Ip6(_) => match ip {
-                            std::net::IpAddr::V4(v4) => libp2p::multiaddr::Protocol::Ip4(v4),
-                            std::net::IpAddr::V6(v6) => libp2p::multiaddr::Protocol::Ip6(v6),
-                        },
-                        other => other,
-                    })
-                    .collect();
-            tracing::info!(addr = %rewritten, "external address candidate from STUN");
-            self.swarm.add_external_address(rewritten);
-        }
     }
 
     /// Periodic upkeep: keep enough peers, and reconcile with one whose root differs.
@@ -445,34 +365,6 @@ impl EventLoop {
         }
     }
 
-    fn learn(&mut self, entries: Vec<PeerEntry>) {
-        let local = *self.swarm.local_peer_id();
-        for e in entries {
-            let Ok(peer) = PeerId::from_bytes(&e.peer) else {
-                continue;
-            };
-            let addrs: Vec<Multiaddr> = e
-                .addrs
-                .iter()
-                .filter_map(|a| Multiaddr::try_from(a.to_vec()).ok())
-                .take(16)
-                .collect();
-            if peer == local || addrs.is_empty() {
-                continue;
-            }
-            let new = !self.known.contains_key(&peer);
-            self.known.insert(peer, addrs.clone());
-            if new
-                && !self.peers.contains_key(&peer)
-                && self.peers.len() < self.cfg.max_peers as usize
-            {
-                let _ = self
-                    .swarm
-                    .dial(DialOpts::peer_id(peer).addresses(addrs).build());
-            }
-        }
-    }
-
     fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
@@ -554,331 +446,6 @@ impl EventLoop {
             _ => {}
         }
     }
-
-    /// Only directly connected peers' announcements are kept: `getpeerinfo` lists
-    /// those, and their STUN servers are the ones our clients ask.
-    fn on_announce(&mut self, from: PeerId, a: Announce) {
-        let Some(c) = self.peers.get_mut(&from) else {
-            return;
-        };
-        c.db_root = Some(a.root);
-        if let Some(port) = a.stun_port
-            && c.stun_port != Some(port)
-        {
-            c.stun_port = Some(port);
-            let _ = self
-                .stun
-                .events
-                .try_send(PeerEvent::StunPort { peer: from, port });
-        }
-        if a.stun.is_some() && c.stun != a.stun {
-            c.stun = a.stun;
-            if !c.listen.is_empty() {
-                let known = KnownPeer {
-                    peer: from.to_bytes(),
-                    addrs: c.listen.iter().map(|a| a.to_string()).collect(),
-                    last_seen: unix_now(),
-                    stun: c.stun.clone(),
-                };
-                self.save_known(known);
-            }
-        }
-    }
-
-    fn save_known(&self, known: KnownPeer) {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.save_peer(&known) {
-                tracing::warn!(error = %e, "cannot save known peer");
-            }
-        });
-    }
-
-    fn exchange_peers(&mut self, peer: PeerId) {
-        let handle = self.handle.clone();
-        tokio::spawn(async move {
-            if let Ok(Response::Peers(entries)) = handle.request(peer, Request::Peers).await {
-                let _ = handle.commands.send(Command::Learned { entries }).await;
-            }
-        });
-    }
-
-    fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
-        let addrs: Vec<Multiaddr> = info.listen_addrs.into_iter().take(16).collect();
-        if let Some(c) = self.peers.get_mut(&peer) {
-            c.agent = Some(info.agent_version);
-            c.listen = addrs.clone();
-        }
-        for a in &addrs {
-            self.swarm.add_peer_address(peer, a.clone());
-        }
-        if addrs.is_empty() {
-            return;
-        }
-        self.known.insert(peer, addrs.clone());
-        let known = KnownPeer {
-            peer: peer.to_bytes(),
-            addrs: addrs.iter().map(|a| a.to_string()).collect(),
-            last_seen: unix_now(),
-            stun: self.peers.get(&peer).and_then(|c| c.stun.clone()),
-        };
-        self.save_known(known);
-    }
-
-    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
-        if message.topic == announce_topic().hash() {
-            let acceptance = match (message.source, parse_announce(&message.data)) {
-                (Some(from), Some(a)) => {
-                    self.on_announce(from, a);
-                    MessageAcceptance::Accept
-                }
-                _ => MessageAcceptance::Reject,
-            };
-            self.swarm
-                .behaviour_mut()
-                .gossipsub
-                .report_message_validation_result(&id, &source, acceptance);
-            return;
-        }
-        if message.topic != records_topic().hash() {
-            self.swarm
-                .behaviour_mut()
-                .gossipsub
-                .report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
-            return;
-        }
-        let (handle, writer) = (self.handle.clone(), self.writer.clone());
-        tokio::spawn(async move {
-            let checked = Record::decode(&message.data).and_then(|r| r.verify().map(|()| r));
-            let acceptance = match &checked {
-                Ok(_) => MessageAcceptance::Accept,
-                Err(e) => {
-                    tracing::warn!(peer = %source, error = %e, "dropping invalid gossip record");
-                    MessageAcceptance::Reject
-                }
-            };
-            let _ = handle
-                .commands
-                .send(Command::Validated {
-                    id,
-                    source,
-                    acceptance,
-                })
-                .await;
-            if let Ok(record) = checked {
-                let id = record.id();
-                if let Err(e) = writer
-                    .apply(vec![Stored { record, id }], Origin::Gossip)
-                    .await
-                {
-                    tracing::warn!(error = %e, "cannot store gossip record");
-                }
-            }
-        });
-    }
-
-    fn on_sync(&mut self, ev: request_response::Event<SyncRequest, Response>) {
-        use request_response::{Event, InboundFailure, Message, OutboundFailure};
-        match ev {
-            Event::Message {
-                peer,
-                message:
-                    Message::Request {
-                        request: SyncRequest::Valid(request),
-                        channel,
-                        ..
-                    },
-                ..
-            } => self.on_request(peer, request, channel),
-            Event::Message {
-                peer,
-                message:
-                    Message::Request {
-                        request: SyncRequest::Malformed(why),
-                        ..
-                    },
-                ..
-            } => {
-                tracing::warn!(%peer, %why, "peer sent a malformed sync request; disconnecting");
-                let _ = self.swarm.disconnect_peer_id(peer);
-            }
-            Event::Message {
-                message:
-                    Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                if let Some(reply) = self.pending.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
-            }
-            Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                // An unreadable answer is a protocol violation; a peer that went
-                // away meanwhile shows up here too, and is gone already.
-                if let OutboundFailure::Io(e) = &error
-                    && e.kind() == std::io::ErrorKind::InvalidData
-                {
-                    tracing::warn!(%peer, error = %e, "peer sent an unreadable response; disconnecting");
-                    let _ = self.swarm.disconnect_peer_id(peer);
-                }
-                if let Some(reply) = self.pending.remove(&request_id) {
-                    let _ = reply.send(Err(P2pError::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
-                }
-            }
-            Event::InboundFailure {
-                peer,
-                error: InboundFailure::Io(e),
-                ..
-            } => {
-                tracing::warn!(%peer, error = %e, "peer sent an unreadable request; disconnecting");
-                let _ = self.swarm.disconnect_peer_id(peer);
-            }
-            _ => {}
-        }
-    }
-
-    fn on_request(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
-        match request {
-            Request::Peers => {
-                let entries = self
-                    .peers
-                    .iter()
-                    .filter(|(p, c)| **p != peer && !c.listen.is_empty())
-                    .take(64)
-                    .map(|(p, c)| PeerEntry {
-                        peer: p.to_bytes().into(),
-                        addrs: c.listen.iter().map(|a| a.to_vec().into()).collect(),
-                    })
-                    .collect();
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_response(channel, Response::Peers(entries));
-            }
-            Request::Punch {
-                endpoint,
-                transport,
-            } => {
-                let response = match (endpoint.parse(), transport.as_str()) {
-                    (Ok(endpoint), "udp" | "tcp") => {
-                        let udp = transport == "udp";
-                        tracing::info!(%peer, %endpoint, %transport, "punching toward a client");
-                        let _ = self.stun.punch.send(crate::stun::Punch { endpoint, udp });
-                        Response::Punching
-                    }
-                    _ => Response::Refused(
-                        "punch needs endpoint ip:port and transport udp or tcp".into(),
-                    ),
-                };
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_response(channel, response);
-            }
-            Request::Relay(bytes) => {
-                let (tx, rx) = oneshot::channel();
-                let relay = InboundRelay {
-                    from: peer,
-                    request: bytes.into_vec(),
-                    reply: tx,
-                };
-                if self.relays.try_send(relay).is_err() {
-                    let busy = Response::Refused("relay queue is full".into());
-                    let _ = self.swarm.behaviour_mut().sync.send_response(channel, busy);
-                    return;
-                }
-                let handle = self.handle.clone();
-                tokio::spawn(async move {
-                    let response = match rx.await {
-                        Ok(bytes) => Response::Relay(bytes.into()),
-                        Err(_) => Response::Refused("the node is shutting down".into()),
-                    };
-                    let _ = handle
-                        .commands
-                        .send(Command::Respond { channel, response })
-                        .await;
-                });
-            }
-            request => {
-                if let Some(c) = self.peers.get_mut(&peer) {
-                    c.inbound_sync = Some(Instant::now());
-                }
-                let (handle, store, writer) =
-                    (self.handle.clone(), self.store.clone(), self.writer.clone());
-                tokio::spawn(async move {
-                    let response = match crate::sync::serve(&store, &writer, request).await {
-                        Ok(r) => r,
-                        Err(crate::sync::SyncError::Protocol(why)) => {
-                            let _ = handle
-                                .commands
-                                .send(Command::Misbehaved {
-                                    peer,
-                                    why: why.clone(),
-                                })
-                                .await;
-                            Response::Refused(why)
-                        }
-                        Err(e) => Response::Refused(e.to_string()),
-                    };
-                    let _ = handle
-                        .commands
-                        .send(Command::Respond { channel, response })
-                        .await;
-                });
-            }
-        }
-    }
-}
-
-/// A peer's announcement: its root, and its STUN port and data.
-struct Announce {
-    root: String,
-    stun_port: Option<u16>,
-    stun: Option<serde_json::Value>,
-}
-
-fn parse_announce(data: &[u8]) -> Option<Announce> {
-    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
-    let root = v.get("root")?.as_str()?;
-    if root.len() != 64 || !root.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let stun_port = v
-        .get("stunPort")
-        .and_then(|p| p.as_u64())
-        .and_then(|p| u16::try_from(p).ok());
-    let stun = v.get("stun").filter(|s| s.is_object()).cloned();
-    Some(Announce {
-        root: root.to_string(),
-        stun_port,
-        stun,
-    })
-}
-
-fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
-        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
-        _ => None,
-    })
-}
-
-fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn random_index(n: usize) -> usize {

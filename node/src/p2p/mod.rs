@@ -11,7 +11,9 @@
 mod behaviour;
 mod codec;
 mod event_loop;
+mod gossip;
 mod peers;
+mod requests;
 
 use std::net::IpAddr;
 use std::time::Duration;

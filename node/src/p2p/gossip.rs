@@ -1,0 +1,223 @@
+//! Gossip: publishing what clients wrote, announcing our root and STUN data, and
+//! checking what peers publish (records are verified before they are forwarded).
+
+use std::time::Instant;
+
+use cirrus_proto::record::Record;
+use libp2p::gossipsub::{self, MessageAcceptance};
+use libp2p::{Multiaddr, PeerId};
+
+use super::behaviour::{announce_topic, records_topic};
+use super::event_loop::{ANNOUNCE_EVERY, EventLoop};
+use super::{Command, unix_now};
+use crate::store::writer::{Applied, Origin};
+use crate::store::{KnownPeer, Stored};
+use crate::stun::manager::PeerEvent;
+
+impl EventLoop {
+    pub(super) fn on_applied(&mut self, a: &Applied) {
+        // Records from gossip are forwarded by gossipsub itself; records from sync
+        // reached us because a peer held them, so the network has them already.
+        if a.origin != Origin::Api {
+            return;
+        }
+        let data = a.stored.record.encode();
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(records_topic(), data)
+        {
+            tracing::debug!(error = %e, "record not published; anti-entropy will spread it");
+        }
+    }
+
+    pub(super) fn announce(&mut self) {
+        let Ok(db) = self.store.db_hash() else { return };
+        let stun_version = self.stun.state.version();
+        if self.announced == Some(db.root)
+            && stun_version == self.stun_version
+            && self.announced_at.elapsed() < ANNOUNCE_EVERY
+        {
+            return;
+        }
+        let stun = self.stun.state.info(false);
+        if stun_version != self.stun_version {
+            self.offer_external_address(stun.address.as_deref());
+        }
+        let msg = serde_json::json!({
+            "root": hex::encode(db.root),
+            "records": db.records,
+            "at": unix_now_ms(),
+            "stunPort": self.stun.port,
+            "stun": stun,
+        });
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(announce_topic(), msg.to_string())
+        {
+            Ok(_) => {
+                self.announced = Some(db.root);
+                self.announced_at = Instant::now();
+                self.stun_version = stun_version;
+            }
+            Err(e) => tracing::trace!(error = %e, "announcement not published"),
+        }
+    }
+
+    /// Behind NAT, peers reach our swarm (if at all) at the external address STUN
+    /// found: offer it, with our swarm ports, as an external address candidate
+    /// (identify then tells peers about it).
+    pub(super) fn offer_external_address(&mut self, external: Option<&str>) {
+        let Some(ip) = external.and_then(|a| a.parse::<std::net::IpAddr>().ok()) else {
+            return;
+        };
+        let listening: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+        if listening.iter().any(|a| ip_of(a) == Some(ip)) {
+            return; // not behind NAT: our listen address is what peers see
+        }
+        for a in listening {
+            let rewritten: Multiaddr =
+                a.iter()
+                    .map(|p| match p {
+                        libp2p::multiaddr::Protocol::Ip4(_)
+                        | libp2p::multiaddr::Protocol::Ip6(_) => match ip {
+                            std::net::IpAddr::V4(v4) => libp2p::multiaddr::Protocol::Ip4(v4),
+                            std::net::IpAddr::V6(v6) => libp2p::multiaddr::Protocol::Ip6(v6),
+                        },
+                        other => other,
+                    })
+                    .collect();
+            tracing::info!(addr = %rewritten, "external address candidate from STUN");
+            self.swarm.add_external_address(rewritten);
+        }
+    }
+
+    pub(super) fn on_gossip(
+        &mut self,
+        source: PeerId,
+        id: gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) {
+        if message.topic == announce_topic().hash() {
+            let acceptance = match (message.source, parse_announce(&message.data)) {
+                (Some(from), Some(a)) => {
+                    self.on_announce(from, a);
+                    MessageAcceptance::Accept
+                }
+                _ => MessageAcceptance::Reject,
+            };
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&id, &source, acceptance);
+            return;
+        }
+        if message.topic != records_topic().hash() {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
+            return;
+        }
+        let (handle, writer) = (self.handle.clone(), self.writer.clone());
+        tokio::spawn(async move {
+            let checked = Record::decode(&message.data).and_then(|r| r.verify().map(|()| r));
+            let acceptance = match &checked {
+                Ok(_) => MessageAcceptance::Accept,
+                Err(e) => {
+                    tracing::warn!(peer = %source, error = %e, "dropping invalid gossip record");
+                    MessageAcceptance::Reject
+                }
+            };
+            let _ = handle
+                .commands
+                .send(Command::Validated {
+                    id,
+                    source,
+                    acceptance,
+                })
+                .await;
+            if let Ok(record) = checked {
+                let id = record.id();
+                if let Err(e) = writer
+                    .apply(vec![Stored { record, id }], Origin::Gossip)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot store gossip record");
+                }
+            }
+        });
+    }
+
+    /// Only directly connected peers' announcements are kept: `getpeerinfo` lists
+    /// those, and their STUN servers are the ones our clients ask.
+    fn on_announce(&mut self, from: PeerId, a: Announce) {
+        let Some(c) = self.peers.get_mut(&from) else {
+            return;
+        };
+        c.db_root = Some(a.root);
+        if let Some(port) = a.stun_port
+            && c.stun_port != Some(port)
+        {
+            c.stun_port = Some(port);
+            let _ = self
+                .stun
+                .events
+                .try_send(PeerEvent::StunPort { peer: from, port });
+        }
+        if a.stun.is_some() && c.stun != a.stun {
+            c.stun = a.stun;
+            if !c.listen.is_empty() {
+                let known = KnownPeer {
+                    peer: from.to_bytes(),
+                    addrs: c.listen.iter().map(|a| a.to_string()).collect(),
+                    last_seen: unix_now(),
+                    stun: c.stun.clone(),
+                };
+                self.save_known(known);
+            }
+        }
+    }
+}
+
+/// A peer's announcement: its root, and its STUN port and data.
+struct Announce {
+    root: String,
+    stun_port: Option<u16>,
+    stun: Option<serde_json::Value>,
+}
+
+fn parse_announce(data: &[u8]) -> Option<Announce> {
+    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
+    let root = v.get("root")?.as_str()?;
+    if root.len() != 64 || !root.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let stun_port = v
+        .get("stunPort")
+        .and_then(|p| p.as_u64())
+        .and_then(|p| u16::try_from(p).ok());
+    let stun = v.get("stun").filter(|s| s.is_object()).cloned();
+    Some(Announce {
+        root: root.to_string(),
+        stun_port,
+        stun,
+    })
+}
+
+pub(super) fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
+}
+
+pub(super) fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
