@@ -1,6 +1,7 @@
-//! The task that owns the swarm: reacts to swarm events and to commands, publishes
-//! what clients wrote, announces our root, and starts anti-entropy with peers whose
-//! root differs.
+//! The task that owns the swarm: reacts to swarm events and to commands, keeps
+//! enough peers, and starts anti-entropy with peers whose root differs. Gossip
+//! (publishing, announcing, verifying) is in `gossip.rs`; answering and sending
+//! requests, peer exchange and identify are in `requests.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
