@@ -1,0 +1,330 @@
+//! Network faults on five real `cirrus` processes: a partition with writes on both
+//! sides (conflicting ones included), its healing, and a node that comes back with
+//! a wiped data dir.
+//!
+//! How the partition is made: the five nodes first form one network. Nodes 4 and 5
+//! are stopped (SIGTERM) and started again on their data dirs with `--no-redial`, 4
+//! with no bootstrap and 5 with `--bootstrap` node 4. They come back on new ports
+//! (port 0), so nodes 1 to 3 only know addresses that are dead; and with
+//! `--no-redial`, 4 and 5 dial none of the peers they remember, and learn no others
+//! from each other by peer exchange (each is the other's only peer). So sides A
+//! (1, 2, 3) and B (4, 5) are two real networks that cannot reach each other, which
+//! the test checks (`getpeerinfo`, and records written on one side stay there).
+//! Healing: node 4 restarts once more, with redial and `--bootstrap` node 1.
+//!
+//! Nothing waits a fixed time: conditions are polled until they hold or [`TIMEOUT`].
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use cirrus_proto::record::{Author, Id, Kind, Record};
+use common::*;
+use serde_json::{Value, json};
+
+const POLL: Duration = Duration::from_millis(100);
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn wait_until<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(state) if Instant::now() > deadline => {
+                panic!("timed out after {TIMEOUT:?} waiting until {what}; last state: {state}")
+            }
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
+
+/// The winner of every slot by the SPEC conflict rule (higher `seq`, then higher id).
+#[derive(Default, Clone)]
+struct Model {
+    slots: BTreeMap<(Author, Kind, String), (Record, Id)>,
+}
+
+impl Model {
+    fn add(&mut self, r: &Record) {
+        let id = r.id();
+        let slot = (r.author, r.kind, r.key.clone());
+        let wins = match self.slots.get(&slot) {
+            None => true,
+            Some((held, held_id)) => r.supersedes(&id, held, held_id),
+        };
+        if wins {
+            self.slots.insert(slot, (r.clone(), id));
+        }
+    }
+
+    fn merge(&mut self, other: &Model) {
+        other.slots.values().for_each(|(r, _)| self.add(r));
+    }
+
+    /// `getdbhash` without the root.
+    fn totals(&self) -> Value {
+        let live: Vec<u64> = self
+            .slots
+            .values()
+            .filter_map(|(r, _)| r.rating().map(u64::from))
+            .collect();
+        json!({"records": self.slots.len(), "ratings": {"count": live.len(), "sum": live.iter().sum::<u64>()}})
+    }
+
+    fn winner(&self, author: &Author, kind: Kind, key: &str) -> &Record {
+        &self.slots[&(*author, kind, key.to_string())].0
+    }
+}
+
+/// Put records in one batch on `node`; each must be applied. Adds them to `model`.
+fn put_all(node: &TestNode, model: &mut Model, records: &[Record]) {
+    let batch: Vec<Value> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| json!({"jsonrpc": "2.0", "id": i, "method": "put", "params": {"record": r}}))
+        .collect();
+    let resp = node.rpc(&Value::Array(batch));
+    let answers = resp.as_array().unwrap_or_else(|| panic!("batch: {resp}"));
+    for (r, a) in records.iter().zip(answers) {
+        assert_eq!(
+            a["result"]["status"],
+            "applied",
+            "{} {}: {a}",
+            r.kind.as_str(),
+            r.key
+        );
+        model.add(r);
+    }
+}
+
+/// Wait until every node reports the same `getdbhash` and its totals are the model's.
+fn wait_converged(nodes: &[&TestNode], model: &Model, what: &str) -> String {
+    let want = model.totals();
+    wait_until(
+        &format!("{what}: {} nodes hold {want}", nodes.len()),
+        || {
+            let dbs: Vec<Value> = nodes.iter().map(|n| n.db()).collect();
+            let agree = dbs.iter().all(|d| d == &dbs[0]);
+            if agree && dbs[0]["records"] == want["records"] && dbs[0]["ratings"] == want["ratings"]
+            {
+                Ok(dbs[0]["root"].as_str().unwrap().to_string())
+            } else {
+                Err(Value::Array(dbs).to_string())
+            }
+        },
+    )
+}
+
+fn peer_ids(node: &TestNode) -> HashSet<String> {
+    node.ok("getpeerinfo", json!({}))
+        .as_array()
+        .expect("getpeerinfo returns an array")
+        .iter()
+        .map(|p| p["peerId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn get(node: &TestNode, author: &Author, kind: Kind, key: &str) -> Value {
+    node.ok(
+        "get",
+        json!({"author": hex::encode(author), "key": key, "kind": kind.as_str()}),
+    )["record"]
+        .clone()
+}
+
+/// Each node holds exactly the model's winner in each of `slots`.
+fn assert_winners(nodes: &[&TestNode], model: &Model, slots: &[(Author, Kind, &str)]) {
+    for node in nodes {
+        for (author, kind, key) in slots {
+            let want = model.winner(author, *kind, key);
+            let got = get(node, author, *kind, key);
+            assert_eq!(
+                (got["id"].as_str(), got["seq"].as_u64(), &got["value"]),
+                (
+                    Some(hex::encode(want.id()).as_str()),
+                    Some(want.seq),
+                    &json!(want.value)
+                ),
+                "node {} holds the wrong version of {} {key}",
+                node.peer_id,
+                kind.as_str()
+            );
+        }
+    }
+}
+
+fn docs(a: &ed25519_dalek::SigningKey, prefix: &str, n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| doc(a, &format!("{prefix}-{i}"), 1, prefix))
+        .collect()
+}
+
+fn node(nodes: &[Option<TestNode>], i: usize) -> &TestNode {
+    nodes[i].as_ref().expect("node is running")
+}
+
+#[test]
+fn partition_heal_and_a_wiped_node_resyncs() {
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let first = TestNode::start(dirs[0].path());
+    let boot = first.listen[0].clone();
+    let mut nodes: Vec<Option<TestNode>> = vec![Some(first)];
+    for d in &dirs[1..] {
+        nodes.push(Some(TestNode::start_with(
+            d.path(),
+            &["--bootstrap", &boot],
+        )));
+    }
+
+    // One network, one database.
+    let mut model = Model::default();
+    for i in 0..5 {
+        put_all(
+            node(&nodes, i),
+            &mut model,
+            &docs(&author(150 + i as u8), "joined", 20),
+        );
+    }
+    let x = author(160); // writes the contested slots on both sides
+    put_all(
+        node(&nodes, 0),
+        &mut model,
+        &[doc(&x, "seq", 1, "before"), rating(&x, "film", 1, Some(2))],
+    );
+    let all: Vec<&TestNode> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
+    wait_converged(&all, &model, "before the partition");
+
+    // Partition: 4 and 5 come back on new ports, knowing only each other.
+    let side_a_ids: HashSet<String> = (0..3).map(|i| node(&nodes, i).peer_id.clone()).collect();
+    let (old4, old5) = (nodes[3].take().unwrap(), nodes[4].take().unwrap());
+    let side_b_ids: HashSet<String> = [old4.peer_id.clone(), old5.peer_id.clone()].into();
+    old4.stop();
+    old5.stop();
+    let n4 = TestNode::start_with(dirs[3].path(), &["--no-redial"]);
+    let n5 = TestNode::start_with(
+        dirs[4].path(),
+        &["--no-redial", "--bootstrap", &n4.listen[0]],
+    );
+    assert!(side_b_ids.contains(&n4.peer_id) && side_b_ids.contains(&n5.peer_id));
+    wait_until("4 and 5 are each other's only peer", || {
+        let (p4, p5) = (peer_ids(&n4), peer_ids(&n5));
+        if p4 == HashSet::from([n5.peer_id.clone()]) && p5 == HashSet::from([n4.peer_id.clone()]) {
+            Ok(())
+        } else {
+            Err(format!("4 has {p4:?}, 5 has {p5:?}"))
+        }
+    });
+    nodes[3] = Some(n4);
+    nodes[4] = Some(n5);
+    let side_a: Vec<&TestNode> = (0..3).map(|i| node(&nodes, i)).collect();
+    let side_b: Vec<&TestNode> = (3..5).map(|i| node(&nodes, i)).collect();
+    wait_until("side A lists no peer of side B", || {
+        let seen: Vec<HashSet<String>> = side_a.iter().map(|n| peer_ids(n)).collect();
+        if seen.iter().all(|s| s.is_disjoint(&side_b_ids)) {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+
+    // Writes on both sides. Contested slots of author x: a higher seq on B, a higher
+    // seq on A, an equal seq (the higher id wins), and a rating set on A but
+    // withdrawn with a higher seq on B.
+    let (mut on_a, mut on_b) = (model.clone(), model.clone());
+    put_all(side_a[0], &mut on_a, &docs(&author(170), "side-a", 30));
+    put_all(side_a[2], &mut on_a, &docs(&author(171), "side-a2", 10));
+    put_all(side_b[1], &mut on_b, &docs(&author(172), "side-b", 30));
+    put_all(
+        side_a[1],
+        &mut on_a,
+        &[
+            doc(&x, "seq", 3, "A, seq 3"),
+            doc(&x, "seq-2", 9, "A, seq 9"),
+            doc(&x, "tie", 4, "A, seq 4"),
+            rating(&x, "film", 2, Some(5)),
+            rating(&author(170), "film", 1, Some(4)),
+        ],
+    );
+    put_all(
+        side_b[0],
+        &mut on_b,
+        &[
+            doc(&x, "seq", 7, "B, seq 7"),
+            doc(&x, "seq-2", 2, "B, seq 2"),
+            doc(&x, "tie", 4, "B, seq 4"),
+            rating(&x, "film", 3, None),
+            rating(&author(172), "film", 1, Some(1)),
+        ],
+    );
+    let root_a = wait_converged(&side_a, &on_a, "side A during the partition");
+    let root_b = wait_converged(&side_b, &on_b, "side B during the partition");
+    assert_ne!(root_a, root_b);
+    // Still apart: no peer across, and nothing crossed.
+    for n in &side_a {
+        assert!(
+            peer_ids(n).is_disjoint(&side_b_ids),
+            "{} reached side B",
+            n.peer_id
+        );
+    }
+    for n in &side_b {
+        assert!(
+            peer_ids(n).is_disjoint(&side_a_ids),
+            "{} reached side A",
+            n.peer_id
+        );
+        let a_key = author(170).verifying_key().to_bytes();
+        assert_eq!(get(n, &a_key, Kind::Doc, "side-a-0"), Value::Null);
+    }
+
+    // Heal: node 4 restarts with redial and a bootstrap address on side A.
+    nodes[3].take().unwrap().stop();
+    nodes[3] = Some(TestNode::start_with(
+        dirs[3].path(),
+        &["--bootstrap", &node(&nodes, 0).listen[0]],
+    ));
+    model = on_a.clone();
+    model.merge(&on_b);
+    let all: Vec<&TestNode> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
+    let healed = wait_converged(&all, &model, "after healing");
+    let xk = x.verifying_key().to_bytes();
+    let contested = [
+        (xk, Kind::Doc, "seq"),
+        (xk, Kind::Doc, "seq-2"),
+        (xk, Kind::Doc, "tie"),
+        (xk, Kind::Rating, "film"),
+    ];
+    assert_winners(&all, &model, &contested);
+    assert_eq!(
+        model.winner(&xk, Kind::Doc, "seq").value.as_deref(),
+        Some("B, seq 7")
+    );
+    assert_eq!(
+        model.winner(&xk, Kind::Doc, "seq-2").value.as_deref(),
+        Some("A, seq 9")
+    );
+    assert_eq!(model.winner(&xk, Kind::Rating, "film").value, None);
+    for n in &all {
+        let film = n.ok("getrating", json!({"target": "film"}));
+        assert_eq!(
+            (film["count"].as_u64(), film["sum"].as_u64()),
+            (Some(2), Some(5)),
+            "x withdrew its rating; 170 gave 4 and 172 gave 1: {film}"
+        );
+    }
+
+    // Node 3 comes back with a wiped data dir: a new identity that streams it all.
+    let old3 = nodes[2].take().unwrap();
+    let old_id = old3.peer_id.clone();
+    old3.stop();
+    std::fs::remove_dir_all(dirs[2].path()).unwrap();
+    std::fs::create_dir(dirs[2].path()).unwrap();
+    let fresh = TestNode::start_with(dirs[2].path(), &["--bootstrap", &node(&nodes, 4).listen[0]]);
+    assert_ne!(fresh.peer_id, old_id, "a wiped data dir is a new identity");
+    assert_eq!(fresh.db()["records"], 0, "starts empty");
+    nodes[2] = Some(fresh);
+    let all: Vec<&TestNode> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
+    assert_eq!(wait_converged(&all, &model, "after the wipe"), healed);
+    assert_winners(&[node(&nodes, 2)], &model, &contested);
+}
