@@ -31,6 +31,11 @@ pub struct Punch {
     pub udp: bool,
 }
 
+/// Most "seen" entries kept. Anyone can make a new ed25519 key and prove it, so
+/// without a bound a stranger could grow the map (and `getnodeinfo`) without end;
+/// when full, the entry heard from longest ago makes room.
+pub const MAX_SEEN: usize = 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
@@ -79,7 +84,9 @@ pub struct StunInfo {
 struct Inner {
     mappings: HashMap<(PeerId, Transport), (SocketAddr, SocketAddr, u64)>, // local, mapped, when
     observations: HashMap<(SocketAddr, SocketAddr), SocketAddr>, // (local, server) -> mapped
-    seen: HashMap<(PeerId, Transport), (SocketAddr, u64)>,
+    /// (observed, unix seconds, order heard)
+    seen: HashMap<(PeerId, Transport), (SocketAddr, u64, u64)>,
+    heard: u64,
     version: u64,
 }
 
@@ -127,7 +134,20 @@ impl StunState {
     /// Our server answered a request whose peer signature verified.
     pub fn saw(&self, peer: PeerId, t: Transport, observed: SocketAddr) {
         let mut g = self.inner.lock().expect("stun state lock");
-        g.seen.insert((peer, t), (observed, crate::p2p::unix_now()));
+        let key = (peer, t);
+        if g.seen.len() >= MAX_SEEN
+            && !g.seen.contains_key(&key)
+            && let Some(oldest) = g
+                .seen
+                .iter()
+                .min_by_key(|(_, (_, _, n))| *n)
+                .map(|(k, _)| *k)
+        {
+            g.seen.remove(&oldest);
+        }
+        g.heard += 1;
+        let n = g.heard;
+        g.seen.insert(key, (observed, crate::p2p::unix_now(), n));
     }
 
     /// Bumped whenever our mappings change, so the swarm knows when to announce.
@@ -170,7 +190,7 @@ impl StunState {
         let mut seen: Vec<SeenView> = if with_seen {
             g.seen
                 .iter()
-                .map(|((p, t), (addr, when))| SeenView {
+                .map(|((p, t), (addr, when, _))| SeenView {
                     peer_id: p.to_string(),
                     transport: *t,
                     observed: addr.to_string(),
