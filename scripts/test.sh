@@ -11,6 +11,20 @@ step "toolchain components"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
+step "install test dependencies (coturn, Python aioice: node/tests/stun.rs uses them)"
+sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
+if ! command -v turnserver >/dev/null || ! command -v turnutils_stunclient >/dev/null; then
+    apt_install() { $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q coturn; }
+    apt_install || { $sudo apt-get update -q && apt_install; }
+    # Debian's package leaves its daemon off (TURNSERVER_ENABLED in /etc/default/coturn);
+    # on a systemd host stop it anyway so nothing holds 3478. The tests start their own.
+    if command -v systemctl >/dev/null && systemctl is-active --quiet coturn 2>/dev/null; then
+        $sudo systemctl disable --now coturn
+    fi
+fi
+python3 -c 'import aioice.stun' 2>/dev/null ||
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check aioice
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
