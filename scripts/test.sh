@@ -34,6 +34,21 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
 
+step "fuzz the STUN decoder for 20 s (fuzz/, cargo-fuzz)"
+if cargo fuzz --version >/dev/null 2>&1; then
+    mkdir -p fuzz/corpus/stun_decode target
+    if RUSTC_BOOTSTRAP=1 cargo fuzz run stun_decode fuzz/corpus/stun_decode fuzz/seeds/stun_decode \
+        -- -max_total_time=20 >target/fuzz-stun.log 2>&1; then
+        grep -E '^Done|DONE' target/fuzz-stun.log | tail -n 2
+    else
+        tail -n 60 target/fuzz-stun.log
+        echo "the STUN fuzzer failed: inputs in fuzz/artifacts/stun_decode/" >&2
+        exit 1
+    fi
+else
+    echo "SKIPPED: cargo-fuzz is not installed (cargo install cargo-fuzz to run this step)"
+fi
+
 step "testnet smoke (the README's main command)"
 cargo build -q -p cirrus-node
 scripts/testnet-smoke.sh
