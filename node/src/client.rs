@@ -231,18 +231,18 @@ impl Client {
         let sock = udp_socket(local).map_err(|e| self.io(e))?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut body = body;
+        let mut sent_cookie = None;
         for _ in 0..2 {
             let mut padded = body.clone();
             if padded.len() < UDP_MIN_REQUEST {
                 padded.resize(UDP_MIN_REQUEST, b' ');
             }
-            let answer = self.udp_once(&sock, addr, &padded, deadline).await?;
-            let cookie = serde_json::from_slice::<Value>(&answer).ok().and_then(|v| {
-                (v["error"]["code"] == jsonrpc::COOKIE_REQUIRED)
-                    .then(|| v["error"]["data"]["cookie"].clone())
-            });
-            match cookie {
+            let answer = self
+                .udp_once(&sock, addr, &padded, sent_cookie.as_ref(), deadline)
+                .await?;
+            match cookie_of(&answer) {
                 Some(c) => {
+                    sent_cookie = Some(c.clone());
                     let mut v: Value =
                         serde_json::from_slice(&body).map_err(|e| self.bad(e.to_string()))?;
                     match &mut v {
@@ -269,6 +269,7 @@ impl Client {
         sock: &UdpSocket,
         addr: SocketAddr,
         req: &[u8],
+        sent_cookie: Option<&Value>,
         deadline: tokio::time::Instant,
     ) -> Result<Vec<u8>, ClientError> {
         let mut rto = Duration::from_millis(250);
@@ -284,6 +285,12 @@ impl Client {
                     continue;
                 }
                 if let Some(msg) = parts.push(&buf[..n]) {
+                    // Asking for the very cookie this request carries: a late answer
+                    // to a retransmitted copy sent before we had the cookie. (A node
+                    // that no longer takes our cookie sends a new one.)
+                    if sent_cookie.is_some() && cookie_of(&msg).as_ref() == sent_cookie {
+                        continue;
+                    }
                     return Ok(msg);
                 }
             }
@@ -314,6 +321,12 @@ impl Client {
     }
 }
 
+/// The cookie a -32010 "cookie required" answer asks for.
+fn cookie_of(answer: &[u8]) -> Option<Value> {
+    let v: Value = serde_json::from_slice(answer).ok()?;
+    (v["error"]["code"] == jsonrpc::COOKIE_REQUIRED).then(|| v["error"]["data"]["cookie"].clone())
+}
+
 /// A large answer comes as a burst of up to hundreds of fragments; with the default
 /// receive buffer (about 200 KB on Linux, some 90 fragments) most of a
 /// 1000-record `list` is dropped before the client reads it, on every try. So ask
@@ -336,3 +349,39 @@ fn udp_socket(local: SocketAddr) -> std::io::Result<UdpSocket> {
 /// Requests are padded with JSON whitespace to this size: a node answers an unknown
 /// source with at most three times what it got, and the cookie error must fit.
 const UDP_MIN_REQUEST: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under load the first try is retransmitted, so the node answers two copies of
+    /// the request without a cookie; the second of those answers may arrive after
+    /// the client has sent the request again with the cookie. It is not the answer.
+    #[tokio::test]
+    async fn a_late_cookie_answer_to_an_earlier_copy_is_not_the_answer() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let cookie_err = br#"{"jsonrpc":"2.0","error":{"code":-32010,"message":"cookie required","data":{"cookie":"c0ffee"}},"id":1}"#;
+        let node = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            let (n, from) = server.recv_from(&mut buf).await.unwrap();
+            let first: Value = serde_json::from_slice(&buf[..n]).unwrap();
+            assert!(first.get("cookie").is_none(), "{first}");
+            server.send_to(cookie_err, from).await.unwrap();
+            // The client now sends the request with the cookie...
+            let (n, from) = server.recv_from(&mut buf).await.unwrap();
+            let second: Value = serde_json::from_slice(&buf[..n]).unwrap();
+            assert_eq!(second["cookie"], "c0ffee", "{second}");
+            // ...and the answer to a retransmitted copy of the first arrives late.
+            server.send_to(cookie_err, from).await.unwrap();
+            server
+                .send_to(br#"{"jsonrpc":"2.0","result":"the answer","id":1}"#, from)
+                .await
+                .unwrap();
+        });
+        let client = Client::connect(&format!("udp://{addr}"), Duration::from_secs(5)).unwrap();
+        let got = client.call("getdbhash", serde_json::json!({})).await;
+        node.await.unwrap();
+        assert_eq!(got.unwrap(), "the answer");
+    }
+}
