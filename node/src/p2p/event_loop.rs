@@ -221,7 +221,9 @@ impl EventLoop {
                 applied = self.applied.recv(), if writer_open => match applied {
                     Ok(a) => self.on_applied(&a),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "fell behind publishing; anti-entropy will carry those records");
+                        // Large sync commits overflow the channel routinely; only client writes
+                        // among the missed ones lose gossip, and anti-entropy carries them.
+                        tracing::debug!(missed = n, "fell behind publishing");
                     }
                     Err(broadcast::error::RecvError::Closed) => writer_open = false,
                 },
