@@ -11,6 +11,13 @@ step "toolchain components"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
+step "python3 websockets (node/tests/transports.rs)"
+if ! python3 -c 'import websockets' 2>/dev/null; then
+    # A system Python under PEP 668 refuses a plain install; fall back to the user site.
+    python3 -m pip install -q websockets ||
+        python3 -m pip install -q --user --break-system-packages websockets
+fi
+
 step "install test dependencies (coturn, Python aioice: node/tests/stun.rs uses them)"
 sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
 if ! command -v turnserver >/dev/null || ! command -v turnutils_stunclient >/dev/null; then
