@@ -5,7 +5,7 @@
 # touch a testnet you may be running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${CIRRUS_BIN:-target/debug/cirrus}
+BIN=${CIRRUS_BIN:-${CARGO_TARGET_DIR:-target}/debug/cirrus}
 export CIRRUS_BIN=$BIN CIRRUS_TESTNET_BASE=200
 CIRRUS_TESTNET_DIR=$(mktemp -d)
 export CIRRUS_TESTNET_DIR

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DIR=${CIRRUS_TESTNET_DIR:-.testnet}
-BIN=${CIRRUS_BIN:-target/release/cirrus}
+BIN=${CIRRUS_BIN:-${CARGO_TARGET_DIR:-target}/release/cirrus}
 # Node i listens on 127.0.0.(BASE+i); another BASE lets two testnets coexist.
 BASE=${CIRRUS_TESTNET_BASE:-10}
 
