@@ -273,3 +273,29 @@ fn batches_keep_order_skip_notifications_and_share_one_commit() {
         node.post(serde_json::to_vec(&json!([{"jsonrpc": "2.0", "method": "getdbhash"}])).unwrap());
     assert_eq!((status, body.len()), (204, 0));
 }
+
+#[test]
+fn large_values_end_a_list_page_early_and_paging_still_gets_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let a = author(11);
+    let big = "x".repeat(cirrus_proto::record::MAX_VALUE_BYTES);
+    for i in 0..24 {
+        node.put(&doc(&a, &format!("big{i:02}"), 1, &big));
+    }
+    let first = node.ok("list", json!({"limit": 1000}));
+    let n = first["records"].as_array().unwrap().len();
+    assert!(
+        n < 24,
+        "a page of 24 x 64 KiB should be cut by size, got {n}"
+    );
+    assert!(first["next"].is_string());
+    let mut seen = n;
+    let mut after = first["next"].clone();
+    while !after.is_null() {
+        let page = node.ok("list", json!({"limit": 1000, "after": after}));
+        seen += page["records"].as_array().unwrap().len();
+        after = page["next"].clone();
+    }
+    assert_eq!(seen, 24);
+}

@@ -4,7 +4,8 @@
 //! over the `by_key` index (order: kind, key, author). Each (kind, prefix) pair is one
 //! contiguous range. The cursor is hex of a table tag and the last key returned, so a
 //! page starts strictly after it and pages never repeat or skip a record, even when
-//! records are written between pages.
+//! records are written between pages. A page also ends early once its keys and
+//! values pass [`PAGE_BYTES`], so one request never builds a huge answer.
 
 use std::ops::Bound;
 
@@ -73,6 +74,7 @@ impl Store {
         let records = txn.open_table(RECORDS).map_err(StoreError::from)?;
         let index = txn.open_table(BY_KEY).map_err(StoreError::from)?;
         let mut page: Vec<(Vec<u8>, Stored)> = Vec::with_capacity(q.limit + 1);
+        let (mut bytes, mut more) = (0usize, false);
         'scan: for p in &prefixes {
             let start = match &after {
                 Some(k) if k.as_slice() >= p.as_slice() => Bound::Excluded(k.as_slice()),
@@ -85,8 +87,12 @@ impl Store {
                     if !k.value().starts_with(p) {
                         break;
                     }
-                    page.push((k.value().to_vec(), super::decode_stored(v.value())?));
-                    if page.len() > q.limit {
+                    let stored = super::decode_stored(v.value())?;
+                    bytes += size(&stored);
+                    page.push((k.value().to_vec(), stored));
+                    // One record past what the page may hold: it starts the next page.
+                    if page.len() > q.limit || (page.len() > 1 && bytes > PAGE_BYTES) {
+                        more = true;
                         break 'scan;
                     }
                 }
@@ -101,21 +107,32 @@ impl Store {
                         .ok_or_else(|| StoreError::Corrupt("bad index key".into()))?;
                     let stored = read_stored(&records, &primary_key(&slot))?
                         .ok_or_else(|| StoreError::Corrupt("index entry without record".into()))?;
+                    bytes += size(&stored);
                     page.push((k.to_vec(), stored));
-                    if page.len() > q.limit {
+                    if page.len() > q.limit || (page.len() > 1 && bytes > PAGE_BYTES) {
+                        more = true;
                         break 'scan;
                     }
                 }
             }
         }
-        let next = if page.len() > q.limit {
-            page.truncate(q.limit);
+        let next = if more {
+            page.pop();
             page.last().map(|(k, _)| encode_cursor(tag, k))
         } else {
             None
         };
         Ok((page.into_iter().map(|(_, s)| s).collect(), next))
     }
+}
+
+/// Key and value bytes in one page at most (JSON escaping can make the answer up to
+/// six times larger): a page of 1000 records of 64 KiB would otherwise be hundreds
+/// of megabytes built in memory for one request.
+pub const PAGE_BYTES: usize = 1 << 20;
+
+fn size(s: &Stored) -> usize {
+    s.record.key.len() + s.record.value.as_ref().map_or(0, String::len)
 }
 
 fn encode_cursor(tag: u8, key: &[u8]) -> String {
