@@ -6,22 +6,37 @@
 //! Used by `cirrus call --peer X --rendezvous URL`; other Rust programs can call
 //! [`call_peer`] the same way.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use cirrus_proto::jsonrpc;
+use cirrus_proto::stun::{self, Class};
 use cirrus_proto::udp::Reassembler;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::client::{Client, ClientError};
-use crate::stun::client::connect_from;
+use crate::stun::client::{connect_from, listen_on};
 use crate::stun::probe;
 
 /// How long the direct path is tried before falling back to the relay.
 pub const DIRECT_FOR: Duration = Duration::from_secs(4);
+
+/// TTL of the UDP packets that open our own NAT toward the target before the punch:
+/// they pass our NAT (the first router) and expire at the next router. Had the
+/// target's punch packets reached our NAT first, its conntrack would hold the very
+/// port pair our packets need and map them to another port; had our packets reached
+/// the target's NAT first, the same would happen there (docs/nat.md, "Matrix").
+/// Sent only when we are behind NAT.
+pub const OPENING_TTL: u32 = 2;
+
+/// Most endpoints learned from the target's punch packets (a symmetric NAT sends
+/// them from a port that is not in its `stun` list).
+const MAX_LEARNED: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PunchTransport {
@@ -123,6 +138,18 @@ async fn direct_udp(
     let mine = probe::binding_udp(&sock, stun, Duration::from_secs(2))
         .await
         .ok()?;
+    if behind_nat(stun, mine).await {
+        // Open our NAT toward the target before it punches toward us, so its
+        // packets find our mapping instead of creating one of their own.
+        if let Ok(ttl) = sock.ttl()
+            && sock.set_ttl(OPENING_TTL).is_ok()
+        {
+            for t in targets {
+                let _ = sock.send_to(&indication(), t).await;
+            }
+            let _ = sock.set_ttl(ttl);
+        }
+    }
     r.call(
         "punch",
         json!({"peerId": peer, "endpoint": mine.to_string(), "transport": "udp"}),
@@ -134,6 +161,8 @@ async fn direct_udp(
     let until = tokio::time::Instant::now() + DIRECT_FOR;
     let mut parts = Reassembler::default();
     let mut buf = vec![0u8; 65_536];
+    let mut targets = targets.to_vec();
+    let listed = targets.len();
     let mut bodies: Vec<(SocketAddr, Vec<u8>)> =
         targets.iter().map(|t| (*t, body.clone())).collect();
     while tokio::time::Instant::now() < until {
@@ -143,7 +172,21 @@ async fn direct_udp(
         let tick = (tokio::time::Instant::now() + Duration::from_millis(250)).min(until);
         while let Ok(Ok((n, from))) = tokio::time::timeout_at(tick, sock.recv_from(&mut buf)).await
         {
-            if !targets.contains(&from) || cirrus_proto::stun::is_stun(&buf[..n]) {
+            if stun::is_stun(&buf[..n]) {
+                // A punch packet from an endpoint we do not know: the target's NAT
+                // maps per destination (symmetric), and this is its mapping toward
+                // us (a peer-reflexive candidate, RFC 8445 §7.3.1.3).
+                if is_indication(&buf[..n])
+                    && !targets.contains(&from)
+                    && targets.len() < listed + MAX_LEARNED
+                {
+                    targets.push(from);
+                    bodies.push((from, body.clone()));
+                    let _ = sock.send_to(&body, from).await;
+                }
+                continue;
+            }
+            if !targets.contains(&from) {
                 continue;
             }
             let Some(msg) = parts.push(&buf[..n]) else {
@@ -175,13 +218,18 @@ async fn direct_tcp(
     targets: &[SocketAddr],
     request: &Value,
 ) -> Option<Reached> {
-    let bind: IpAddr = "0.0.0.0".parse().ok()?;
+    let bind: IpAddr = Ipv4Addr::UNSPECIFIED.into();
     let mut to_stun = connect_from(bind, 0, stun).await.ok()?;
     let port = to_stun.local_addr().ok()?.port();
     let mine = probe::binding_tcp(&mut to_stun, Duration::from_secs(2))
         .await
         .ok()?;
     drop(to_stun);
+    // The target's punch connects toward `mine`: when our NAT lets it in (no NAT,
+    // or endpoint-independent filtering) this listener takes it, from whatever port
+    // the target's NAT gave it. Our own connects go the other way, and cross the
+    // target's SYNs when both NATs keep the port (simultaneous open).
+    let listener = listen_on(SocketAddr::new(bind, port)).ok()?;
     r.call(
         "punch",
         json!({"peerId": peer, "endpoint": mine.to_string(), "transport": "tcp"}),
@@ -189,24 +237,93 @@ async fn direct_tcp(
     .await
     .ok()?;
     let until = tokio::time::Instant::now() + DIRECT_FOR;
-    while tokio::time::Instant::now() < until {
-        for t in targets {
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(Duration::from_millis(500), connect_from(bind, port, *t))
-                    .await
-            else {
-                continue;
-            };
-            if let Some(v) = ws_exchange(stream, *t, request).await {
-                return Some(Reached {
-                    path: Path::Direct(*t),
-                    response: v,
-                });
+    let (tx, mut answers) = mpsc::channel::<(SocketAddr, Value)>(8);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(accept_until(listener, until, request.clone(), tx.clone()));
+    for t in targets {
+        tasks.spawn(connect_until(
+            bind,
+            port,
+            *t,
+            until,
+            request.clone(),
+            tx.clone(),
+        ));
+    }
+    drop(tx);
+    let (from, response) = tokio::time::timeout_at(until, answers.recv())
+        .await
+        .ok()??;
+    Some(Reached {
+        path: Path::Direct(from),
+        response,
+    })
+}
+
+/// Connections the target makes toward us (its punch), each asked `request` on
+/// its own, until `until`.
+async fn accept_until(
+    listener: TcpListener,
+    until: tokio::time::Instant,
+    request: Value,
+    answers: mpsc::Sender<(SocketAddr, Value)>,
+) {
+    let mut exchanges = JoinSet::new();
+    while let Ok(Ok((stream, from))) = tokio::time::timeout_at(until, listener.accept()).await {
+        let (request, answers) = (request.clone(), answers.clone());
+        exchanges.spawn(async move {
+            if let Some(v) = ws_exchange(stream, from, &request).await {
+                let _ = answers.send((from, v)).await;
             }
+        });
+    }
+    while exchanges.join_next().await.is_some() {}
+}
+
+/// Connects from our port to `target` (a simultaneous open when the target's SYN
+/// crosses ours) and asks `request`, again and again until an answer or `until`.
+async fn connect_until(
+    bind: IpAddr,
+    port: u16,
+    target: SocketAddr,
+    until: tokio::time::Instant,
+    request: Value,
+    answers: mpsc::Sender<(SocketAddr, Value)>,
+) {
+    while tokio::time::Instant::now() < until {
+        let attempt = tokio::time::timeout_at(
+            (tokio::time::Instant::now() + Duration::from_millis(500)).min(until),
+            connect_from(bind, port, target),
+        );
+        if let Ok(Ok(stream)) = attempt.await
+            && let Some(v) = ws_exchange(stream, target, &request).await
+        {
+            let _ = answers.send((target, v)).await;
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    None
+}
+
+/// Whether `mine` (our mapping as the STUN server saw it) is not our own address.
+async fn behind_nat(stun: SocketAddr, mine: SocketAddr) -> bool {
+    let local = async {
+        let s = UdpSocket::bind("0.0.0.0:0").await.ok()?;
+        s.connect(stun).await.ok()?;
+        Some(s.local_addr().ok()?.ip())
+    };
+    local.await.is_some_and(|ip| ip != mine.ip())
+}
+
+fn indication() -> Vec<u8> {
+    let mut txid = [0u8; 12];
+    let _ = getrandom::fill(&mut txid);
+    stun::binding_indication(txid)
+}
+
+fn is_indication(bytes: &[u8]) -> bool {
+    stun::Message::decode(bytes)
+        .is_ok_and(|m| m.class == Class::Indication && m.method == stun::BINDING)
 }
 
 async fn ws_exchange(
@@ -214,18 +331,19 @@ async fn ws_exchange(
     target: SocketAddr,
     request: &Value,
 ) -> Option<Value> {
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{target}/"), stream)
-        .await
-        .ok()?;
-    ws.send(WsMessage::Text(request.to_string().into()))
-        .await
-        .ok()?;
     let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{target}/"), stream)
+            .await
+            .ok()?;
+        ws.send(WsMessage::Text(request.to_string().into()))
+            .await
+            .ok()?;
         while let Some(Ok(m)) = ws.next().await {
             if let WsMessage::Text(t) = m
                 && let Ok(v) = serde_json::from_str::<Value>(&t)
                 && v.get("id") == request.get("id")
             {
+                let _ = ws.close(None).await;
                 return Some(v);
             }
         }
@@ -233,6 +351,5 @@ async fn ws_exchange(
     })
     .await
     .ok()??;
-    let _ = ws.close(None).await;
     Some(answer)
 }

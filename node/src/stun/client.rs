@@ -289,7 +289,7 @@ pub(crate) async fn connect_from(
     s.connect(server).await
 }
 
-fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let s = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
