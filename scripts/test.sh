@@ -41,6 +41,29 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
 
+step "NAT lab smoke (testnet/natlab.sh --smoke: namespaces, nftables NAT, hole punching)"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "SKIPPED the NAT lab: it needs root (network namespaces, nftables)"
+else
+    if ! command -v nft >/dev/null || ! command -v ip >/dev/null; then
+        { apt-get update -qq && apt-get install -y -qq nftables iproute2 >/dev/null; } || true
+    fi
+    probe="natlab-probe-$$"
+    if command -v nft >/dev/null && ip netns add "$probe" 2>/dev/null; then
+        lab_ok=0
+        ip netns exec "$probe" nft add table ip probe 2>/dev/null && lab_ok=1
+        ip netns del "$probe"
+    else
+        lab_ok=0
+    fi
+    if [ "$lab_ok" = 1 ]; then
+        cargo build -q -p cirrus-node
+        CIRRUS_BIN=target/debug/cirrus testnet/natlab.sh --smoke
+    else
+        echo "SKIPPED the NAT lab: 'ip netns add' or nftables does not work on this machine"
+    fi
+fi
+
 step "fuzz the STUN decoder for 20 s (fuzz/, cargo-fuzz)"
 if cargo fuzz --version >/dev/null 2>&1; then
     mkdir -p fuzz/corpus/stun_decode target

@@ -1,0 +1,469 @@
+#!/usr/bin/env bash
+# NAT lab: Linux network namespaces, veth pairs and nftables NAT routers, never
+# joined to the host's interfaces. Runs the hole-punching matrix of `cirrus call
+# --peer --rendezvous` (every client NAT type x every node NAT type, UDP and TCP)
+# and prints, per cell, how many trials went direct or through the relay, the
+# success rate and the wall time of each call (p50, p95). Needs root.
+#
+#   testnet/natlab.sh [--smoke] [--trials K] [--transports udp,tcp] [--nodes LIST]
+#                     [--clients LIST] [--hold]
+#
+#   --smoke        one eim-pdf node; an eim-pdf client must go direct over UDP and a
+#                  symmetric client must fall back to the relay (K defaults to 3)
+#   --trials K     trials per cell (default 5)
+#   --transports   which of udp,tcp to run (default both; --smoke: udp)
+#   --nodes LIST, --clients LIST
+#                  NAT types to run (comma-separated; default all four each:
+#                  none,eim-pdf,full-cone,symmetric)
+#   --wan-input accept|drop|reject
+#                  what a NAT router does with unsolicited packets to its own public
+#                  address: accept (default; plain masquerade, its own stack answers
+#                  with RST or port unreachable), drop (a stealth firewall) or reject
+#   --hold         keep the lab up after the run until Ctrl-C (for tcpdump, conntrack)
+#
+# Exits non-zero when any call failed (reachability counts the relay), or in
+# --smoke when a cell did not take the expected path. The lab is torn down on exit,
+# on failure and on Ctrl-C. Logs are kept (and their folder printed) on failure.
+#
+# Environment: CIRRUS_BIN (default target/release/cirrus, built when missing or
+# older than the sources),
+# NATLAB_RUST_LOG (the nodes' RUST_LOG, default info; e.g. cirrus_node=debug).
+#
+# Topology ("the Internet" is one router namespace, so there is a hop between NATs):
+#
+#   core  198.18.<i>.1/24 on link p<i>      (ip_forward, no NAT)
+#     rv              198.18.1.2   the rendezvous node (no NAT)
+#     node/client T   198.18.<i>.2 either the host itself (T = none) or a NAT
+#                                  router whose LAN is 10.<i>.0.0/24, host 10.<i>.0.2
+#   nodes: i = 11..14, clients: i = 21..24 (none, eim-pdf, full-cone, symmetric)
+#
+# NAT types (nftables on the router; forward policy drop but for established,
+# related and outbound):
+#   none       the host is on the public segment
+#   eim-pdf    masquerade: endpoint-independent mapping (Linux keeps the source port
+#              per socket), address-and-port-dependent filtering ("port-restricted cone")
+#   full-cone  masquerade, plus inbound UDP/TCP to any port the host has sent from
+#              (a dynamic set, 120 s) is DNATed to the host: endpoint-independent
+#              filtering
+#   symmetric  masquerade fully-random: a new external port per destination
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() { sed -n '2,/^# Topology/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+
+SMOKE=0 TRIALS="" HOLD=0 TRANSPORTS="" NODES="" CLIENTS="" WAN_INPUT=accept
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) SMOKE=1 ;;
+    --trials) TRIALS=${2:-}; shift ;;
+    --trials=*) TRIALS=${1#*=} ;;
+    --transports) TRANSPORTS=${2:-}; shift ;;
+    --transports=*) TRANSPORTS=${1#*=} ;;
+    --nodes) NODES=${2:-}; shift ;;
+    --nodes=*) NODES=${1#*=} ;;
+    --clients) CLIENTS=${2:-}; shift ;;
+    --clients=*) CLIENTS=${1#*=} ;;
+    --wan-input) WAN_INPUT=${2:-}; shift ;;
+    --wan-input=*) WAN_INPUT=${1#*=} ;;
+    --hold) HOLD=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ "$SMOKE" = 1 ]; then
+  TRIALS=${TRIALS:-3}; TRANSPORTS=${TRANSPORTS:-udp}
+  NODE_TYPES=(eim-pdf); CLIENT_TYPES=(eim-pdf symmetric)
+else
+  TRIALS=${TRIALS:-5}; TRANSPORTS=${TRANSPORTS:-udp,tcp}
+  NODE_TYPES=(none eim-pdf full-cone symmetric); CLIENT_TYPES=(none eim-pdf full-cone symmetric)
+fi
+[[ "$TRIALS" =~ ^[1-9][0-9]*$ ]] || { echo "--trials needs a positive integer" >&2; exit 2; }
+IFS=, read -r -a TRANSPORTS <<< "$TRANSPORTS"
+[ -n "$NODES" ] && IFS=, read -r -a NODE_TYPES <<< "$NODES"
+[ -n "$CLIENTS" ] && IFS=, read -r -a CLIENT_TYPES <<< "$CLIENTS"
+[[ "$WAN_INPUT" =~ ^(accept|drop|reject)$ ]] || { echo "--wan-input: accept, drop or reject" >&2; exit 2; }
+for t in "${NODE_TYPES[@]}" "${CLIENT_TYPES[@]}"; do
+  [[ "$t" =~ ^(none|eim-pdf|full-cone|symmetric)$ ]] || { echo "unknown NAT type: $t" >&2; exit 2; }
+done
+for t in "${TRANSPORTS[@]}"; do
+  [[ "$t" == udp || "$t" == tcp ]] || { echo "--transports: udp and/or tcp, not $t" >&2; exit 2; }
+done
+
+[ "$(id -u)" = 0 ] || { echo "natlab needs root (network namespaces, nftables)" >&2; exit 2; }
+command -v ip > /dev/null && ip netns list > /dev/null 2>&1 \
+  || { echo "natlab needs iproute2 with 'ip netns' (apt-get install -y iproute2)" >&2; exit 2; }
+command -v nft > /dev/null || { echo "natlab needs nftables (apt-get install -y nftables)" >&2; exit 2; }
+command -v python3 > /dev/null || { echo "natlab needs python3" >&2; exit 2; }
+
+BIN=${CIRRUS_BIN:-target/release/cirrus}
+if [ -z "${CIRRUS_BIN:-}" ] && { [ ! -x "$BIN" ] || [ -n "$(find node/src proto/src -newer "$BIN" -name '*.rs' 2>/dev/null | head -1)" ]; }; then
+  echo "building $BIN ..." >&2
+  cargo build --release -q -p cirrus-node
+fi
+[ -x "$BIN" ] || { echo "no cirrus binary at $BIN" >&2; exit 2; }
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+
+# Names: a per-run tag, so two labs (or a stale one) never collide.
+TAG="nl$$"
+CORE="$TAG-core"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/natlab.XXXXXX")
+NSS=()   # namespaces we created
+PIDS=()  # node processes we started
+
+cleanup() {
+  local rc=$? pid ns p
+  # Finish the teardown even when a second Ctrl-C or TERM comes, or a step fails.
+  trap '' INT TERM
+  trap - EXIT
+  set +e
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  # Anything else still running inside our namespaces (a `cirrus call` cut short by
+  # Ctrl-C) was started by us too.
+  for ns in "${NSS[@]}"; do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+  done
+  for ns in "${NSS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+  if [ "$rc" -ne 0 ]; then
+    echo "natlab: exit $rc; logs kept in $WORK/" >&2
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log() { printf '[natlab %s] %s\n' "$(date +%T)" "$*" >&2; }
+inns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+mkns() {
+  ip netns add "$1"
+  NSS+=("$1")
+  ip -n "$1" link set lo up
+}
+
+# A link from the core router to namespace $1, public subnet 198.18.$2.0/24.
+public_link() {
+  local ns=$1 i=$2
+  ip -n "$CORE" link add "p$i" type veth peer name pub netns "$ns"
+  ip -n "$CORE" addr add "198.18.$i.1/24" dev "p$i"
+  ip -n "$CORE" link set "p$i" up
+  ip -n "$ns" addr add "198.18.$i.2/24" dev pub
+  ip -n "$ns" link set pub up
+  ip -n "$ns" route add default via "198.18.$i.1"
+}
+
+# The nftables ruleset of a NAT router of type $1 whose LAN host is $2.
+nat_rules() {
+  local type=$1 host=$2
+  local input=""
+  case "$WAN_INPUT" in
+    drop) input='iifname "pub" ct state new drop' ;;
+    reject) input='iifname "pub" ct state new meta l4proto tcp reject with tcp reset
+    iifname "pub" ct state new reject' ;;
+  esac
+  case "$type" in
+    eim-pdf|symmetric)
+      local masq="masquerade"
+      [ "$type" = symmetric ] && masq="masquerade fully-random"
+      cat <<EOF
+table ip natlab {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "pub" $masq
+  }
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "lan" oifname "pub" accept
+  }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    $input
+  }
+}
+EOF
+      ;;
+    full-cone)
+      cat <<EOF
+table ip natlab {
+  set udp_mapped { type inet_service; flags dynamic,timeout; timeout 120s; }
+  set tcp_mapped { type inet_service; flags dynamic,timeout; timeout 120s; }
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "pub" udp dport @udp_mapped dnat to $host
+    iifname "pub" tcp dport @tcp_mapped dnat to $host
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "pub" masquerade
+  }
+  chain remember {
+    type filter hook postrouting priority 200; policy accept;
+    oifname "pub" meta l4proto udp update @udp_mapped { udp sport }
+    oifname "pub" meta l4proto tcp update @tcp_mapped { tcp sport }
+  }
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "lan" oifname "pub" accept
+    iifname "pub" ct status dnat accept
+  }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    $input
+  }
+}
+EOF
+      ;;
+  esac
+}
+
+# A participant of NAT type $2 at index $3; sets HOST_NS and HOST_IP.
+# $1 is its short name (n-eim-pdf, c-symmetric, ...).
+add_participant() {
+  local name=$1 type=$2 i=$3
+  HOST_NS="$TAG-$name"
+  if [ "$type" = none ]; then
+    mkns "$HOST_NS"
+    public_link "$HOST_NS" "$i"
+    HOST_IP="198.18.$i.2"
+    return
+  fi
+  local r="$TAG-$name-nat"
+  mkns "$r"
+  public_link "$r" "$i"
+  inns "$r" sysctl -qw net.ipv4.ip_forward=1
+  mkns "$HOST_NS"
+  ip -n "$r" link add lan type veth peer name eth0 netns "$HOST_NS"
+  ip -n "$r" addr add "10.$i.0.1/24" dev lan
+  ip -n "$r" link set lan up
+  ip -n "$HOST_NS" addr add "10.$i.0.2/24" dev eth0
+  ip -n "$HOST_NS" link set eth0 up
+  ip -n "$HOST_NS" route add default via "10.$i.0.1"
+  HOST_IP="10.$i.0.2"
+  nat_rules "$type" "$HOST_IP" > "$WORK/$name.nft"
+  inns "$r" nft -f "$WORK/$name.nft"
+}
+
+idx_of() {
+  case "$1" in none) echo 1 ;; eim-pdf) echo 2 ;; full-cone) echo 3 ;; symmetric) echo 4 ;; esac
+}
+
+# Start a node in namespace $2 bound to $3; its folder is $WORK/$1.
+start_node() {
+  local name=$1 ns=$2 ip=$3 boot=${4:-}
+  local d="$WORK/$name"
+  mkdir -p "$d"
+  local args=(run --data-dir "$d/data" --bind "$ip" --stun-keepalive-secs 2)
+  [ -n "$boot" ] && args+=(--bootstrap "$boot")
+  RUST_LOG=${NATLAB_RUST_LOG:-info} ip netns exec "$ns" "$BIN" "${args[@]}" \
+    > "$d/stdout" 2> "$d/log" < /dev/null &
+  PIDS+=($!)
+  echo $! > "$d/pid"
+}
+
+# Wait for node $1's ready line; print it.
+wait_ready() {
+  local d="$WORK/$1"
+  for _ in $(seq 1 300); do
+    if [ -s "$d/stdout" ]; then head -n1 "$d/stdout"; return 0; fi
+    kill -0 "$(cat "$d/pid")" 2>/dev/null || { echo "node $1 exited; see $d/log" >&2; tail -n 20 "$d/log" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "node $1 not ready after 30 s; see $d/log" >&2
+  return 1
+}
+
+json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+
+# ---------------------------------------------------------------------------
+log "building the lab (tag $TAG, logs in $WORK; NAT routers' WAN input: $WAN_INPUT)"
+mkns "$CORE"
+inns "$CORE" sysctl -qw net.ipv4.ip_forward=1
+
+RV_NS="$TAG-rv"
+mkns "$RV_NS"
+public_link "$RV_NS" 1
+RV_IP=198.18.1.2
+RV_URL="http://$RV_IP:38081"
+
+declare -A NODE_NS NODE_IP NODE_ID CLIENT_NS
+for t in "${NODE_TYPES[@]}"; do
+  add_participant "n-$t" "$t" "1$(idx_of "$t")"
+  NODE_NS[$t]=$HOST_NS NODE_IP[$t]=$HOST_IP
+done
+for t in "${CLIENT_TYPES[@]}"; do
+  add_participant "c-$t" "$t" "2$(idx_of "$t")"
+  CLIENT_NS[$t]=$HOST_NS
+done
+
+log "starting the rendezvous node at $RV_IP"
+start_node rv "$RV_NS" "$RV_IP"
+ready=$(wait_ready rv)
+RV_ID=$(json_field "$ready" peerId)
+BOOT="/ip4/$RV_IP/tcp/38080/p2p/$RV_ID"
+
+for t in "${NODE_TYPES[@]}"; do
+  start_node "n-$t" "${NODE_NS[$t]}" "${NODE_IP[$t]}" "$BOOT"
+done
+for t in "${NODE_TYPES[@]}"; do
+  ready=$(wait_ready "n-$t")
+  NODE_ID[$t]=$(json_field "$ready" peerId)
+  log "node $t: ${NODE_ID[$t]} at ${NODE_IP[$t]}"
+done
+
+# Every node must be connected to the rendezvous node and have announced its UDP and
+# TCP mappings as seen by it.
+want=()
+for t in "${NODE_TYPES[@]}"; do want+=("${NODE_ID[$t]}"); done
+log "waiting for every node's STUN mappings at the rendezvous node"
+ok=0
+for _ in $(seq 1 90); do
+  if inns "$RV_NS" "$BIN" call getpeerinfo --node "$RV_URL" > "$WORK/peers.json" 2>/dev/null \
+    && python3 - "$WORK/peers.json" "$RV_ID" "${want[@]}" <<'EOF'
+import json, sys
+peers = {p["peerId"]: p for p in json.load(open(sys.argv[1]))}
+rv = sys.argv[2]
+for w in sys.argv[3:]:
+    s = (peers.get(w) or {}).get("stun") or {}
+    for t in ("udp", "tcp"):
+        if not any(m.get("via") == rv for m in s.get(t) or []):
+            sys.exit(1)
+EOF
+  then ok=1; break; fi
+  sleep 1
+done
+[ "$ok" = 1 ] || { echo "nodes did not show their STUN mappings at the rendezvous node in 90 s" >&2; cat "$WORK/peers.json" >&2 || true; exit 1; }
+python3 - "$WORK/peers.json" <<'EOF' >&2
+import json, sys
+for p in json.load(open(sys.argv[1])):
+    s = p.get("stun") or {}
+    eps = lambda t: " ".join(f'{m["address"]}:{m["port"]}' for m in s.get(t) or [])
+    print(f'  {p["peerId"][-8:]}  nat={s.get("nat")}  udp=[{eps("udp")}]  tcp=[{eps("tcp")}]')
+EOF
+
+# ---------------------------------------------------------------------------
+RESULTS="$WORK/results.tsv"
+: > "$RESULTS"
+n=0
+total=$(( ${#CLIENT_TYPES[@]} * ${#NODE_TYPES[@]} * ${#TRANSPORTS[@]} * TRIALS ))
+log "running $total calls (${#CLIENT_TYPES[@]} clients x ${#NODE_TYPES[@]} nodes x ${TRANSPORTS[*]} x $TRIALS)"
+started=$(date +%s)
+if [ -t 2 ]; then CR=$'\r' NL=""; else CR="" NL=$'\n'; fi
+for tr in "${TRANSPORTS[@]}"; do
+  for c in "${CLIENT_TYPES[@]}"; do
+    for nt in "${NODE_TYPES[@]}"; do
+      id=${NODE_ID[$nt]}
+      for k in $(seq 1 "$TRIALS"); do
+        n=$((n + 1))
+        f="$WORK/call-$tr-$c-$nt-$k"
+        t0=$(date +%s%N)
+        set +e
+        inns "${CLIENT_NS[$c]}" timeout 60 "$BIN" call getnodeinfo '{}' --peer "$id" \
+          --rendezvous "$RV_URL" --transport "$tr" > "$f.out" 2> "$f.err"
+        rc=$?
+        set -e
+        t1=$(date +%s%N)
+        ms=$(( (t1 - t0) / 1000000 ))
+        path=$(grep -o 'path: [a-z]*' "$f.err" | head -n1 | cut -d' ' -f2 || true)
+        ok=0
+        if [ "$rc" = 0 ] && python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["peerId"] != sys.argv[2])' "$f.out" "$id" 2>/dev/null; then
+          ok=1
+        fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tr" "$c" "$nt" "$k" "$ok" "${path:-none}" "$ms" >> "$RESULTS"
+        printf '%s[natlab] %d/%d  %s  client %-9s node %-9s  %s %s ms   %s' "$CR" "$n" "$total" \
+          "$tr" "$c" "$nt" "${path:-FAILED}" "$ms" "$NL" >&2
+      done
+    done
+  done
+done
+[ -t 2 ] && printf '\n' >&2
+log "matrix done in $(( $(date +%s) - started )) s"
+
+# ---------------------------------------------------------------------------
+set +e
+python3 - "$RESULTS" "$SMOKE" "$TRIALS" <<'EOF'
+import sys
+from collections import defaultdict
+
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+smoke = sys.argv[2] == "1"
+trials = int(sys.argv[3])
+cells = defaultdict(list)
+order = []
+for tr, c, n, k, ok, path, ms in rows:
+    key = (tr, c, n)
+    if key not in cells:
+        order.append(key)
+    cells[key].append((ok == "1", path, int(ms)))
+
+def theory(c, n):
+    """Direct unless one side is symmetric and the other filters by port
+    (eim-pdf or symmetric); see docs/nat.md."""
+    pdf = {"eim-pdf", "symmetric"}
+    if (c == "symmetric" and n in pdf) or (n == "symmetric" and c in pdf):
+        return "relay"
+    return "direct"
+
+def pct(xs, p):
+    xs = sorted(xs)
+    i = max(0, min(len(xs) - 1, -(-p * len(xs) // 100) - 1))  # nearest rank
+    return xs[i]
+
+fail = False
+print()
+print(f"{trials} trial(s) per cell; time = wall time of one `cirrus call getnodeinfo --peer` (ms)")
+print()
+print("| transport | client NAT | node NAT | reached | direct | relay | p50 ms | p95 ms | theory |")
+print("|---|---|---|---|---|---|---|---|---|")
+grid = defaultdict(dict)
+for key in order:
+    tr, c, n = key
+    xs = cells[key]
+    ok = sum(1 for o, _, _ in xs if o)
+    d = sum(1 for o, p, _ in xs if o and p == "direct")
+    r = sum(1 for o, p, _ in xs if o and p == "relay")
+    t = [ms for o, _, ms in xs if o] or [0]
+    th = theory(c, n)
+    got = "direct" if d == len(xs) else "relay" if r == len(xs) else "mixed"
+    mark = "" if got == th else " (differs)"
+    print(f"| {tr} | {c} | {n} | {ok}/{len(xs)} | {d} | {r} | {pct(t, 50)} | {pct(t, 95)} | {th}{mark} |")
+    grid[tr][(c, n)] = f"{d}D {r}R" + ("" if ok == len(xs) else f" {len(xs) - ok}F")
+    if ok < len(xs):
+        fail = True
+        print(f"FAIL: {tr} {c} -> {n}: only {ok}/{len(xs)} calls answered", file=sys.stderr)
+    if smoke and (tr, c, n) == ("udp", "eim-pdf", "eim-pdf") and d != len(xs):
+        fail = True
+        print(f"FAIL: smoke expects eim-pdf -> eim-pdf over UDP to go direct; got {d}/{len(xs)}", file=sys.stderr)
+    if smoke and (tr, c, n) == ("udp", "symmetric", "eim-pdf") and r != len(xs):
+        fail = True
+        print(f"FAIL: smoke expects symmetric -> eim-pdf over UDP to go through the relay; got {r}/{len(xs)}", file=sys.stderr)
+
+for tr in grid:
+    cs = list(dict.fromkeys(c for c, _ in grid[tr]))
+    ns = list(dict.fromkeys(n for _, n in grid[tr]))
+    print()
+    print(f"{tr}: direct (D) / relay (R) / failed (F) per cell; rows: client NAT, columns: node NAT")
+    print()
+    print("| client \\ node | " + " | ".join(ns) + " |")
+    print("|---" * (len(ns) + 1) + "|")
+    for c in cs:
+        print(f"| {c} | " + " | ".join(grid[tr].get((c, n), "") for n in ns) + " |")
+sys.exit(1 if fail else 0)
+EOF
+verdict=$?
+set -e
+
+if [ "$HOLD" = 1 ]; then
+  log "holding the lab; namespaces: ${NSS[*]}"
+  log "e.g. ip netns exec $TAG-n-eim-pdf-nat conntrack -L; Ctrl-C or kill -TERM $$ tears it down"
+  while true; do sleep 3600 & wait $! || true; done
+fi
+exit "$verdict"
