@@ -22,6 +22,13 @@ pub struct PutArgs {
     /// Write a tombstone: the key's value becomes null.
     #[arg(long)]
     delete: bool,
+    #[command(flatten)]
+    sign: SignArgs,
+}
+
+/// What every signing command shares: sequence number, output, key and node.
+#[derive(clap::Args)]
+pub struct SignArgs {
     /// Sequence number (default: one above what the node holds, at least the current
     /// time in milliseconds, so a later write wins even through another node).
     #[arg(long)]
@@ -43,14 +50,8 @@ pub struct RateArgs {
     /// Withdraw the rating (a tombstone).
     #[arg(long)]
     delete: bool,
-    #[arg(long)]
-    seq: Option<u64>,
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
-    identity: IdentityArg,
-    #[command(flatten)]
-    node: NodeArg,
+    sign: SignArgs,
 }
 
 #[derive(clap::Args)]
@@ -120,7 +121,7 @@ pub async fn put(a: PutArgs) -> anyhow::Result<ExitCode> {
         (Some(_), true) => bail!("give either VALUE or --delete, not both"),
         (None, false) => bail!("VALUE is required (or --delete to write a tombstone)"),
     };
-    sign_and_send(&a.identity, &a.node, Kind::Doc, a.key, value, a.seq, a.json).await
+    sign_and_send(&a.sign, Kind::Doc, a.key, value).await
 }
 
 pub async fn rate(a: RateArgs) -> anyhow::Result<ExitCode> {
@@ -131,37 +132,25 @@ pub async fn rate(a: RateArgs) -> anyhow::Result<ExitCode> {
         (Some(_), true) => bail!("give either SCORE or --delete, not both"),
         (None, false) => bail!("SCORE is required (or --delete to withdraw the rating)"),
     };
-    sign_and_send(
-        &a.identity,
-        &a.node,
-        Kind::Rating,
-        a.target,
-        value,
-        a.seq,
-        a.json,
-    )
-    .await
+    sign_and_send(&a.sign, Kind::Rating, a.target, value).await
 }
 
 async fn sign_and_send(
-    identity: &IdentityArg,
-    node: &NodeArg,
+    a: &SignArgs,
     kind: Kind,
     key: String,
     value: Option<String>,
-    seq: Option<u64>,
-    as_json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let secret = load_identity(identity)?;
-    let client = node.client()?;
-    let seq = match seq {
+    let secret = load_identity(&a.identity)?;
+    let client = a.node.client()?;
+    let seq = match a.seq {
         Some(s) => s,
         None => next_seq(&client, &secret, kind, &key).await?,
     };
     let record = Record::sign(&secret, kind, key, seq, value);
     record.check_limits()?;
     let res: PutResult = client.call_as("put", json!({ "record": record })).await?;
-    if as_json {
+    if a.json {
         println!(
             "{}",
             serde_json::to_string_pretty(
