@@ -1,7 +1,7 @@
 //! STUN (issue 4) on real processes: stock clients (coturn's `turnutils_stunclient`,
 //! Python's `aioice`) against our server, `cirrus stun` against coturn's
-//! `turnserver`, per-peer client pairs between two nodes, peer-id signatures, and
-//! garbage on both transports.
+//! `turnserver`, per-peer client pairs between two nodes, peer-id signatures,
+//! garbage on both transports, and idle connections trying to hold every TCP slot.
 //!
 //! coturn and aioice are not mocked: when they are missing the tests fail and say
 //! that `scripts/test.sh` installs them. Nothing waits a fixed time: conditions are
@@ -1004,4 +1004,116 @@ fn a_request_of_exactly_the_size_limit_is_answered() {
     let got = frames(&tcp_exchange(server, &req, "a 2048-byte request"));
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].class, Class::Success);
+}
+
+// ---------------------------------------------------------------------------
+// f. TCP slots
+// ---------------------------------------------------------------------------
+
+/// TCP connections the server serves at once (`MAX_TCP` in node/src/stun/server.rs).
+const MAX_TCP: usize = 256;
+
+/// Lift this process's soft open-file limit toward the hard one: the slot test holds
+/// a few hundred sockets while other tests run, and the node it starts inherits the
+/// limit for its side of them. A distribution default of 1024 already fits; this is
+/// for shells that set less.
+fn raise_fd_limit(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Send one Binding request on an open connection and read its answer, leaving the
+/// connection open.
+fn tcp_ask(s: &mut TcpStream, n: u64, what: &str) -> Message {
+    s.write_all(&binding_request(txid(n), "t", None))
+        .unwrap_or_else(|e| panic!("cannot send a request on {what}: {e}"));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Ok(Some(len)) = stun::frame_len(&buf)
+            && buf.len() >= len
+        {
+            let msg = Message::decode(&buf[..len]).expect("the answer decodes");
+            assert_eq!(msg.transaction_id, txid(n), "{what}: {msg:?}");
+            return msg;
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => panic!("the server closed {what} without an answer"),
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            Err(e) => panic!("no answer on {what}: {e}"),
+        }
+    }
+}
+
+/// Connections that never send a byte fill every TCP slot; newcomers are still
+/// answered, each taking the slot of the connection quiet longest, and a client that
+/// keeps asking keeps its connection. Without eviction the newcomers would wait in
+/// the backlog until the idle ones time out, far past [`IO_TIMEOUT`].
+#[test]
+fn idle_connections_cannot_hold_the_tcp_slots() {
+    raise_fd_limit(4096);
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start(dir.path());
+    let server = SocketAddr::from((LOOPBACK, stun_port(&node)));
+
+    let mut idle: Vec<TcpStream> = (0..MAX_TCP - 1)
+        .map(|i| {
+            TcpStream::connect(server)
+                .unwrap_or_else(|e| panic!("idle connection {i} to {server}: {e}"))
+        })
+        .collect();
+    // The server accepts in order, so once the last slot's client is answered every
+    // idle connection has been accepted before it, and all slots are taken.
+    let mut honest = TcpStream::connect(server).unwrap();
+    honest.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let honest_me = honest.local_addr().unwrap();
+    let got = tcp_ask(&mut honest, 1, "the connection in the last slot");
+    assert_eq!(mapped_of(&got), honest_me);
+
+    // Each newcomer stays open, so each one needs a slot of its own.
+    const NEWCOMERS: usize = 8;
+    let mut newcomers = Vec::new();
+    for i in 0..NEWCOMERS {
+        let mut s = TcpStream::connect(server).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let me = s.local_addr().unwrap();
+        let what = format!("newcomer {i} with every slot taken");
+        assert_eq!(mapped_of(&tcp_ask(&mut s, 100 + i as u64, &what)), me);
+        newcomers.push(s);
+    }
+
+    // The oldest idle connections made room, in the order they were accepted.
+    for (i, s) in idle.iter_mut().take(NEWCOMERS).enumerate() {
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut byte = [0u8; 1];
+        match s.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            other => panic!("idle connection {i} was not closed to make room: {other:?}"),
+        }
+    }
+    // The client that asked last is still served on its connection, and so is the
+    // rest of the node.
+    let got = tcp_ask(&mut honest, 2, "the connection that kept asking");
+    assert_eq!(mapped_of(&got), honest_me);
+    let sock = udp_socket();
+    let reply = udp_exchange(
+        &sock,
+        server,
+        &binding_request(txid(3), "t", None),
+        "a UDP request with every TCP slot taken",
+    );
+    assert_eq!(mapped_of(&reply), sock.local_addr().unwrap());
+    assert!(node.child.try_wait().unwrap().is_none(), "the node died");
+    let info = node.ok("getnodeinfo", json!({}));
+    assert_eq!(info["ports"]["stun"], server.port(), "{info}");
 }

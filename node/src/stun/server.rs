@@ -2,9 +2,16 @@
 //! (stock clients included); a request that proves a peer id is also remembered
 //! in [`StunState`]. Anything that is not a STUN request gets no answer; a TCP
 //! stream that is not STUN is closed.
+//!
+//! TCP slots are bounded, so a stranger could try to hold them all with connections
+//! that send nothing, or send slowly. Three rules keep them free for honest
+//! clients: a connection that delivers no whole message for [`TCP_IDLE`] is closed,
+//! a message once begun must be whole within [`TCP_MESSAGE`], and when every slot is
+//! taken a newcomer takes the slot of the connection quiet longest ([`IdleTable`]).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cirrus_proto::stun;
@@ -12,14 +19,23 @@ use libp2p::PeerId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{SOFTWARE, StunState, Transport};
 
-/// TCP connections served at once; more wait in the kernel's backlog.
+/// TCP connections served at once; when all are taken, a newcomer evicts the
+/// connection quiet longest.
 const MAX_TCP: usize = 256;
-/// A TCP connection that sends nothing for this long is closed.
+/// A TCP connection that delivers no whole message for this long is closed. Three
+/// of our clients' keepalive intervals at the default 20 s: a live peer sends well
+/// within it, and one that has stopped reconnects when it asks again.
 const TCP_IDLE: Duration = Duration::from_secs(60);
+/// A message whose first byte has arrived must be whole this soon, and an answer
+/// must be taken this soon. At most 2048 bytes: a live link needs far less, even
+/// with a few TCP retransmissions; this stops a sender that trickles bytes (or a
+/// reader that never reads) from holding a slot.
+const TCP_MESSAGE: Duration = Duration::from_secs(10);
 
 fn answer(state: &StunState, bytes: &[u8], from: SocketAddr, t: Transport) -> Option<Vec<u8>> {
     let a = stun::handle_binding(bytes, from, SOFTWARE);
@@ -55,17 +71,62 @@ pub async fn serve_udp(
     }
 }
 
+/// Open TCP connections, each with the time it last delivered a whole message (or
+/// was accepted), as a counter rather than a clock so the order is exact.
+struct IdleTable<T> {
+    clock: u64,
+    /// id -> (tick last heard, value)
+    conns: HashMap<u64, (u64, T)>,
+}
+
+impl<T> Default for IdleTable<T> {
+    fn default() -> Self {
+        IdleTable {
+            clock: 0,
+            conns: HashMap::new(),
+        }
+    }
+}
+
+impl<T> IdleTable<T> {
+    /// A new connection, heard now. Returns its id.
+    fn open(&mut self, value: T) -> u64 {
+        self.clock += 1;
+        self.conns.insert(self.clock, (self.clock, value));
+        self.clock
+    }
+
+    /// Connection `id` delivered a whole message.
+    fn heard(&mut self, id: u64) {
+        self.clock += 1;
+        if let Some(e) = self.conns.get_mut(&id) {
+            e.0 = self.clock;
+        }
+    }
+
+    fn close(&mut self, id: u64) {
+        self.conns.remove(&id);
+    }
+
+    /// Removes the connection heard from longest ago and returns its value.
+    fn evict(&mut self) -> Option<T> {
+        let (&id, _) = self.conns.iter().min_by_key(|(_, (tick, _))| *tick)?;
+        self.conns.remove(&id).map(|(_, v)| v)
+    }
+}
+
+type Table = Mutex<IdleTable<(CancellationToken, SocketAddr)>>;
+
 pub async fn serve_tcp(
     listener: TcpListener,
     state: Arc<StunState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // The table picks whom to close; the semaphore makes the newcomer wait until
+    // that one has really closed, so no more than MAX_TCP are ever served.
     let slots = Arc::new(Semaphore::new(MAX_TCP));
+    let table: Arc<Table> = Arc::default();
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
-        };
         let (stream, from) = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             r = listener.accept() => match r {
@@ -73,39 +134,108 @@ pub async fn serve_tcp(
                 Err(e) => { tracing::debug!(error = %e, "STUN TCP accept error"); continue; }
             },
         };
-        let (state, shutdown) = (state.clone(), shutdown.clone());
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let victim = table.lock().expect("stun tcp table lock").evict();
+                if let Some((conn, addr)) = victim {
+                    tracing::debug!(%addr, newcomer = %from, "STUN TCP slots full; closing the connection quiet longest");
+                    conn.cancel();
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                }
+            }
+        };
+        let conn = shutdown.child_token();
+        let id = table
+            .lock()
+            .expect("stun tcp table lock")
+            .open((conn.clone(), from));
+        let (state, table) = (state.clone(), table.clone());
         tokio::spawn(async move {
             tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = serve_stream(stream, from, &state) => {}
+                _ = conn.cancelled() => {}
+                _ = serve_stream(stream, from, &state, &table, id) => {}
             }
+            table.lock().expect("stun tcp table lock").close(id);
             drop(permit);
         });
     }
 }
 
-async fn serve_stream(mut stream: TcpStream, from: SocketAddr, state: &StunState) {
+async fn serve_stream(
+    mut stream: TcpStream,
+    from: SocketAddr,
+    state: &StunState,
+    table: &Table,
+    id: u64,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(512);
+    let mut deadline = Instant::now() + TCP_IDLE;
     loop {
         let len = match stun::frame_len(&buf) {
             Ok(Some(len)) if buf.len() >= len => len,
             Ok(_) => {
                 let mut chunk = [0u8; 1024];
-                match tokio::time::timeout(TCP_IDLE, stream.read(&mut chunk)).await {
+                match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
                     Ok(Ok(n)) if n > 0 => {
+                        if buf.is_empty() {
+                            deadline = Instant::now() + TCP_MESSAGE;
+                        }
                         buf.extend_from_slice(&chunk[..n]);
                         continue;
                     }
-                    _ => return, // closed, error or idle
+                    _ => return, // closed, error, idle or too slow
                 }
             }
             Err(_) => return, // not STUN: close
         };
         let frame: Vec<u8> = buf.drain(..len).collect();
-        if let Some(reply) = answer(state, &frame, from, Transport::Tcp)
-            && stream.write_all(&reply).await.is_err()
-        {
-            return;
+        table.lock().expect("stun tcp table lock").heard(id);
+        deadline = Instant::now()
+            + if buf.is_empty() {
+                TCP_IDLE
+            } else {
+                TCP_MESSAGE
+            };
+        if let Some(reply) = answer(state, &frame, from, Transport::Tcp) {
+            match tokio::time::timeout(TCP_MESSAGE, stream.write_all(&reply)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdleTable;
+
+    #[test]
+    fn evicts_the_connection_heard_from_longest_ago() {
+        let mut t = IdleTable::default();
+        let a = t.open("a");
+        t.open("b");
+        let c = t.open("c");
+        t.heard(a);
+        assert_eq!(t.evict(), Some("b"));
+        t.heard(c);
+        assert_eq!(t.evict(), Some("a"));
+        t.close(c);
+        assert_eq!(t.evict(), None);
+    }
+
+    #[test]
+    fn a_closed_or_evicted_connection_is_not_heard_again() {
+        let mut t = IdleTable::default();
+        let a = t.open(1);
+        let b = t.open(2);
+        t.close(a);
+        t.heard(a); // its task may still finish a message after eviction
+        assert_eq!(t.evict(), Some(2));
+        t.heard(b);
+        assert_eq!(t.evict(), None);
     }
 }
