@@ -21,7 +21,7 @@ use crate::identity::{self, IdentityError};
 use crate::p2p::{self, InboundRelay, P2pConfig, P2pError, P2pHandle, StunLink};
 use crate::store::writer::Writer;
 use crate::store::{Store, StoreError};
-use crate::stun::{self, StunState, client::ClientCtx};
+use crate::stun::{self, StunState, client::ClientCtx, punch::Punchers};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use tokio::net::UdpSocket;
@@ -95,12 +95,12 @@ impl Node {
         let (stun_events, stun_events_rx) = mpsc::channel(256);
         let (stun_servers, stun_servers_rx) = watch::channel(Vec::new());
         let client_key = key.clone();
-        let (punch, _) = tokio::sync::broadcast::channel(64);
+        let punchers = Arc::new(Punchers::default());
         let stun_link = StunLink {
             state: stun_state.clone(),
             port: stun_port,
             events: stun_events,
-            punch: punch.clone(),
+            punchers: punchers.clone(),
         };
         let p2p = p2p::start(
             key,
@@ -188,7 +188,7 @@ impl Node {
             bind: cfg.bind,
             keepalive: cfg.stun_keepalive,
             servers: stun_servers_rx,
-            punch,
+            punchers,
             api: Arc::new(DynamicPorts {
                 connections: connections.clone(),
                 udp: udp_api.clone(),

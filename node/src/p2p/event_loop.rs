@@ -35,8 +35,8 @@ pub struct StunLink {
     pub state: Arc<StunState>,
     pub port: u16,
     pub events: mpsc::Sender<PeerEvent>,
-    /// Punch requests for our STUN client sockets.
-    pub punch: broadcast::Sender<crate::stun::Punch>,
+    /// Our STUN client sockets, to punch from when a rendezvous asks.
+    pub punchers: Arc<crate::stun::punch::Punchers>,
 }
 
 /// Keep dialing known peers while fewer than this many are connected.

@@ -113,22 +113,34 @@ impl EventLoop {
                 endpoint,
                 transport,
             } => {
-                let response = match (endpoint.parse(), transport.as_str()) {
-                    (Ok(endpoint), "udp" | "tcp") => {
-                        let udp = transport == "udp";
-                        tracing::info!(%peer, %endpoint, %transport, "punching toward a client");
-                        let _ = self.stun.punch.send(crate::stun::Punch { endpoint, udp });
-                        Response::Punching
-                    }
-                    _ => Response::Refused(
-                        "punch needs endpoint ip:port and transport udp or tcp".into(),
-                    ),
+                let udp = match transport.as_str() {
+                    "udp" => Some(true),
+                    "tcp" => Some(false),
+                    _ => None,
                 };
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_response(channel, response);
+                let (Ok(endpoint), Some(udp)) = (endpoint.parse(), udp) else {
+                    let usage = "punch needs endpoint ip:port and transport udp or tcp";
+                    let refused = Response::Refused(usage.into());
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_response(channel, refused);
+                    return;
+                };
+                tracing::info!(%peer, %endpoint, %transport, "punching toward a client");
+                let (handle, punchers) = (self.handle.clone(), self.stun.punchers.clone());
+                // Answer only once our first packets are out: the client starts
+                // sending when it has the answer (see stun::punch).
+                tokio::spawn(async move {
+                    let sockets = punchers.punch(endpoint, udp).await;
+                    tracing::debug!(%endpoint, sockets, "punch under way");
+                    let response = Response::Punching;
+                    let _ = handle
+                        .commands
+                        .send(Command::Respond { channel, response })
+                        .await;
+                });
             }
             Request::Relay(bytes) => {
                 let (tx, rx) = oneshot::channel();

@@ -13,10 +13,11 @@ use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{Punch, SOFTWARE, StunState, Transport};
+use super::punch::Punchers;
+use super::{SOFTWARE, StunState, Transport};
 
 /// Retransmission (RFC 8489 §6.2.1, shortened): 500 ms, then doubling, 3 tries.
 const RTO: Duration = Duration::from_millis(500);
@@ -33,8 +34,8 @@ pub struct ClientCtx {
     pub servers: watch::Receiver<Vec<SocketAddr>>,
     /// Serves the client API on the client sockets' ports.
     pub api: Arc<dyn DynamicApi>,
-    /// Punch requests relayed by a rendezvous node.
-    pub punch: broadcast::Sender<Punch>,
+    /// Where our sockets are registered for punches relayed by a rendezvous node.
+    pub punchers: Arc<Punchers>,
 }
 
 /// The client API on a STUN client's ports (implemented by the API module, so this
@@ -52,10 +53,6 @@ pub trait DynamicApi: Send + Sync {
     /// Serve WebSocket on one connection made by simultaneous open.
     fn serve_tcp_stream(&self, stream: TcpStream);
 }
-
-/// How long a punch keeps trying: the client is sending meanwhile.
-const PUNCH_FOR: Duration = Duration::from_secs(5);
-const PUNCH_EVERY: Duration = Duration::from_millis(200);
 
 /// Start the pair for `peer` whose server is `server`; stops when `stop` fires.
 pub fn spawn_pair(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: CancellationToken) {
@@ -100,7 +97,7 @@ async fn udp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
     let port = sock.local_addr().map_or(0, |a| a.port());
     let local = SocketAddr::new(local_ip_towards(ctx.bind, server).await, port);
     tracing::debug!(%peer, %local, %server, "STUN UDP client up");
-    let mut punches = ctx.punch.subscribe();
+    let _punchable = ctx.punchers.register_udp(sock.clone());
     let mut round = 0u64;
     loop {
         match udp_ask(&sock, &mut responses, &ctx.key, server).await {
@@ -125,51 +122,13 @@ async fn udp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
                 .record(peer, Transport::Udp, local, other, mapped, false);
         }
         round += 1;
-        let wake = tokio::time::Instant::now() + ctx.keepalive;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => {
-                    ctx.state.forget(&peer, Transport::Udp, Some(local));
-                    return;
-                }
-                _ = tokio::time::sleep_until(wake) => break,
-                p = punches.recv() => {
-                    if let Ok(p) = p && p.udp {
-                        tokio::spawn(punch_udp(sock.clone(), p.endpoint));
-                    }
-                }
+        tokio::select! {
+            _ = stop.cancelled() => {
+                ctx.state.forget(&peer, Transport::Udp, Some(local));
+                return;
             }
+            _ = tokio::time::sleep(ctx.keepalive) => {}
         }
-    }
-}
-
-/// Binding indications toward a client: our NAT then lets the client's packets in
-/// (for endpoint-independent mapping, on the port the client already knows).
-async fn punch_udp(sock: Arc<UdpSocket>, endpoint: SocketAddr) {
-    let until = tokio::time::Instant::now() + PUNCH_FOR;
-    while tokio::time::Instant::now() < until {
-        let mut txid = [0u8; 12];
-        let _ = getrandom::fill(&mut txid);
-        let _ = sock
-            .send_to(&stun::binding_indication(txid), endpoint)
-            .await;
-        tokio::time::sleep(PUNCH_EVERY).await;
-    }
-}
-
-/// TCP simultaneous open toward a client, from our STUN client's port: the first
-/// connection that forms is served as WebSocket.
-async fn punch_tcp(api: Arc<dyn DynamicApi>, bind: IpAddr, port: u16, endpoint: SocketAddr) {
-    let until = tokio::time::Instant::now() + PUNCH_FOR;
-    while tokio::time::Instant::now() < until {
-        let attempt =
-            tokio::time::timeout(Duration::from_secs(1), connect_from(bind, port, endpoint));
-        if let Ok(Ok(stream)) = attempt.await {
-            tracing::info!(%endpoint, "punched TCP connection up");
-            api.serve_tcp_stream(stream);
-            return;
-        }
-        tokio::time::sleep(PUNCH_EVERY).await;
     }
 }
 
@@ -205,7 +164,7 @@ async fn udp_ask(
 async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: CancellationToken) {
     let mut local_port = 0u16;
     let mut local: Option<SocketAddr> = None;
-    let mut punches = ctx.punch.subscribe();
+    let mut punchable = None;
     loop {
         let conn = tokio::select! {
             _ = stop.cancelled() => break,
@@ -217,13 +176,19 @@ async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
                 if local_port == 0
                     && let Some(me) = me
                 {
-                    // First connection: a listener on the same port serves WebSocket.
+                    // First connection: a listener on the same port serves WebSocket,
+                    // and punches connect out from it.
                     match listen_on(me) {
                         Ok(l) => ctx.api.serve_tcp(l, stop.clone()),
                         Err(e) => {
                             tracing::debug!(%peer, error = %e, "no WebSocket on the STUN TCP port")
                         }
                     }
+                    punchable = Some(ctx.punchers.register_tcp(
+                        ctx.bind,
+                        me.port(),
+                        ctx.api.clone(),
+                    ));
                 }
                 local_port = me.map_or(0, |a| a.port());
                 local = me;
@@ -242,21 +207,12 @@ async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
                             break;
                         }
                     }
-                    let wake = tokio::time::Instant::now() + ctx.keepalive;
-                    loop {
-                        tokio::select! {
-                            _ = stop.cancelled() => {
-                                ctx.state.forget(&peer, Transport::Tcp, local);
-                                return;
-                            }
-                            _ = tokio::time::sleep_until(wake) => break,
-                            p = punches.recv() => {
-                                if let Ok(p) = p && !p.udp && local_port != 0 {
-                                    let api = ctx.api.clone();
-                                    tokio::spawn(punch_tcp(api, ctx.bind, local_port, p.endpoint));
-                                }
-                            }
+                    tokio::select! {
+                        _ = stop.cancelled() => {
+                            ctx.state.forget(&peer, Transport::Tcp, local);
+                            return;
                         }
+                        _ = tokio::time::sleep(ctx.keepalive) => {}
                     }
                 }
             }
@@ -269,6 +225,7 @@ async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
         }
     }
     ctx.state.forget(&peer, Transport::Tcp, local);
+    drop(punchable);
 }
 
 /// Connect from a fixed local port when we have one, with SO_REUSEADDR and

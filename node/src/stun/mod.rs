@@ -11,6 +11,7 @@
 pub mod client;
 pub mod manager;
 pub mod probe;
+pub mod punch;
 pub mod server;
 
 use std::collections::HashMap;
@@ -22,14 +23,6 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
 pub const SOFTWARE: &str = concat!("cirrus/", env!("CARGO_PKG_VERSION"));
-
-/// A request to open our NAT toward a client endpoint: every UDP client socket sends
-/// Binding indications there; every TCP client port tries a simultaneous open.
-#[derive(Debug, Clone, Copy)]
-pub struct Punch {
-    pub endpoint: SocketAddr,
-    pub udp: bool,
-}
 
 /// Most "seen" entries kept. Anyone can make a new ed25519 key and prove it, so
 /// without a bound a stranger could grow the map (and `getnodeinfo`) without end;

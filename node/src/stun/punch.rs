@@ -1,0 +1,218 @@
+//! Punching our NAT open toward a client, from every STUN client socket.
+//!
+//! The sockets are registered here rather than told by message, because a punch must
+//! not wait for a client loop that is busy asking an unreachable STUN server (up to
+//! several seconds of retransmissions). Timing matters: the client starts sending to
+//! our mapped port as soon as the rendezvous answers `punch`. If one of its packets
+//! reaches our NAT before our first punch packet leaves, conntrack holds that flow,
+//! and masquerade gives our punch another port, which the client does not know. So
+//! the first UDP round goes out before [`Punchers::punch`] returns, and the swarm
+//! answers the rendezvous only after that.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cirrus_proto::stun;
+use tokio::net::UdpSocket;
+
+use super::client::{DynamicApi, connect_from};
+
+/// How long a punch keeps trying: the client is sending meanwhile.
+const PUNCH_FOR: Duration = Duration::from_secs(5);
+const PUNCH_EVERY: Duration = Duration::from_millis(200);
+/// Most punches under way at once, so a flood of `punch` requests cannot start
+/// unbounded tasks.
+const MAX_RUNNING: usize = 64;
+
+/// A STUN client TCP port we can connect out from.
+struct TcpPort {
+    bind: IpAddr,
+    api: Arc<dyn DynamicApi>,
+}
+
+#[derive(Default)]
+pub struct Punchers {
+    /// By local port.
+    udp: Mutex<HashMap<u16, Arc<UdpSocket>>>,
+    tcp: Mutex<HashMap<u16, TcpPort>>,
+    /// Punches under way: endpoint and transport (true for UDP).
+    running: Mutex<Vec<(SocketAddr, bool)>>,
+}
+
+/// Removes its socket from [`Punchers`] when the client that owns it stops.
+pub struct Registration {
+    punchers: Arc<Punchers>,
+    port: u16,
+    udp: bool,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if self.udp {
+            lock(&self.punchers.udp).remove(&self.port);
+        } else {
+            lock(&self.punchers.tcp).remove(&self.port);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Punchers {
+    pub fn register_udp(self: &Arc<Self>, sock: Arc<UdpSocket>) -> Option<Registration> {
+        let port = sock.local_addr().ok()?.port();
+        lock(&self.udp).insert(port, sock);
+        Some(Registration {
+            punchers: self.clone(),
+            port,
+            udp: true,
+        })
+    }
+
+    pub fn register_tcp(
+        self: &Arc<Self>,
+        bind: IpAddr,
+        port: u16,
+        api: Arc<dyn DynamicApi>,
+    ) -> Registration {
+        lock(&self.tcp).insert(port, TcpPort { bind, api });
+        Registration {
+            punchers: self.clone(),
+            port,
+            udp: false,
+        }
+    }
+
+    /// Start punching toward `endpoint` from every socket of the transport and return
+    /// how many sockets take part. For UDP the first packet from each socket has been
+    /// sent when this returns; the rest run in the background for [`PUNCH_FOR`]. A
+    /// punch toward an endpoint that one already runs toward adds nothing.
+    pub async fn punch(self: &Arc<Self>, endpoint: SocketAddr, udp: bool) -> usize {
+        {
+            let mut running = lock(&self.running);
+            if running.contains(&(endpoint, udp)) || running.len() >= MAX_RUNNING {
+                return 0;
+            }
+            running.push((endpoint, udp));
+        }
+        if udp {
+            let socks: Vec<_> = lock(&self.udp).values().cloned().collect();
+            for s in &socks {
+                send_indication(s, endpoint).await;
+            }
+            let (me, n) = (self.clone(), socks.len());
+            tokio::spawn(async move {
+                let until = tokio::time::Instant::now() + PUNCH_FOR;
+                loop {
+                    tokio::time::sleep(PUNCH_EVERY).await;
+                    if tokio::time::Instant::now() >= until {
+                        break;
+                    }
+                    for s in &socks {
+                        send_indication(s, endpoint).await;
+                    }
+                }
+                me.finished(endpoint, true);
+            });
+            n
+        } else {
+            let ports: Vec<_> = lock(&self.tcp)
+                .iter()
+                .map(|(port, p)| (*port, p.bind, p.api.clone()))
+                .collect();
+            let me = self.clone();
+            let n = ports.len();
+            tokio::spawn(async move {
+                let mut tries = tokio::task::JoinSet::new();
+                for (port, bind, api) in ports {
+                    tries.spawn(punch_tcp(api, bind, port, endpoint));
+                }
+                while tries.join_next().await.is_some() {}
+                me.finished(endpoint, false);
+            });
+            n
+        }
+    }
+
+    fn finished(&self, endpoint: SocketAddr, udp: bool) {
+        lock(&self.running).retain(|r| *r != (endpoint, udp));
+    }
+}
+
+async fn send_indication(sock: &UdpSocket, endpoint: SocketAddr) {
+    let mut txid = [0u8; 12];
+    let _ = getrandom::fill(&mut txid);
+    let _ = sock
+        .send_to(&stun::binding_indication(txid), endpoint)
+        .await;
+}
+
+/// TCP simultaneous open toward a client, from a STUN client's port: the first
+/// connection that forms is served as WebSocket.
+async fn punch_tcp(api: Arc<dyn DynamicApi>, bind: IpAddr, port: u16, endpoint: SocketAddr) {
+    let until = tokio::time::Instant::now() + PUNCH_FOR;
+    while tokio::time::Instant::now() < until {
+        let attempt =
+            tokio::time::timeout(Duration::from_secs(1), connect_from(bind, port, endpoint));
+        if let Ok(Ok(stream)) = attempt.await {
+            tracing::info!(%endpoint, "punched TCP connection up");
+            api.serve_tcp_stream(stream);
+            return;
+        }
+        tokio::time::sleep(PUNCH_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn socket() -> Arc<UdpSocket> {
+        Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    /// A plain non-blocking socket: a read asks the kernel, not tokio's readiness.
+    fn receiver() -> std::net::UdpSocket {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    }
+
+    #[tokio::test]
+    async fn first_packets_are_out_when_punch_returns() {
+        let punchers = Arc::new(Punchers::default());
+        let (a, b) = (socket().await, socket().await);
+        let _ra = punchers.register_udp(a.clone()).unwrap();
+        let rb = punchers.register_udp(b.clone()).unwrap();
+        let client = receiver();
+        let to = client.local_addr().unwrap();
+
+        assert_eq!(punchers.punch(to, true).await, 2);
+        // On loopback a sent datagram is in the receiver's buffer when send returns,
+        // so both are readable without waiting.
+        let mut buf = [0u8; 64];
+        let mut from = Vec::new();
+        for _ in 0..2 {
+            let (n, addr) = client.recv_from(&mut buf).expect("a punch packet");
+            assert!(stun::is_stun(&buf[..n]));
+            from.push(addr);
+        }
+        from.sort();
+        let mut expected = vec![a.local_addr().unwrap(), b.local_addr().unwrap()];
+        expected.sort();
+        assert_eq!(from, expected);
+
+        // A second punch toward the same endpoint while the first runs adds nothing.
+        assert_eq!(punchers.punch(to, true).await, 0);
+        // A stopped client's socket is no longer punched from.
+        drop(rb);
+        let other = receiver();
+        assert_eq!(punchers.punch(other.local_addr().unwrap(), true).await, 1);
+        let (_, addr) = other.recv_from(&mut buf).expect("a punch packet");
+        assert_eq!(addr, a.local_addr().unwrap());
+    }
+}
