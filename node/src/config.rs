@@ -27,6 +27,9 @@ pub const DEFAULT_RATE_LIMIT: f64 = 200.0;
 pub const DEFAULT_RATE_BURST: f64 = 1000.0;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+/// redb's own default is 1 GiB, far more than a small daemon should hold; pages
+/// that fall out of this cache are still served by the OS page cache.
+pub const DEFAULT_CACHE_SIZE_MIB: u64 = 64;
 
 /// Flags of `cirrus run`. Every field is optional so that unset flags fall through
 /// to the file and the defaults.
@@ -95,6 +98,9 @@ pub struct RunArgs {
     /// Most requests in one JSON-RPC batch.
     #[arg(long, env = "CIRRUS_MAX_BATCH")]
     pub max_batch: Option<usize>,
+    /// Database page cache, in MiB (read cache and write buffer together).
+    #[arg(long, env = "CIRRUS_CACHE_SIZE", value_name = "MIB")]
+    pub cache_size: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +126,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     limit_loopback: Option<bool>,
+    cache_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +147,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_batch: usize,
     pub limits: crate::api::limits::LimitsConfig,
+    /// redb page cache, in bytes (`cache-size` is given in MiB).
+    pub cache: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +169,8 @@ pub enum ConfigError {
     Bootstrap(String),
     #[error("no data dir given and $HOME is not set; pass --data-dir")]
     NoDataDir,
+    #[error("cache-size {0} MiB is more than this machine can address")]
+    CacheTooLarge(u64),
 }
 
 impl Config {
@@ -168,6 +179,17 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let cache_mib = args
+            .cache_size
+            .or(file.cache_size)
+            .unwrap_or(DEFAULT_CACHE_SIZE_MIB);
+        if cache_mib == 0 {
+            return Err(ConfigError::Zero("cache-size (MiB)"));
+        }
+        let cache_bytes = cache_mib
+            .checked_mul(1 << 20)
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or(ConfigError::CacheTooLarge(cache_mib))?;
         let data_dir = match args.data_dir.clone().or(file.data_dir) {
             Some(d) => d,
             None => default_data_dir().ok_or(ConfigError::NoDataDir)?,
@@ -236,6 +258,7 @@ impl Config {
                     .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP),
                 limit_loopback: args.limit_loopback || file.limit_loopback.unwrap_or(false),
             },
+            cache: cache_bytes,
         };
         let l = &cfg.limits;
         if !(l.rate > 0.0 && l.rate.is_finite() && l.burst >= 1.0 && l.burst.is_finite()) {
@@ -321,5 +344,30 @@ mod tests {
 
         std::fs::write(&path, "max-batch = 0\n").unwrap();
         assert!(Config::build(&args).is_err());
+    }
+
+    #[test]
+    fn cache_size_is_in_mib_and_checked() {
+        let args = RunArgs {
+            data_dir: Some("/x".into()),
+            ..Default::default()
+        };
+        let c = Config::build(&args).unwrap();
+        assert_eq!(c.cache as u64, DEFAULT_CACHE_SIZE_MIB << 20);
+        let c = Config::build(&RunArgs {
+            cache_size: Some(16),
+            ..args.clone()
+        })
+        .unwrap();
+        assert_eq!(c.cache, 16 << 20);
+        for bad in [0, u64::MAX] {
+            let err = Config::build(&RunArgs {
+                cache_size: Some(bad),
+                ..args.clone()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("cache-size"), "{err}");
+        }
     }
 }

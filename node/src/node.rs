@@ -78,7 +78,7 @@ impl Node {
         })?;
         let key = identity::load_or_create(&cfg.data_dir)?;
         let peer_id = key.public().to_peer_id();
-        let store = Arc::new(Store::open(&cfg.data_dir.join(DB_FILE))?);
+        let store = Arc::new(Store::open_cached(&cfg.data_dir.join(DB_FILE), cfg.cache)?);
         let (writer, writer_thread) = Writer::spawn(store.clone());
         let shutdown = CancellationToken::new();
         let p2p_cfg = P2pConfig {

@@ -121,3 +121,34 @@ fn keygen_put_rate_get_with_proof_call_and_compare() {
     let out = cirrus(h, &["call", "getdbhash", "--node", "gopher://x"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn cache_size_flag_is_accepted_and_bad_values_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start_with(dir.path(), &["--cache-size", "8"]);
+    assert_eq!(node.db()["records"], 0);
+    node.stop();
+
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "cache-size = 0\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let data = dir.path().join("e");
+    let data = data.to_str().unwrap();
+    for (args, needle) in [
+        (&["--cache-size", "0"][..], "cache-size"),
+        (&["--cache-size", "64MiB"][..], "--cache-size"),
+        (&["--cache-size=-1"][..], "--cache-size"),
+        (&["--cache-size", "18446744073709551615"][..], "cache-size"),
+        (&["--config", cfg][..], "cache-size"),
+    ] {
+        let out = Command::new(BIN)
+            .arg("run")
+            .args(args)
+            .args(["--data-dir", data])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

@@ -17,7 +17,7 @@ use std::path::Path;
 use cirrus_proto::api::{DbHash, PutStatus, RatingResult, RatingTotals};
 use cirrus_proto::merkle::{self, Hash, Proof};
 use cirrus_proto::record::{Id, Record, Slot};
-use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use redb::{Builder, Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
 
 use tables::*;
 use trie::{TrieReader, TrieWriter};
@@ -61,9 +61,19 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (or create) the database file.
+    /// Open (or create) the database file with redb's default page cache (1 GiB);
+    /// for tools and tests. The node uses [`Store::open_cached`].
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(path)?;
+        Self::init(Database::create(path)?)
+    }
+
+    /// Open (or create) the database file; redb's page cache (read cache and write
+    /// buffer together) holds at most `cache_bytes`.
+    pub fn open_cached(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+        Self::init(Builder::new().set_cache_size(cache_bytes).create(path)?)
+    }
+
+    fn init(db: Database) -> Result<Store, StoreError> {
         let txn = db.begin_write()?;
         {
             // Create every table so that readers never meet a missing one.
