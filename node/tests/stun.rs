@@ -1010,8 +1010,33 @@ fn a_request_of_exactly_the_size_limit_is_answered() {
 // f. TCP slots
 // ---------------------------------------------------------------------------
 
-/// TCP connections the server serves at once (`MAX_TCP` in node/src/stun/server.rs).
+/// TCP connections the server serves at once, and per address (`MAX_TCP` and
+/// `MAX_TCP_PER_IP` in node/src/stun/server.rs).
 const MAX_TCP: usize = 256;
+const MAX_TCP_PER_IP: usize = 32;
+
+/// A TCP connection to `server` from the loopback address `ip`, so one test can
+/// stand for many clients.
+fn tcp_from(ip: Ipv4Addr, server: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from((ip, 0)).into())
+        .unwrap_or_else(|e| panic!("cannot bind to {ip}: {e}"));
+    s.connect(&server.into())
+        .unwrap_or_else(|e| panic!("cannot connect from {ip} to {server}: {e}"));
+    s.into()
+}
+
+/// Waits (up to [`IO_TIMEOUT`]) for the server to close `s`.
+fn assert_closed(s: &mut TcpStream, what: &str) {
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut byte = [0u8; 1];
+    match s.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("{what} was not closed: {other:?}"),
+    }
+}
 
 /// Lift this process's soft open-file limit toward the hard one: the slot test holds
 /// a few hundred sockets while other tests run, and the node it starts inherits the
@@ -1065,15 +1090,14 @@ fn idle_connections_cannot_hold_the_tcp_slots() {
     let mut node = TestNode::start(dir.path());
     let server = SocketAddr::from((LOOPBACK, stun_port(&node)));
 
+    // Spread over eight addresses, round robin, so none reaches its own cap.
+    let sources: Vec<Ipv4Addr> = (1..=8).map(|i| Ipv4Addr::new(127, 0, 1, i)).collect();
     let mut idle: Vec<TcpStream> = (0..MAX_TCP - 1)
-        .map(|i| {
-            TcpStream::connect(server)
-                .unwrap_or_else(|e| panic!("idle connection {i} to {server}: {e}"))
-        })
+        .map(|i| tcp_from(sources[i % sources.len()], server))
         .collect();
     // The server accepts in order, so once the last slot's client is answered every
     // idle connection has been accepted before it, and all slots are taken.
-    let mut honest = TcpStream::connect(server).unwrap();
+    let mut honest = tcp_from(Ipv4Addr::new(127, 0, 2, 1), server);
     honest.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let honest_me = honest.local_addr().unwrap();
     let got = tcp_ask(&mut honest, 1, "the connection in the last slot");
@@ -1083,7 +1107,7 @@ fn idle_connections_cannot_hold_the_tcp_slots() {
     const NEWCOMERS: usize = 8;
     let mut newcomers = Vec::new();
     for i in 0..NEWCOMERS {
-        let mut s = TcpStream::connect(server).unwrap();
+        let mut s = tcp_from(Ipv4Addr::new(127, 0, 3, 1), server);
         s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         let me = s.local_addr().unwrap();
         let what = format!("newcomer {i} with every slot taken");
@@ -1091,20 +1115,22 @@ fn idle_connections_cannot_hold_the_tcp_slots() {
         newcomers.push(s);
     }
 
-    // The oldest idle connections made room, in the order they were accepted.
+    // The idle addresses hold the most, so they made room, each its oldest in
+    // turn: the oldest idle connections, in the order they were accepted.
     for (i, s) in idle.iter_mut().take(NEWCOMERS).enumerate() {
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        let mut byte = [0u8; 1];
-        match s.read(&mut byte) {
-            Ok(0) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-            other => panic!("idle connection {i} was not closed to make room: {other:?}"),
-        }
+        assert_closed(s, &format!("idle connection {i}, to make room"));
     }
     // The client that asked last is still served on its connection, and so is the
     // rest of the node.
     let got = tcp_ask(&mut honest, 2, "the connection that kept asking");
     assert_eq!(mapped_of(&got), honest_me);
+    for (i, s) in newcomers.iter_mut().enumerate() {
+        let what = format!("newcomer {i}, asking again");
+        assert_eq!(
+            mapped_of(&tcp_ask(s, 200 + i as u64, &what)),
+            s.local_addr().unwrap()
+        );
+    }
     let sock = udp_socket();
     let reply = udp_exchange(
         &sock,
@@ -1116,4 +1142,55 @@ fn idle_connections_cannot_hold_the_tcp_slots() {
     assert!(node.child.try_wait().unwrap().is_none(), "the node died");
     let info = node.ok("getnodeinfo", json!({}));
     assert_eq!(info["ports"]["stun"], server.port(), "{info}");
+}
+
+/// One address holds at most [`MAX_TCP_PER_IP`] connections even while slots are
+/// free: its next connection takes the slot of its own quietest one, and nobody
+/// else's. Without the cap all of them would stay open.
+#[test]
+fn one_address_cannot_take_more_than_its_share_of_tcp_slots() {
+    raise_fd_limit(1024);
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = TestNode::start(dir.path());
+    let server = SocketAddr::from((LOOPBACK, stun_port(&node)));
+    let greedy = Ipv4Addr::new(127, 0, 4, 1);
+
+    let mut other = tcp_from(Ipv4Addr::new(127, 0, 5, 1), server);
+    other.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let silent: Vec<TcpStream> = (0..MAX_TCP_PER_IP - 1)
+        .map(|_| tcp_from(greedy, server))
+        .collect();
+    let mut asking = tcp_from(greedy, server);
+    asking.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    // Answered: every connection before it has been accepted; the address is at its cap.
+    tcp_ask(
+        &mut asking,
+        1,
+        "the connection that fills the address's share",
+    );
+
+    let mut newest = tcp_from(greedy, server);
+    newest.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let me = newest.local_addr().unwrap();
+    assert_eq!(
+        mapped_of(&tcp_ask(&mut newest, 2, "one more from the same address")),
+        me
+    );
+    let mut silent = silent.into_iter();
+    assert_closed(
+        &mut silent.next().unwrap(),
+        "the address's quietest connection",
+    );
+    // The rest of its connections, and other addresses', are still served.
+    for (i, mut s) in silent.enumerate() {
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let me = s.local_addr().unwrap();
+        let what = format!("silent connection {} of the address", i + 1);
+        assert_eq!(mapped_of(&tcp_ask(&mut s, 10 + i as u64, &what)), me);
+    }
+    assert_eq!(
+        mapped_of(&tcp_ask(&mut other, 3, "another address's connection")),
+        other.local_addr().unwrap()
+    );
+    assert!(node.child.try_wait().unwrap().is_none(), "the node died");
 }

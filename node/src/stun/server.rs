@@ -4,13 +4,17 @@
 //! stream that is not STUN is closed.
 //!
 //! TCP slots are bounded, so a stranger could try to hold them all with connections
-//! that send nothing, or send slowly. Three rules keep them free for honest
+//! that send nothing, or send slowly. Four rules keep them free for honest
 //! clients: a connection that delivers no whole message for [`TCP_IDLE`] is closed,
-//! a message once begun must be whole within [`TCP_MESSAGE`], and when every slot is
-//! taken a newcomer takes the slot of the connection quiet longest ([`IdleTable`]).
+//! a message once begun must be whole within [`TCP_MESSAGE`], one address holds at
+//! most [`MAX_TCP_PER_IP`] (its next connection takes the slot of its own quietest
+//! one), and when every slot is taken a newcomer takes the slot of the quietest
+//! connection of the address holding the most ([`IdleTable`]). An honest peer needs
+//! one connection, so a flood from a few addresses pushes out its own first.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +31,9 @@ use super::{SOFTWARE, StunState, Transport};
 /// TCP connections served at once; when all are taken, a newcomer evicts the
 /// connection quiet longest.
 const MAX_TCP: usize = 256;
+/// TCP connections one address holds at once. Each peer node keeps one; this leaves
+/// room for a few dozen nodes behind one NAT.
+const MAX_TCP_PER_IP: usize = 32;
 /// A TCP connection that delivers no whole message for this long is closed. Three
 /// of our clients' keepalive intervals at the default 20 s: a live peer sends well
 /// within it, and one that has stopped reconnects when it asks again.
@@ -71,15 +78,16 @@ pub async fn serve_udp(
     }
 }
 
-/// Open TCP connections, each with the time it last delivered a whole message (or
-/// was accepted), as a counter rather than a clock so the order is exact.
-struct IdleTable<T> {
+/// Open TCP connections, each with its address and the time it last delivered a
+/// whole message (or was accepted), as a counter rather than a clock so the order is
+/// exact. At most a few hundred entries, so plain scans do.
+struct IdleTable<K, T> {
     clock: u64,
-    /// id -> (tick last heard, value)
-    conns: HashMap<u64, (u64, T)>,
+    /// id -> (tick last heard, key, value)
+    conns: HashMap<u64, (u64, K, T)>,
 }
 
-impl<T> Default for IdleTable<T> {
+impl<K, T> Default for IdleTable<K, T> {
     fn default() -> Self {
         IdleTable {
             clock: 0,
@@ -88,11 +96,11 @@ impl<T> Default for IdleTable<T> {
     }
 }
 
-impl<T> IdleTable<T> {
-    /// A new connection, heard now. Returns its id.
-    fn open(&mut self, value: T) -> u64 {
+impl<K: Eq + Hash + Clone, T> IdleTable<K, T> {
+    /// A new connection from `key`, heard now. Returns its id.
+    fn open(&mut self, key: K, value: T) -> u64 {
         self.clock += 1;
-        self.conns.insert(self.clock, (self.clock, value));
+        self.conns.insert(self.clock, (self.clock, key, value));
         self.clock
     }
 
@@ -108,14 +116,38 @@ impl<T> IdleTable<T> {
         self.conns.remove(&id);
     }
 
-    /// Removes the connection heard from longest ago and returns its value.
-    fn evict(&mut self) -> Option<T> {
-        let (&id, _) = self.conns.iter().min_by_key(|(_, (tick, _))| *tick)?;
-        self.conns.remove(&id).map(|(_, v)| v)
+    fn count(&self, key: &K) -> usize {
+        self.conns.values().filter(|(_, k, _)| k == key).count()
+    }
+
+    /// Removes the connection of `key` heard from longest ago and returns its value.
+    fn evict_from(&mut self, key: &K) -> Option<T> {
+        let (&id, _) = self
+            .conns
+            .iter()
+            .filter(|(_, (_, k, _))| k == key)
+            .min_by_key(|(_, (tick, _, _))| *tick)?;
+        self.conns.remove(&id).map(|(_, _, v)| v)
+    }
+
+    /// Removes the quietest connection of the key holding the most connections (of
+    /// those, the one whose quietest is quietest) and returns its value.
+    fn evict_crowded(&mut self) -> Option<T> {
+        let mut per_key: HashMap<&K, (usize, u64)> = HashMap::new();
+        for (tick, k, _) in self.conns.values() {
+            let e = per_key.entry(k).or_insert((0, u64::MAX));
+            e.0 += 1;
+            e.1 = e.1.min(*tick);
+        }
+        let (key, _) = per_key
+            .into_iter()
+            .max_by_key(|(_, (n, oldest))| (*n, std::cmp::Reverse(*oldest)))?;
+        let key = key.clone();
+        self.evict_from(&key)
     }
 }
 
-type Table = Mutex<IdleTable<(CancellationToken, SocketAddr)>>;
+type Table = Mutex<IdleTable<IpAddr, (CancellationToken, SocketAddr)>>;
 
 pub async fn serve_tcp(
     listener: TcpListener,
@@ -134,25 +166,31 @@ pub async fn serve_tcp(
                 Err(e) => { tracing::debug!(error = %e, "STUN TCP accept error"); continue; }
             },
         };
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let victim = table.lock().expect("stun tcp table lock").evict();
-                if let Some((conn, addr)) = victim {
-                    tracing::debug!(%addr, newcomer = %from, "STUN TCP slots full; closing the connection quiet longest");
-                    conn.cancel();
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
-                }
+        let victim = {
+            let mut t = table.lock().expect("stun tcp table lock");
+            if t.count(&from.ip()) >= MAX_TCP_PER_IP {
+                t.evict_from(&from.ip())
+            } else if slots.available_permits() == 0 {
+                t.evict_crowded()
+            } else {
+                None
             }
+        };
+        if let Some((conn, addr)) = victim {
+            tracing::debug!(%addr, newcomer = %from, "STUN TCP slots full; closing a quiet connection");
+            conn.cancel();
+        }
+        // Only this loop takes permits, so after an eviction the wait ends when the
+        // evicted connection has closed.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
         };
         let conn = shutdown.child_token();
         let id = table
             .lock()
             .expect("stun tcp table lock")
-            .open((conn.clone(), from));
+            .open(from.ip(), (conn.clone(), from));
         let (state, table) = (state.clone(), table.clone());
         tokio::spawn(async move {
             tokio::select! {
@@ -216,26 +254,43 @@ mod tests {
     #[test]
     fn evicts_the_connection_heard_from_longest_ago() {
         let mut t = IdleTable::default();
-        let a = t.open("a");
-        t.open("b");
-        let c = t.open("c");
+        let a = t.open(1, "a");
+        t.open(2, "b");
+        let c = t.open(3, "c");
         t.heard(a);
-        assert_eq!(t.evict(), Some("b"));
+        assert_eq!(t.evict_crowded(), Some("b"));
         t.heard(c);
-        assert_eq!(t.evict(), Some("a"));
+        assert_eq!(t.evict_crowded(), Some("a"));
         t.close(c);
-        assert_eq!(t.evict(), None);
+        assert_eq!(t.evict_crowded(), None);
     }
 
     #[test]
     fn a_closed_or_evicted_connection_is_not_heard_again() {
         let mut t = IdleTable::default();
-        let a = t.open(1);
-        let b = t.open(2);
+        let a = t.open(1, 1);
+        let b = t.open(2, 2);
         t.close(a);
         t.heard(a); // its task may still finish a message after eviction
-        assert_eq!(t.evict(), Some(2));
+        assert_eq!(t.evict_crowded(), Some(2));
         t.heard(b);
-        assert_eq!(t.evict(), None);
+        assert_eq!(t.evict_crowded(), None);
+    }
+
+    #[test]
+    fn the_address_holding_most_loses_first_and_only_its_own() {
+        let mut t = IdleTable::default();
+        let honest = t.open("honest", "h"); // quietest of all
+        t.open("flood", "f1");
+        t.open("flood", "f2");
+        t.open("other", "o1");
+        assert_eq!(t.count(&"flood"), 2);
+        assert_eq!(t.evict_crowded(), Some("f1"));
+        // Now every address holds one: the quietest goes.
+        assert_eq!(t.evict_crowded(), Some("h"));
+        t.close(honest);
+        assert_eq!(t.evict_from(&"other"), Some("o1"));
+        assert_eq!(t.evict_from(&"other"), None);
+        assert_eq!(t.count(&"flood"), 1);
     }
 }
