@@ -13,6 +13,8 @@ mod trie;
 pub mod writer;
 
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cirrus_proto::api::{DbHash, PutStatus, RatingResult, RatingTotals};
 use cirrus_proto::merkle::{self, Hash, Proof};
@@ -58,6 +60,11 @@ pub struct Stored {
 
 pub struct Store {
     db: Database,
+    /// Commits so far, and the last [`DbHash`] read with the commit count it was read
+    /// at: `getdbhash` is the question clients ask most, and between commits its
+    /// answer cannot change.
+    commits: AtomicU64,
+    hash: Mutex<Option<(u64, DbHash)>>,
 }
 
 impl Store {
@@ -86,7 +93,11 @@ impl Store {
             txn.open_table(META)?;
         }
         txn.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            commits: AtomicU64::new(0),
+            hash: Mutex::new(None),
+        })
     }
 
     /// Apply verified records in one transaction, in order; returns one status each.
@@ -95,10 +106,28 @@ impl Store {
         let txn = self.db.begin_write()?;
         let statuses = apply_in(&txn, records)?;
         txn.commit()?;
+        self.commits.fetch_add(1, Ordering::Release);
         Ok(statuses)
     }
 
+    /// The root, record count and rating totals. Served from memory when no commit
+    /// happened since the last read. The count is taken before the snapshot opens:
+    /// a commit in between makes the entry look older than it is (a miss), never
+    /// newer.
     pub fn db_hash(&self) -> Result<DbHash, StoreError> {
+        let commits = self.commits.load(Ordering::Acquire);
+        let cached = || self.hash.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, hash)) = cached().as_ref()
+            && *at == commits
+        {
+            return Ok(hash.clone());
+        }
+        let hash = self.read_db_hash()?;
+        *cached() = Some((commits, hash.clone()));
+        Ok(hash)
+    }
+
+    fn read_db_hash(&self) -> Result<DbHash, StoreError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
         let counter = |k| -> Result<u64, StoreError> { Ok(meta.get(k)?.map_or(0, |v| v.value())) };
