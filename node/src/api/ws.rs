@@ -6,7 +6,8 @@
 //! Each connection has a bounded outgoing queue. A client that does not read its
 //! notifications fast enough fills it and is disconnected, so it cannot slow the
 //! node or other clients. The server pings every 20 s and closes a connection that
-//! has sent nothing (not even a pong) for 60 s.
+//! has sent nothing (not even a pong) for 60 s. A message over the size limit
+//! closes the connection with status 1009 (message too big).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 use axum::routing::get;
 use cirrus_proto::api::RecordView;
@@ -96,7 +97,7 @@ async fn session(socket: WebSocket, dispatcher: Dispatcher, from: std::net::IpAd
             }
         }
         writer_done.cancel();
-        let _ = sink.close().await;
+        sink
     });
     tokio::spawn(notifications(
         dispatcher.clone(),
@@ -105,13 +106,18 @@ async fn session(socket: WebSocket, dispatcher: Dispatcher, from: std::net::IpAd
         done.clone(),
     ));
 
+    let mut close = None;
     loop {
         let next = tokio::select! {
             _ = done.cancelled() => break,
             n = tokio::time::timeout(IDLE_LIMIT, stream.next()) => n,
         };
         let text = match next {
-            Err(_) | Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break,
+            Ok(Some(Err(e))) => {
+                close = too_big(e);
+                break;
+            }
+            Err(_) | Ok(None) | Ok(Some(Ok(Message::Close(_)))) => break,
             Ok(Some(Ok(Message::Text(t)))) => t,
             Ok(Some(Ok(Message::Binary(_)))) => {
                 let e = ErrorObject::new(
@@ -146,7 +152,24 @@ async fn session(socket: WebSocket, dispatcher: Dispatcher, from: std::net::IpAd
         });
     }
     done.cancel();
-    let _ = writer.await;
+    if let Ok(mut sink) = writer.await {
+        if let Some(frame) = close {
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
+        let _ = sink.close().await;
+    }
+}
+
+/// The close frame for a read error that is a message over the size limit.
+fn too_big(e: axum::Error) -> Option<CloseFrame> {
+    use tokio_tungstenite::tungstenite::Error;
+    match e.into_inner().downcast_ref::<Error>() {
+        Some(Error::Capacity(c)) => Some(CloseFrame {
+            code: close_code::SIZE,
+            reason: c.to_string().into(),
+        }),
+        _ => None,
+    }
 }
 
 /// `subscribe` / `unsubscribe` as a single request: handled here, because the

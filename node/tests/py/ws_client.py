@@ -171,11 +171,12 @@ async def sizes(url, max_body):
         try:
             m = await recv_json(ws, "the answer to an oversize message")
         except ConnectionClosed as e:
-            ok(f"a {len(over)}-byte message closed the connection ({e})")
+            code = e.rcvd.code if e.rcvd is not None else None
+            if code != 1009:
+                fail(f"a {len(over)}-byte message closed the connection with {code}, not 1009 ({e})")
+            ok(f"a {len(over)}-byte message closed the connection with 1009 ({e})")
         else:
-            if "error" not in m:
-                fail(f"an oversize message was served: {m}")
-            ok(f"a {len(over)}-byte message got an error: {m}")
+            fail(f"an oversize message was answered: {m}")
 
 
 async def main():
