@@ -390,7 +390,8 @@ log "matrix done in $(( $(date +%s) - started )) s"
 
 # ---------------------------------------------------------------------------
 set +e
-python3 - "$RESULTS" "$SMOKE" "$TRIALS" "$WAN_INPUT" <<'EOF'
+python3 - "$RESULTS" "$SMOKE" "$TRIALS" "$WAN_INPUT" "$WORK" <<'EOF'
+import os
 import sys
 from collections import defaultdict
 
@@ -398,13 +399,24 @@ rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 smoke = sys.argv[2] == "1"
 trials = int(sys.argv[3])
 wan_input = sys.argv[4]
+work = sys.argv[5]
+
+def why(tr, c, n, k):
+    """The client's own account of its path (`path: ...` on stderr)."""
+    try:
+        lines = open(os.path.join(work, f"call-{tr}-{c}-{n}-{k}.err")).read().splitlines()
+    except OSError as e:
+        return str(e)
+    return next((l for l in lines if l.startswith("path:")), (lines or ["(nothing on stderr)"])[-1])
 cells = defaultdict(list)
 order = []
+trial = defaultdict(list)
 for tr, c, n, k, ok, path, ms in rows:
     key = (tr, c, n)
     if key not in cells:
         order.append(key)
     cells[key].append((ok == "1", path, int(ms)))
+    trial[key].append(k)
 
 def theory(tr, c, n):
     """Direct unless one side is symmetric and the other filters by port
@@ -440,6 +452,10 @@ for key in order:
     th = theory(tr, c, n)
     got = "direct" if d == len(xs) else "relay" if r == len(xs) else "mixed"
     mark = "" if th.startswith(got) else " (differs)"
+    if mark:
+        for k, (o, p, _) in zip(trial[key], xs):
+            if not (o and th.startswith(p)):
+                print(f"  {tr} {c} -> {n} trial {k}: {why(tr, c, n, k)}", file=sys.stderr)
     print(f"| {tr} | {c} | {n} | {ok}/{len(xs)} | {d} | {r} | {pct(t, 50)} | {pct(t, 95)} | {th}{mark} |")
     grid[tr][(c, n)] = f"{d}D {r}R" + ("" if ok == len(xs) else f" {len(xs) - ok}F")
     if ok < len(xs):

@@ -48,8 +48,8 @@ pub enum PunchTransport {
 pub enum Path {
     /// Straight to the target, at this STUN-found endpoint.
     Direct(SocketAddr),
-    /// Through the rendezvous node's `relay`.
-    Relay,
+    /// Through the rendezvous node's `relay`; `why` the direct path was not taken.
+    Relay { why: String },
 }
 
 #[derive(Debug)]
@@ -95,23 +95,25 @@ pub async fn call_peer(
                 .collect()
         })
         .unwrap_or_default();
-    if !targets.is_empty() {
+    let why = if targets.is_empty() {
+        format!("the rendezvous node lists no {key} endpoints for the peer")
+    } else {
         let info = r.call("getnodeinfo", json!({})).await?;
-        let stun_server = rendezvous_stun(rendezvous, &info);
-        let direct = match (transport, stun_server) {
+        let direct = match (transport, rendezvous_stun(rendezvous, &info)) {
             (PunchTransport::Udp, Some(s)) => direct_udp(&r, peer, s, &targets, &request).await,
             (PunchTransport::Tcp, Some(s)) => direct_tcp(&r, peer, s, &targets, &request).await,
-            _ => None,
+            (_, None) => Err("the rendezvous node shows no STUN port".into()),
         };
-        if let Some(reached) = direct {
-            return Ok(reached);
+        match direct {
+            Ok(reached) => return Ok(reached),
+            Err(why) => why,
         }
-    }
+    };
     let response = r
         .call("relay", json!({ "peerId": peer, "request": request }))
         .await?;
     Ok(Reached {
-        path: Path::Relay,
+        path: Path::Relay { why },
         response,
     })
 }
@@ -133,11 +135,13 @@ async fn direct_udp(
     stun: SocketAddr,
     targets: &[SocketAddr],
     request: &Value,
-) -> Option<Reached> {
-    let sock = UdpSocket::bind("0.0.0.0:0").await.ok()?;
+) -> Result<Reached, String> {
+    let sock = UdpSocket::bind("0.0.0.0:0")
+        .await
+        .map_err(|e| format!("no UDP socket: {e}"))?;
     let mine = probe::binding_udp(&sock, stun, Duration::from_secs(2))
         .await
-        .ok()?;
+        .map_err(|e| format!("no STUN answer from {stun}: {e}"))?;
     if behind_nat(stun, mine).await {
         // Open our NAT toward the target before it punches toward us, so its
         // packets find our mapping instead of creating one of their own.
@@ -155,8 +159,8 @@ async fn direct_udp(
         json!({"peerId": peer, "endpoint": mine.to_string(), "transport": "udp"}),
     )
     .await
-    .ok()?;
-    let mut body = serde_json::to_vec(request).ok()?;
+    .map_err(|e| format!("punch failed: {e}"))?;
+    let mut body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
     body.resize(body.len().max(64), b' ');
     let until = tokio::time::Instant::now() + DIRECT_FOR;
     let mut parts = Reassembler::default();
@@ -198,17 +202,20 @@ async fn direct_udp(
             if v["error"]["code"] == jsonrpc::COOKIE_REQUIRED {
                 let mut with = request.clone();
                 with["cookie"] = v["error"]["data"]["cookie"].clone();
-                let b = serde_json::to_vec(&with).ok()?;
+                let b = serde_json::to_vec(&with).map_err(|e| e.to_string())?;
                 bodies = vec![(from, b)];
                 break;
             }
-            return Some(Reached {
+            return Ok(Reached {
                 path: Path::Direct(from),
                 response: v,
             });
         }
     }
-    None
+    Err(format!(
+        "no answer within {DIRECT_FOR:?} from {} (our mapping {mine})",
+        list(&targets)
+    ))
 }
 
 async fn direct_tcp(
@@ -217,25 +224,28 @@ async fn direct_tcp(
     stun: SocketAddr,
     targets: &[SocketAddr],
     request: &Value,
-) -> Option<Reached> {
+) -> Result<Reached, String> {
     let bind: IpAddr = Ipv4Addr::UNSPECIFIED.into();
-    let mut to_stun = connect_from(bind, 0, stun).await.ok()?;
-    let port = to_stun.local_addr().ok()?.port();
+    let mut to_stun = connect_from(bind, 0, stun)
+        .await
+        .map_err(|e| format!("cannot connect to STUN {stun}: {e}"))?;
+    let port = to_stun.local_addr().map_err(|e| e.to_string())?.port();
     let mine = probe::binding_tcp(&mut to_stun, Duration::from_secs(2))
         .await
-        .ok()?;
+        .map_err(|e| format!("no STUN answer from {stun}: {e}"))?;
     drop(to_stun);
     // The target's punch connects toward `mine`: when our NAT lets it in (no NAT,
     // or endpoint-independent filtering) this listener takes it, from whatever port
     // the target's NAT gave it. Our own connects go the other way, and cross the
     // target's SYNs when both NATs keep the port (simultaneous open).
-    let listener = listen_on(SocketAddr::new(bind, port)).ok()?;
+    let listener = listen_on(SocketAddr::new(bind, port))
+        .map_err(|e| format!("cannot listen on port {port}: {e}"))?;
     r.call(
         "punch",
         json!({"peerId": peer, "endpoint": mine.to_string(), "transport": "tcp"}),
     )
     .await
-    .ok()?;
+    .map_err(|e| format!("punch failed: {e}"))?;
     let until = tokio::time::Instant::now() + DIRECT_FOR;
     let (tx, mut answers) = mpsc::channel::<(SocketAddr, Value)>(8);
     let mut tasks = JoinSet::new();
@@ -251,13 +261,29 @@ async fn direct_tcp(
         ));
     }
     drop(tx);
+    let no_answer = || {
+        format!(
+            "no answer within {DIRECT_FOR:?} from {} (our mapping {mine})",
+            list(targets)
+        )
+    };
     let (from, response) = tokio::time::timeout_at(until, answers.recv())
         .await
-        .ok()??;
-    Some(Reached {
+        .ok()
+        .flatten()
+        .ok_or_else(no_answer)?;
+    Ok(Reached {
         path: Path::Direct(from),
         response,
     })
+}
+
+fn list(targets: &[SocketAddr]) -> String {
+    targets
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Connections the target makes toward us (its punch), each asked `request` on

@@ -50,7 +50,7 @@ pub async fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
         let reached = call_peer(rendezvous, peer, transport, request, timeout).await?;
         match &reached.path {
             Path::Direct(at) => eprintln!("path: direct ({} to {at})", a.transport),
-            Path::Relay => eprintln!("path: relay (through {rendezvous})"),
+            Path::Relay { why } => eprintln!("path: relay (through {rendezvous}; direct: {why})"),
         }
         return print_response(&reached.response);
     }
