@@ -167,9 +167,13 @@ impl Client {
 
     /// Subscribe over WebSocket and hand every notification to `each` until the
     /// connection ends.
+    /// Subscribe over WebSocket; `subscribed` runs once the node has acknowledged
+    /// the subscription, then `each` for every notification until the connection
+    /// ends.
     pub async fn subscribe(
         &self,
         topics: &[String],
+        subscribed: impl FnOnce(),
         mut each: impl FnMut(Value),
     ) -> Result<(), ClientError> {
         if !matches!(self.transport, Transport::Ws) {
@@ -183,6 +187,7 @@ impl Client {
         ws.send(WsMessage::Text(req.to_string().into()))
             .await
             .map_err(|e| self.io(e))?;
+        let mut subscribed = Some(subscribed);
         while let Some(m) = ws.next().await {
             if let WsMessage::Text(t) = m.map_err(|e| self.io(e))? {
                 let v: Value = serde_json::from_str(&t).map_err(|e| self.bad(e.to_string()))?;
@@ -193,6 +198,11 @@ impl Client {
                 }
                 if v.get("method").is_some() {
                     each(v);
+                } else if v.get("id") == Some(&Value::from(0))
+                    && v.get("result").is_some()
+                    && let Some(f) = subscribed.take()
+                {
+                    f();
                 }
             }
         }

@@ -62,9 +62,9 @@ pub async fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
             None => vec!["records".into(), "peers".into()],
         };
         let client = a.node.client()?;
-        eprintln!("subscribed to {}; Ctrl-C to stop", topics.join(", "));
+        let subscribed = || eprintln!("subscribed to {}; Ctrl-C to stop", topics.join(", "));
         client
-            .subscribe(&topics, |note| {
+            .subscribe(&topics, subscribed, |note| {
                 use std::io::Write;
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{note}");
