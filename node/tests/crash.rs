@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cirrus_proto::merkle::{self, EMPTY, Hash, NibblePath, Node, NodeSource, NodeStore};
 use cirrus_proto::record::{Id, Kind, Record};
@@ -33,23 +33,11 @@ const CYCLES: usize = 3;
 const ACKED_PER_CYCLE: usize = 400;
 /// Puts per batch of the batching writer.
 const BATCH: usize = 20;
-const TIMEOUT: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(50);
+/// How often to look at the count of acknowledged writes: often, so the kill lands
+/// soon after [`ACKED_PER_CYCLE`] and still in the middle of the stream.
+const ACK_POLL: Duration = Duration::from_millis(50);
 /// Rating targets shared by every writer, so one target sums ratings of many authors.
 const TARGETS: usize = 7;
-
-fn wait_until<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(state) if Instant::now() > deadline => {
-                panic!("timed out after {TIMEOUT:?} waiting until {what}; last state: {state}")
-            }
-            Err(_) => std::thread::sleep(POLL),
-        }
-    }
-}
 
 #[derive(Default)]
 struct MapStore(HashMap<NibblePath, Node>);
@@ -439,7 +427,8 @@ fn sigkill_mid_stream_loses_no_acknowledged_write() {
                 std::thread::spawn(move || write_until_dead(url, stream, cycle, batch, acked))
             })
             .collect();
-        wait_until(
+        wait_until_every(
+            ACK_POLL,
             &format!("cycle {cycle}: {ACKED_PER_CYCLE} writes are acknowledged"),
             || {
                 let n = acked.load(Ordering::SeqCst);

@@ -17,27 +17,10 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
 
 use cirrus_proto::record::{Author, Id, Kind, Record};
 use common::*;
 use serde_json::{Value, json};
-
-const POLL: Duration = Duration::from_millis(100);
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn wait_until<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(state) if Instant::now() > deadline => {
-                panic!("timed out after {TIMEOUT:?} waiting until {what}; last state: {state}")
-            }
-            Err(_) => std::thread::sleep(POLL),
-        }
-    }
-}
 
 /// The winner of every slot by the SPEC conflict rule (higher `seq`, then higher id).
 #[derive(Default, Clone)]

@@ -26,24 +26,6 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, noise, tcp, yamux};
 use serde_json::{Value, json};
 
-const POLL: Duration = Duration::from_millis(100);
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Poll `check` every [`POLL`] until it returns `Ok`; after [`TIMEOUT`], fail with
-/// what was being waited for and the last state `check` described.
-fn wait_until<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(state) if Instant::now() > deadline => {
-                panic!("timed out after {TIMEOUT:?} waiting until {what}; last state: {state}")
-            }
-            Err(_) => std::thread::sleep(POLL),
-        }
-    }
-}
-
 /// What the nodes should hold: the winning record of every slot, by the conflict
 /// rule (the tests never reuse a `seq` within a slot, so the higher `seq` wins).
 #[derive(Default)]

@@ -26,8 +26,6 @@ use common::*;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite;
 
-const POLL: Duration = Duration::from_millis(100);
-const TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on one blocking read; a read that hits it fails the test (or, where noted,
 /// ends a collection window).
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,21 +36,6 @@ const MAX_DATAGRAM_OUT: usize = 1200;
 const FRAGMENT_TAG: u8 = 0xCF;
 const COOKIE_REQUIRED: i64 = -32010;
 const WS_INSTALL_HINT: &str = "scripts/test.sh installs it (python3 -m pip install websockets); run that script or install it by hand";
-
-/// Poll `check` every [`POLL`] until it returns `Ok`; after [`TIMEOUT`], fail with
-/// what was being waited for and the last state `check` described.
-fn wait_until<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(state) if Instant::now() > deadline => {
-                panic!("timed out after {TIMEOUT:?} waiting until {what}; last state: {state}")
-            }
-            Err(_) => std::thread::sleep(POLL),
-        }
-    }
-}
 
 fn preview(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
