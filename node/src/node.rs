@@ -81,6 +81,21 @@ impl Node {
         let store = Arc::new(Store::open_cached(&cfg.data_dir.join(DB_FILE), cfg.cache)?);
         let (writer, writer_thread) = Writer::spawn(store.clone());
         let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        // STUN first: the swarm announces the server's port.
+        let stun_state = Arc::new(StunState::default());
+        let (stun_udp, stun_tcp) = bind_stun(cfg.bind, cfg.stun_port).await?;
+        let stun_port = stun_udp.local_addr().map_or(cfg.stun_port, |a| a.port());
+        let (stun_events, stun_events_rx) = mpsc::channel(256);
+        let (stun_servers, stun_servers_rx) = watch::channel(Vec::new());
+        let punchers = Arc::new(Punchers::default());
+        let stun_link = StunLink {
+            state: stun_state.clone(),
+            port: stun_port,
+            events: stun_events,
+            punchers: punchers.clone(),
+        };
         let p2p_cfg = P2pConfig {
             bind: cfg.bind,
             port: cfg.p2p_port,
@@ -89,21 +104,8 @@ impl Node {
             redial: cfg.redial,
             sync_interval: cfg.sync_interval,
         };
-        let stun_state = Arc::new(StunState::default());
-        let (stun_udp, stun_tcp) = bind_stun(cfg.bind, cfg.stun_port).await?;
-        let stun_port = stun_udp.local_addr().map_or(cfg.stun_port, |a| a.port());
-        let (stun_events, stun_events_rx) = mpsc::channel(256);
-        let (stun_servers, stun_servers_rx) = watch::channel(Vec::new());
-        let client_key = key.clone();
-        let punchers = Arc::new(Punchers::default());
-        let stun_link = StunLink {
-            state: stun_state.clone(),
-            port: stun_port,
-            events: stun_events,
-            punchers: punchers.clone(),
-        };
         let p2p = p2p::start(
-            key,
+            key.clone(),
             p2p_cfg,
             store.clone(),
             writer.clone(),
@@ -116,60 +118,22 @@ impl Node {
             .iter()
             .map(|a| a.clone().with(Protocol::P2p(peer_id)))
             .collect();
-        let p2p_port = p2p.listen.iter().find_map(|a| {
-            a.iter().find_map(|p| {
-                if let Protocol::Tcp(port) = p {
-                    Some(port)
-                } else {
-                    None
-                }
-            })
-        });
 
-        let http_addr = SocketAddr::new(cfg.bind, cfg.http_port);
-        let listener = TcpListener::bind(http_addr)
-            .await
-            .map_err(|source| NodeError::Bind {
-                what: "http",
-                addr: http_addr,
-                source,
-            })?;
-        let http = listener.local_addr().expect("bound socket has an address");
-        let ws_addr = SocketAddr::new(cfg.bind, cfg.ws_port);
-        let ws_listener = TcpListener::bind(ws_addr)
-            .await
-            .map_err(|source| NodeError::Bind {
-                what: "websocket",
-                addr: ws_addr,
-                source,
-            })?;
-        let ws = ws_listener
-            .local_addr()
-            .expect("bound socket has an address");
-        let udp_addr = SocketAddr::new(cfg.bind, cfg.udp_port);
-        let udp_sock = UdpSocket::bind(udp_addr)
-            .await
-            .map_err(|source| NodeError::Bind {
-                what: "udp api",
-                addr: udp_addr,
-                source,
-            })?;
-        let udp = udp_sock.local_addr().expect("bound socket has an address");
-
+        let sockets = ApiSockets::bind(cfg).await?;
+        let (http, ws, udp) = sockets.addrs();
         let limiter = Arc::new(RateLimiter::new(cfg.limits.clone()));
         let connections = ConnectionCounter::new(limiter.clone());
-        let admin_token = admin_token(&cfg.data_dir)?;
         let ctx = Arc::new(Context {
             limiter,
-            admin_token,
+            admin_token: admin_token(&cfg.data_dir)?,
             shutdown: shutdown.clone(),
-            store,
-            writer,
+            store: store.clone(),
+            writer: writer.clone(),
             peer_id: peer_id.to_string(),
             started: Instant::now(),
             ports: Ports {
                 http: Some(http.port()),
-                p2p: p2p_port,
+                p2p: tcp_port(&p2p.listen),
                 stun: Some(stun_port),
                 ws: Some(ws.port()),
                 udp: Some(udp.port()),
@@ -178,89 +142,65 @@ impl Node {
             p2p: p2p.handle.clone(),
             stun: stun_state.clone(),
         });
-        let (handle, store, writer) = (ctx.p2p.clone(), ctx.store.clone(), ctx.writer.clone());
+        let handle = p2p.handle.clone();
         let dispatcher = Dispatcher::new(ctx);
         let udp_api = UdpApi::new(dispatcher.clone());
         let ws_router = api::ws::router(dispatcher.clone(), cfg.max_body_bytes);
+
+        // The API on its own ports.
+        let (token, conns) = (shutdown.clone(), connections.clone());
+        let ws_listener = LimitedListener::new(sockets.ws, conns);
+        let router = ws_router.clone();
+        serve(&mut tasks, "websocket api", async move {
+            api::ws::serve(ws_listener, router, token).await
+        });
+        let (token, api) = (shutdown.clone(), udp_api.clone());
+        serve(&mut tasks, "udp api", async move {
+            api.serve(Arc::new(sockets.udp), None, token).await;
+            Ok(())
+        });
+        let (max_body, token) = (cfg.max_body_bytes, shutdown.clone());
+        let http_listener = LimitedListener::new(sockets.http, connections.clone());
+        let http_dispatcher = dispatcher.clone();
+        serve(&mut tasks, "http api", async move {
+            http::serve(http_listener, http_dispatcher, max_body, token).await
+        });
+
+        // STUN: the server, and a client pair per peer that also serves the API.
+        let (token, state) = (shutdown.clone(), stun_state.clone());
+        serve(&mut tasks, "stun udp", async move {
+            stun::server::serve_udp(stun_udp, state, token).await
+        });
+        let (token, state) = (shutdown.clone(), stun_state.clone());
+        serve(&mut tasks, "stun tcp", async move {
+            stun::server::serve_tcp(stun_tcp, state, token).await
+        });
         let stun_clients = ClientCtx {
-            state: stun_state.clone(),
-            key: client_key,
+            state: stun_state,
+            key,
             bind: cfg.bind,
             keepalive: cfg.stun_keepalive,
             servers: stun_servers_rx,
             punchers,
             api: Arc::new(DynamicPorts {
-                connections: connections.clone(),
-                udp: udp_api.clone(),
-                ws: ws_router.clone(),
+                connections,
+                udp: udp_api,
+                ws: ws_router,
             }),
         };
-        let mut tasks = JoinSet::new();
         let token = shutdown.clone();
-        let ws_conns = connections.clone();
-        tasks.spawn(async move {
-            api::ws::serve(
-                LimitedListener::new(ws_listener, ws_conns),
-                ws_router,
-                token,
-            )
-            .await
-            .map_err(|source| NodeError::Serve {
-                what: "websocket api",
-                source,
-            })
-        });
-        let token = shutdown.clone();
-        tasks.spawn(async move {
-            udp_api.serve(Arc::new(udp_sock), None, token).await;
-            Ok(())
-        });
-        let token = shutdown.clone();
-        let state = stun_state.clone();
-        tasks.spawn(async move {
-            stun::server::serve_udp(stun_udp, state, token)
-                .await
-                .map_err(|source| NodeError::Serve {
-                    what: "stun udp",
-                    source,
-                })
-        });
-        let (token, state) = (shutdown.clone(), stun_state.clone());
-        tasks.spawn(async move {
-            stun::server::serve_tcp(stun_tcp, state, token)
-                .await
-                .map_err(|source| NodeError::Serve {
-                    what: "stun tcp",
-                    source,
-                })
-        });
-        let token = shutdown.clone();
-        tasks.spawn(async move {
+        serve(&mut tasks, "stun clients", async move {
             stun::manager::run(stun_clients, stun_servers, stun_events_rx, token).await;
             Ok(())
         });
+
+        // The swarm, and the requests peers relay to us.
         tasks.spawn(serve_relays(p2p.relays, dispatcher.without_relay()));
         let swarm_task = p2p.task;
-        tasks.spawn(async move {
-            swarm_task.await.map_err(|e| NodeError::Serve {
-                what: "swarm",
-                source: std::io::Error::other(e),
-            })
+        serve(&mut tasks, "swarm", async move {
+            swarm_task.await.map_err(std::io::Error::other)
         });
-        let (max_body, token) = (cfg.max_body_bytes, shutdown.clone());
-        tasks.spawn(async move {
-            http::serve(
-                LimitedListener::new(listener, connections),
-                dispatcher,
-                max_body,
-                token,
-            )
-            .await
-            .map_err(|source| NodeError::Serve {
-                what: "http api",
-                source,
-            })
-        });
+
         tracing::info!(%peer_id, %http, data_dir = %cfg.data_dir.display(), "node started");
         Ok(Node {
             peer_id,
@@ -316,6 +256,57 @@ impl Node {
         tracing::info!("node stopped");
         result
     }
+}
+
+/// Run a task of the node whose I/O error stops the node, named in the error.
+fn serve(
+    tasks: &mut JoinSet<Result<(), NodeError>>,
+    what: &'static str,
+    task: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+) {
+    tasks.spawn(async move {
+        task.await
+            .map_err(|source| NodeError::Serve { what, source })
+    });
+}
+
+/// The client API's own listeners (HTTP, WebSocket, UDP).
+struct ApiSockets {
+    http: TcpListener,
+    ws: TcpListener,
+    udp: UdpSocket,
+}
+
+impl ApiSockets {
+    async fn bind(cfg: &Config) -> Result<ApiSockets, NodeError> {
+        let at = |port| SocketAddr::new(cfg.bind, port);
+        let err = |what, addr| move |source| NodeError::Bind { what, addr, source };
+        let (http, ws, udp) = (at(cfg.http_port), at(cfg.ws_port), at(cfg.udp_port));
+        Ok(ApiSockets {
+            http: TcpListener::bind(http).await.map_err(err("http", http))?,
+            ws: TcpListener::bind(ws).await.map_err(err("websocket", ws))?,
+            udp: UdpSocket::bind(udp).await.map_err(err("udp api", udp))?,
+        })
+    }
+
+    fn addrs(&self) -> (SocketAddr, SocketAddr, SocketAddr) {
+        let bound = "bound socket has an address";
+        (
+            self.http.local_addr().expect(bound),
+            self.ws.local_addr().expect(bound),
+            self.udp.local_addr().expect(bound),
+        )
+    }
+}
+
+/// The swarm's TCP port, for `getnodeinfo.ports.p2p`.
+fn tcp_port(listen: &[Multiaddr]) -> Option<u16> {
+    listen.iter().find_map(|a| {
+        a.iter().find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+    })
 }
 
 /// The STUN server's UDP socket and TCP listener, on one port number (with port 0,
