@@ -62,58 +62,8 @@ impl Model {
 
 /// Put records in one batch on `node`; each must be applied. Adds them to `model`.
 fn put_all(node: &TestNode, model: &mut Model, records: &[Record]) {
-    let batch: Vec<Value> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| json!({"jsonrpc": "2.0", "id": i, "method": "put", "params": {"record": r}}))
-        .collect();
-    let resp = node.rpc(&Value::Array(batch));
-    let answers = resp.as_array().unwrap_or_else(|| panic!("batch: {resp}"));
-    for (r, a) in records.iter().zip(answers) {
-        assert_eq!(
-            a["result"]["status"],
-            "applied",
-            "{} {}: {a}",
-            r.kind.as_str(),
-            r.key
-        );
-        model.add(r);
-    }
-}
-
-/// Wait until every node reports the same `getdbhash` and its totals are the model's.
-fn wait_converged(nodes: &[&TestNode], model: &Model, what: &str) -> String {
-    let want = model.totals();
-    wait_until(
-        &format!("{what}: {} nodes hold {want}", nodes.len()),
-        || {
-            let dbs: Vec<Value> = nodes.iter().map(|n| n.db()).collect();
-            let agree = dbs.iter().all(|d| d == &dbs[0]);
-            if agree && dbs[0]["records"] == want["records"] && dbs[0]["ratings"] == want["ratings"]
-            {
-                Ok(dbs[0]["root"].as_str().unwrap().to_string())
-            } else {
-                Err(Value::Array(dbs).to_string())
-            }
-        },
-    )
-}
-
-fn peer_ids(node: &TestNode) -> HashSet<String> {
-    node.ok("getpeerinfo", json!({}))
-        .as_array()
-        .expect("getpeerinfo returns an array")
-        .iter()
-        .map(|p| p["peerId"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn get(node: &TestNode, author: &Author, kind: Kind, key: &str) -> Value {
-    node.ok(
-        "get",
-        json!({"author": hex::encode(author), "key": key, "kind": kind.as_str()}),
-    )["record"]
-        .clone()
+    put_all_applied(node, records);
+    records.iter().for_each(|r| model.add(r));
 }
 
 /// Each node holds exactly the model's winner in each of `slots`.
@@ -121,7 +71,7 @@ fn assert_winners(nodes: &[&TestNode], model: &Model, slots: &[(Author, Kind, &s
     for node in nodes {
         for (author, kind, key) in slots {
             let want = model.winner(author, *kind, key);
-            let got = get(node, author, *kind, key);
+            let got = get_record(node, author, key, *kind);
             assert_eq!(
                 (got["id"].as_str(), got["seq"].as_u64(), &got["value"]),
                 (
@@ -176,7 +126,7 @@ fn partition_heal_and_a_wiped_node_resyncs() {
         &[doc(&x, "seq", 1, "before"), rating(&x, "film", 1, Some(2))],
     );
     let all: Vec<&TestNode> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
-    wait_converged(&all, &model, "before the partition");
+    wait_converged(&all, &model.totals(), "before the partition");
 
     // Partition: 4 and 5 come back on new ports, knowing only each other.
     let side_a_ids: HashSet<String> = (0..3).map(|i| node(&nodes, i).peer_id.clone()).collect();
@@ -240,8 +190,8 @@ fn partition_heal_and_a_wiped_node_resyncs() {
             rating(&author(172), "film", 1, Some(1)),
         ],
     );
-    let root_a = wait_converged(&side_a, &on_a, "side A during the partition");
-    let root_b = wait_converged(&side_b, &on_b, "side B during the partition");
+    let root_a = wait_converged(&side_a, &on_a.totals(), "side A during the partition");
+    let root_b = wait_converged(&side_b, &on_b.totals(), "side B during the partition");
     assert_ne!(root_a, root_b);
     // Still apart: no peer across, and nothing crossed.
     for n in &side_a {
@@ -258,7 +208,7 @@ fn partition_heal_and_a_wiped_node_resyncs() {
             n.peer_id
         );
         let a_key = author(170).verifying_key().to_bytes();
-        assert_eq!(get(n, &a_key, Kind::Doc, "side-a-0"), Value::Null);
+        assert_eq!(get_record(n, &a_key, "side-a-0", Kind::Doc), Value::Null);
     }
 
     // Heal: node 4 restarts with redial and a bootstrap address on side A.
@@ -270,7 +220,7 @@ fn partition_heal_and_a_wiped_node_resyncs() {
     model = on_a.clone();
     model.merge(&on_b);
     let all: Vec<&TestNode> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
-    let healed = wait_converged(&all, &model, "after healing");
+    let healed = wait_converged(&all, &model.totals(), "after healing");
     let xk = x.verifying_key().to_bytes();
     let contested = [
         (xk, Kind::Doc, "seq"),
@@ -308,6 +258,9 @@ fn partition_heal_and_a_wiped_node_resyncs() {
     assert_eq!(fresh.db()["records"], 0, "starts empty");
     nodes[2] = Some(fresh);
     let all: Vec<&TestNode> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
-    assert_eq!(wait_converged(&all, &model, "after the wipe"), healed);
+    assert_eq!(
+        wait_converged(&all, &model.totals(), "after the wipe"),
+        healed
+    );
     assert_winners(&[node(&nodes, 2)], &model, &contested);
 }

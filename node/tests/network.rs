@@ -45,73 +45,16 @@ impl Model {
         rs.iter().for_each(|r| self.add(r));
     }
 
-    /// `(records, ratings count, ratings sum)` as `getdbhash` reports them.
-    fn totals(&self) -> (u64, u64, u64) {
+    /// `getdbhash` without the root.
+    fn totals(&self) -> Value {
         let live: Vec<u64> = self
             .slots
             .values()
             .filter(|r| r.kind == Kind::Rating)
             .filter_map(|r| r.value.as_ref().map(|v| v.parse::<u64>().unwrap()))
             .collect();
-        (
-            self.slots.len() as u64,
-            live.len() as u64,
-            live.iter().sum(),
-        )
+        json!({"records": self.slots.len(), "ratings": {"count": live.len(), "sum": live.iter().sum::<u64>()}})
     }
-}
-
-/// Put records in one JSON-RPC batch; returns each `status`.
-fn put_batch(node: &TestNode, records: &[Record]) -> Vec<String> {
-    let batch: Vec<Value> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| json!({"jsonrpc": "2.0", "id": i, "method": "put", "params": {"record": r}}))
-        .collect();
-    let resp = node.rpc(&Value::Array(batch));
-    let answers = resp
-        .as_array()
-        .unwrap_or_else(|| panic!("batch put: {resp}"));
-    assert_eq!(answers.len(), records.len(), "one answer per put");
-    answers
-        .iter()
-        .map(|a| {
-            a["result"]["status"]
-                .as_str()
-                .unwrap_or_else(|| panic!("put failed: {a}"))
-                .to_string()
-        })
-        .collect()
-}
-
-fn put_all_applied(node: &TestNode, records: &[Record]) {
-    for (r, status) in records.iter().zip(put_batch(node, records)) {
-        assert_eq!(status, "applied", "{} {}", r.kind.as_str(), r.key);
-    }
-}
-
-/// Wait until every node reports the same `getdbhash` and it matches the model.
-/// Returns the common root.
-fn wait_converged(nodes: &[&TestNode], model: &Model) -> String {
-    let (records, count, sum) = model.totals();
-    let want = json!({"records": records, "ratings": {"count": count, "sum": sum}});
-    wait_until(&format!("{} nodes hold {want}", nodes.len()), || {
-        let dbs: Vec<Value> = nodes.iter().map(|n| n.db()).collect();
-        let agree = dbs.iter().all(|d| d == &dbs[0]);
-        let complete = dbs[0]["records"] == want["records"] && dbs[0]["ratings"] == want["ratings"];
-        if agree && complete {
-            Ok(dbs[0]["root"].as_str().unwrap().to_string())
-        } else {
-            Err(Value::Array(dbs).to_string())
-        }
-    })
-}
-
-fn peers_of(node: &TestNode) -> Vec<Value> {
-    node.ok("getpeerinfo", json!({}))
-        .as_array()
-        .expect("getpeerinfo returns an array")
-        .clone()
 }
 
 fn entry_for(node: &TestNode, peer: &str) -> Option<Value> {
@@ -122,14 +65,6 @@ fn wait_lists(node: &TestNode, peer: &str) -> Value {
     wait_until(&format!("{} lists peer {peer}", node.peer_id), || {
         entry_for(node, peer).ok_or_else(|| Value::Array(peers_of(node)).to_string())
     })
-}
-
-fn get_record(node: &TestNode, author: &Author, key: &str, kind: Kind) -> Value {
-    node.ok(
-        "get",
-        json!({"author": hex::encode(author), "key": key, "kind": kind.as_str()}),
-    )["record"]
-        .clone()
 }
 
 fn start_network(dirs: &[tempfile::TempDir]) -> Vec<TestNode> {
@@ -195,7 +130,7 @@ fn five_nodes_converge_and_report_their_peers() {
     }
 
     let all: Vec<&TestNode> = nodes.iter().collect();
-    let root = wait_converged(&all, &model);
+    let root = wait_converged(&all, &model.totals(), "after the writes");
     let shared_key = shared.verifying_key().to_bytes();
     assert_eq!(
         get_record(&nodes[2], &shared_key, "shared", Kind::Doc)["value"],
@@ -281,7 +216,11 @@ fn a_stopped_node_catches_up_after_restart_with_and_without_bootstrap() {
         .collect();
     put_all_applied(&nodes[0], &first);
     model.add_all(&first);
-    wait_converged(&nodes.iter().collect::<Vec<_>>(), &model);
+    wait_converged(
+        &nodes.iter().collect::<Vec<_>>(),
+        &model.totals(),
+        "before node 3 stops",
+    );
     // Node 3 must have learned its peers (identify saves them) before it stops.
     wait_lists(&nodes[2], &nodes[0].peer_id);
 
@@ -308,11 +247,19 @@ fn a_stopped_node_catches_up_after_restart_with_and_without_bootstrap() {
     let newer = doc(&a, "before-0", 2, "changed while down");
     assert_eq!(nodes[1].put(&newer)["status"], "applied");
     model.add(&newer);
-    wait_converged(&[&nodes[0], &nodes[1]], &model);
+    wait_converged(
+        &[&nodes[0], &nodes[1]],
+        &model.totals(),
+        "while node 3 is down",
+    );
 
     let third = TestNode::start_with(dirs[2].path(), &["--bootstrap", &boot]);
     assert_eq!(third.peer_id, third_id, "same identity after restart");
-    wait_converged(&[&nodes[0], &nodes[1], &third], &model);
+    wait_converged(
+        &[&nodes[0], &nodes[1], &third],
+        &model.totals(),
+        "node 3 restarted with --bootstrap",
+    );
     assert_eq!(
         get_record(&third, &a.verifying_key().to_bytes(), "before-0", Kind::Doc)["value"],
         "changed while down"
@@ -326,9 +273,17 @@ fn a_stopped_node_catches_up_after_restart_with_and_without_bootstrap() {
         .collect();
     put_all_applied(&nodes[1], &later);
     model.add_all(&later);
-    wait_converged(&[&nodes[0], &nodes[1]], &model);
+    wait_converged(
+        &[&nodes[0], &nodes[1]],
+        &model.totals(),
+        "while node 3 is down again",
+    );
     let third = TestNode::start(dirs[2].path());
-    wait_converged(&[&nodes[0], &nodes[1], &third], &model);
+    wait_converged(
+        &[&nodes[0], &nodes[1], &third],
+        &model.totals(),
+        "node 3 restarted without --bootstrap",
+    );
     let peers = peers_of(&third);
     assert!(
         peers.iter().any(|p| p["direction"] == "outbound"),
@@ -355,12 +310,17 @@ fn a_new_node_streams_a_large_database() {
     let tombstone = Record::sign(&author(70), Kind::Doc, "bulk-0000", 2, None);
     assert_eq!(nodes[1].put(&tombstone)["status"], "applied");
     model.add(&tombstone);
-    assert!(model.totals().0 > 2400);
-    let root = wait_converged(&[&nodes[0], &nodes[1]], &model);
+    let want = model.totals();
+    assert!(want["records"].as_u64().unwrap() > 2400);
+    let root = wait_converged(&[&nodes[0], &nodes[1]], &want, "the first two nodes");
 
     let newcomer = TestNode::start_with(dirs[2].path(), &["--bootstrap", &nodes[0].listen[0]]);
     assert_eq!(newcomer.db()["records"], 0, "starts empty");
-    let joined = wait_converged(&[&nodes[0], &nodes[1], &newcomer], &model);
+    let joined = wait_converged(
+        &[&nodes[0], &nodes[1], &newcomer],
+        &want,
+        "with the newcomer",
+    );
     assert_eq!(joined, root);
     let a = author(81).verifying_key().to_bytes();
     assert_eq!(

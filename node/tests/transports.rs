@@ -132,21 +132,9 @@ fn docs(author_no: u8, prefix: &str, n: usize) -> Vec<Record> {
 
 /// Put over HTTP in batches of `batch`; every put must be applied.
 fn put_all(node: &TestNode, records: &[Record], batch: usize) {
-    for chunk in records.chunks(batch) {
-        let body: Vec<Value> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, r)| json!({"jsonrpc": "2.0", "id": i, "method": "put", "params": {"record": r}}))
-            .collect();
-        let resp = node.rpc(&Value::Array(body));
-        let all = resp
-            .as_array()
-            .unwrap_or_else(|| panic!("batch put: {resp}"));
-        assert!(
-            all.len() == chunk.len() && all.iter().all(|r| r["result"]["status"] == "applied"),
-            "batch put not all applied: {resp}"
-        );
-    }
+    records
+        .chunks(batch)
+        .for_each(|chunk| put_all_applied(node, chunk));
 }
 
 // ---------------------------------------------------------------------------

@@ -4,12 +4,13 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cirrus_proto::record::{Kind, Record};
+use cirrus_proto::record::{Author, Kind, Record};
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 
@@ -199,6 +200,75 @@ pub fn rating(author: &SigningKey, target: &str, seq: u64, score: Option<u8>) ->
         seq,
         score.map(|s| s.to_string()),
     )
+}
+
+/// Put records in one JSON-RPC batch; returns the answers, one per record, in order.
+pub fn put_batch(node: &TestNode, records: &[Record]) -> Vec<Value> {
+    let batch: Vec<Value> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| json!({"jsonrpc": "2.0", "id": i, "method": "put", "params": {"record": r}}))
+        .collect();
+    let resp = node.rpc(&Value::Array(batch));
+    let answers = resp
+        .as_array()
+        .unwrap_or_else(|| panic!("batch put: {resp}"));
+    assert_eq!(answers.len(), records.len(), "one answer per put: {resp}");
+    answers.clone()
+}
+
+/// Put records in one batch; every put must be applied.
+pub fn put_all_applied(node: &TestNode, records: &[Record]) {
+    for (r, a) in records.iter().zip(put_batch(node, records)) {
+        assert_eq!(
+            a["result"]["status"],
+            "applied",
+            "{} {}: {a}",
+            r.kind.as_str(),
+            r.key
+        );
+    }
+}
+
+/// Wait until every node reports the same `getdbhash` and its `records` and
+/// `ratings` are `want`'s. Returns the common root.
+pub fn wait_converged(nodes: &[&TestNode], want: &Value, what: &str) -> String {
+    wait_until(
+        &format!("{what}: {} nodes hold {want}", nodes.len()),
+        || {
+            let dbs: Vec<Value> = nodes.iter().map(|n| n.db()).collect();
+            let agree = dbs.iter().all(|d| d == &dbs[0]);
+            if agree && dbs[0]["records"] == want["records"] && dbs[0]["ratings"] == want["ratings"]
+            {
+                Ok(dbs[0]["root"].as_str().unwrap().to_string())
+            } else {
+                Err(Value::Array(dbs).to_string())
+            }
+        },
+    )
+}
+
+/// The `record` that `get` returns (Null when the node holds none).
+pub fn get_record(node: &TestNode, author: &Author, key: &str, kind: Kind) -> Value {
+    node.ok(
+        "get",
+        json!({"author": hex::encode(author), "key": key, "kind": kind.as_str()}),
+    )["record"]
+        .clone()
+}
+
+pub fn peers_of(node: &TestNode) -> Vec<Value> {
+    node.ok("getpeerinfo", json!({}))
+        .as_array()
+        .expect("getpeerinfo returns an array")
+        .clone()
+}
+
+pub fn peer_ids(node: &TestNode) -> HashSet<String> {
+    peers_of(node)
+        .iter()
+        .map(|p| p["peerId"].as_str().unwrap().to_string())
+        .collect()
 }
 
 pub fn error_code(resp: &Value) -> i64 {
