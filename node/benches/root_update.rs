@@ -22,6 +22,10 @@
 //!
 //! Run: `cargo bench -p cirrus-node --bench root_update`.
 
+// The examples' record builder, so this bench and `catchup` sign records one way.
+#[path = "../examples/common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -29,13 +33,10 @@ use std::time::{Duration, Instant};
 
 use cirrus_node::store::{Store, Stored};
 use cirrus_proto::merkle::{self, Hash, NibblePath, Node, NodeSource, NodeStore};
-use cirrus_proto::record::{Kind, Record};
-use ed25519_dalek::SigningKey;
 
 const SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
 const PREFILL_BATCH: usize = 50_000;
 const SMALL_BATCH: usize = 100;
-const AUTHORS: usize = 64;
 
 fn env_usize(name: &str, default: usize) -> usize {
     match std::env::var(name) {
@@ -45,48 +46,6 @@ fn env_usize(name: &str, default: usize) -> usize {
             .unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}")),
         Err(_) => default,
     }
-}
-
-/// `count` signed doc records with distinct slots, spread over `AUTHORS` keys;
-/// signed on every core. Record `i` is the same whatever `count` is.
-fn make_records(count: usize) -> Vec<Stored> {
-    let keys: Vec<SigningKey> = (0..AUTHORS)
-        .map(|a| {
-            let mut seed = [0x5a; 32];
-            seed[..8].copy_from_slice(&(a as u64).to_be_bytes());
-            SigningKey::from_bytes(&seed)
-        })
-        .collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = count.div_ceil(threads).max(1);
-    let mut out: Vec<Stored> = Vec::with_capacity(count);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..count)
-            .step_by(chunk)
-            .map(|start| {
-                let keys = &keys;
-                s.spawn(move || {
-                    (start..(start + chunk).min(count))
-                        .map(|i| {
-                            let record = Record::sign(
-                                &keys[i % AUTHORS],
-                                Kind::Doc,
-                                format!("bench/{i:010}"),
-                                1,
-                                Some(format!("value of record {i}, about forty bytes")),
-                            );
-                            let id = record.id();
-                            Stored { record, id }
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for h in handles {
-            out.extend(h.join().expect("signing thread"));
-        }
-    });
-    out
 }
 
 /// The three store measurements at one size, in microseconds per record.
@@ -276,7 +235,7 @@ fn main() {
 
     let t = Instant::now();
     // Records 0..largest prefill; the 3M after them are the measured new records.
-    let all = make_records(largest + 3 * m);
+    let all = common::sign_records(largest + 3 * m, 0x5a, "bench");
     let (prefill, fresh) = all.split_at(largest);
     eprintln!(
         "signed {} records in {:.1} s",

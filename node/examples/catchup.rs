@@ -21,6 +21,8 @@
 //! `cargo build --release --examples && target/release/examples/catchup`
 //! (`--n 1000000 --k 1,1000,100000` are the defaults; `--dir` picks the disk.)
 
+mod common;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,13 +34,10 @@ use cirrus_node::store::writer::Origin;
 use cirrus_node::store::{Store, Stored};
 use cirrus_node::sync::{SyncStats, reconcile};
 use cirrus_proto::api::PutStatus;
-use cirrus_proto::record::{Kind, Record};
 use clap::Parser;
-use ed25519_dalek::SigningKey;
 use libp2p::multiaddr::Protocol;
 use serde_json::json;
 
-const AUTHORS: usize = 64;
 const BATCH: usize = 50_000;
 
 #[derive(Parser)]
@@ -52,47 +51,6 @@ struct Args {
     /// Parent of the temp directory holding the databases (default: $TMPDIR or /tmp).
     #[arg(long)]
     dir: Option<PathBuf>,
-}
-
-/// `count` signed doc records with distinct slots, signed on every core.
-fn make_records(count: usize) -> Vec<Stored> {
-    let keys: Vec<SigningKey> = (0..AUTHORS)
-        .map(|a| {
-            let mut seed = [0x3c; 32];
-            seed[..8].copy_from_slice(&(a as u64).to_be_bytes());
-            SigningKey::from_bytes(&seed)
-        })
-        .collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = count.div_ceil(threads).max(1);
-    let mut out = Vec::with_capacity(count);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..count)
-            .step_by(chunk)
-            .map(|start| {
-                let keys = &keys;
-                s.spawn(move || {
-                    (start..(start + chunk).min(count))
-                        .map(|i| {
-                            let record = Record::sign(
-                                &keys[i % AUTHORS],
-                                Kind::Doc,
-                                format!("catchup/{i:010}"),
-                                1,
-                                Some(format!("value of record {i}, about forty bytes")),
-                            );
-                            let id = record.id();
-                            Stored { record, id }
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for h in handles {
-            out.extend(h.join().expect("signing thread"));
-        }
-    });
-    out
 }
 
 fn fill(path: &Path, records: &[Stored]) -> anyhow::Result<()> {
@@ -231,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
         .tempdir_in(&parent)?;
 
     let t = Instant::now();
-    let records = make_records(args.n);
+    let records = common::sign_records(args.n, 0x3c, "catchup");
     eprintln!(
         "signed {} records in {:.1} s",
         args.n,

@@ -11,12 +11,13 @@
 //!
 //! `cargo run --release --example put_load -- http://127.0.0.1:38081 --batch 100`
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use cirrus_proto::record::{Kind, Record};
 use clap::Parser;
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
@@ -69,22 +70,7 @@ fn bodies(args: &Args) -> anyhow::Result<Vec<Vec<u8>>> {
                 let (keys, value) = (&keys, &value);
                 s.spawn(move || {
                     mine.iter()
-                        .map(|&(start, end)| {
-                            let reqs: Vec<Value> = (start..end)
-                                .map(|i| {
-                                    let record = Record::sign(
-                                        &keys[i % keys.len()],
-                                        Kind::Doc,
-                                        format!("load/{i:010}"),
-                                        1,
-                                        Some(value.clone()),
-                                    );
-                                    json!({"jsonrpc": "2.0", "id": i, "method": "put",
-                                           "params": {"record": record}})
-                                })
-                                .collect();
-                            serde_json::to_vec(&reqs).expect("serializes")
-                        })
+                        .map(|&(start, end)| common::put_batch_body(keys, start..end, value))
                         .collect::<Vec<_>>()
                 })
             })

@@ -6,6 +6,8 @@
 //!
 //! `cargo run --release --example put_stages -- --records 20000 --batch 100`
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -13,10 +15,8 @@ use cirrus_node::api::methods;
 use cirrus_node::store::{Store, Stored};
 use cirrus_proto::api::{PutParams, PutResult, PutStatus};
 use cirrus_proto::jsonrpc::{Body, Request, Response, parse_body};
-use cirrus_proto::record::{Kind, Record};
 use clap::Parser;
 use ed25519_dalek::SigningKey;
-use serde_json::{Value, json};
 
 #[derive(Parser)]
 struct Args {
@@ -43,20 +43,7 @@ fn bodies(args: &Args) -> Vec<Vec<u8>> {
     (0..args.records)
         .step_by(args.batch)
         .map(|start| {
-            let reqs: Vec<Value> = (start..(start + args.batch).min(args.records))
-                .map(|i| {
-                    let record = Record::sign(
-                        &keys[i % keys.len()],
-                        Kind::Doc,
-                        format!("load/{i:010}"),
-                        1,
-                        Some(value.clone()),
-                    );
-                    json!({"jsonrpc": "2.0", "id": i, "method": "put",
-                           "params": {"record": record}})
-                })
-                .collect();
-            serde_json::to_vec(&reqs).expect("serializes")
+            common::put_batch_body(&keys, start..(start + args.batch).min(args.records), &value)
         })
         .collect()
 }
