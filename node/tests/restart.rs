@@ -43,26 +43,7 @@ fn an_unreadable_node_key_is_an_error_not_a_new_identity() {
     TestNode::start(dir.path()).stop();
     let key = dir.path().join("node.key");
     std::fs::write(&key, b"garbage").unwrap();
-    let out = std::process::Command::new(BIN)
-        .args([
-            "run",
-            "--bind",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--p2p-port",
-            "0",
-            "--stun-port",
-            "0",
-            "--ws-port",
-            "0",
-            "--udp-port",
-            "0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = run_command(dir.path()).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

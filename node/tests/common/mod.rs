@@ -59,36 +59,42 @@ pub struct TestNode {
     http: reqwest::blocking::Client,
 }
 
+/// `cirrus run` on loopback with every port 0 (so tests run in parallel) and
+/// `data_dir`; no other flags.
+pub fn run_command(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "run",
+        "--bind",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--p2p-port",
+        "0",
+        "--stun-port",
+        "0",
+        "--ws-port",
+        "0",
+        "--udp-port",
+        "0",
+        "--data-dir",
+    ])
+    .arg(data_dir);
+    cmd
+}
+
 impl TestNode {
     pub fn start(data_dir: &Path) -> TestNode {
         Self::start_with(data_dir, &[])
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> TestNode {
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "run",
-            "--bind",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--p2p-port",
-            "0",
-            "--stun-port",
-            "0",
-            "--ws-port",
-            "0",
-            "--udp-port",
-            "0",
-            "--sync-interval-secs",
-            "1",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        let mut cmd = run_command(data_dir);
+        cmd.args(["--sync-interval-secs", "1"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn cirrus");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
