@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use crate::api::udp::MAX_DATAGRAM;
 use crate::client::{Client, ClientError};
 use crate::stun::client::{connect_from, listen_on};
 use crate::stun::probe;
@@ -136,6 +137,14 @@ async fn direct_udp(
     targets: &[SocketAddr],
     request: &Value,
 ) -> Result<Reached, String> {
+    let mut body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    // Checked before the punch: sending it would only fail, unseen, for DIRECT_FOR.
+    if body.len() > MAX_DATAGRAM {
+        return Err(format!(
+            "the request is {} bytes, more than one UDP datagram carries ({MAX_DATAGRAM})",
+            body.len()
+        ));
+    }
     let sock = UdpSocket::bind("0.0.0.0:0")
         .await
         .map_err(|e| format!("no UDP socket: {e}"))?;
@@ -160,7 +169,6 @@ async fn direct_udp(
     )
     .await
     .map_err(|e| format!("punch failed: {e}"))?;
-    let mut body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
     body.resize(body.len().max(64), b' ');
     let until = tokio::time::Instant::now() + DIRECT_FOR;
     let mut parts = Reassembler::default();

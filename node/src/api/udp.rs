@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::Dispatcher;
 
 /// Largest datagram read; a JSON request larger than this cannot come by UDP.
-const MAX_DATAGRAM: usize = 65_507;
+pub(crate) const MAX_DATAGRAM: usize = 65_507;
 /// Requests answered at once per node; more datagrams are dropped, as UDP may.
 const IN_FLIGHT: usize = 256;
 

@@ -1,0 +1,381 @@
+//! Hole punching through a rendezvous node (docs/nat.md) on plain loopback, so a
+//! machine without root tests it too; `testnet/natlab.sh` covers the NAT types.
+//!
+//! Loopback has no NAT: the client's STUN mapping is its own address, so it sends no
+//! TTL-limited opening, and the direct path must work whenever the request fits it.
+//! The relay fallback is shown with a request too big for one UDP datagram, which
+//! the direct UDP path cannot carry and the swarm can. Nothing waits a fixed time:
+//! conditions are polled until they hold or `common::TIMEOUT` passes.
+
+mod common;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cirrus_node::rendezvous::{Path, PunchTransport, call_peer};
+use cirrus_proto::record::Kind;
+use cirrus_proto::stun;
+use common::*;
+use libp2p::identity::Keypair;
+use serde_json::{Value, json};
+
+/// Bound on one blocking socket read; a read that hits it fails the test.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A rendezvous node and a target bootstrapped to it, once the rendezvous node
+/// lists the target's STUN-found UDP and TCP endpoints (what a client punches to).
+struct Pair {
+    a: TestNode,
+    b: TestNode,
+    /// B's endpoints as A's getpeerinfo lists them: (udp, tcp).
+    endpoints: (Vec<SocketAddr>, Vec<SocketAddr>),
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+fn endpoints(stun: &Value, transport: &str) -> Vec<SocketAddr> {
+    stun[transport]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| {
+                    Some(SocketAddr::new(
+                        m["address"].as_str()?.parse().ok()?,
+                        m["port"].as_u64()? as u16,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn pair() -> Pair {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Keepalives every second, so B's mappings are found and announced soon.
+    let fast = ["--stun-keepalive-secs", "1"];
+    let a = TestNode::start_with(da.path(), &fast);
+    let b = TestNode::start_with(
+        db.path(),
+        &[&fast[..], &["--bootstrap", &a.listen[0]]].concat(),
+    );
+    let endpoints = wait_until("A lists B with stun.udp and stun.tcp endpoints", || {
+        let peers = peers_of(&a);
+        let entry = peers
+            .iter()
+            .find(|p| p["peerId"] == b.peer_id)
+            .ok_or_else(|| Value::Array(peers.clone()).to_string())?;
+        let (udp, tcp) = (
+            endpoints(&entry["stun"], "udp"),
+            endpoints(&entry["stun"], "tcp"),
+        );
+        if udp.is_empty() || tcp.is_empty() {
+            Err(entry.to_string())
+        } else {
+            Ok((udp, tcp))
+        }
+    });
+    Pair {
+        a,
+        b,
+        endpoints,
+        _dirs: (da, db),
+    }
+}
+
+/// Run `cirrus ARGS`; a run that outlives [`TIMEOUT`] is killed and fails the test
+/// (the client must not hang, whatever it is given).
+fn cirrus(args: &[&str]) -> Output {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("HOME", home.path())
+        .env_remove("CIRRUS_NODE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cirrus");
+    // Read both pipes on threads, so a chatty child cannot block on a full pipe.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`cirrus {args:?}` still running after {TIMEOUT:?}");
+        }
+        std::thread::sleep(POLL);
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+fn call_via(p: &Pair, method: &str, params: &str, transport: &str) -> Output {
+    cirrus(&[
+        "call",
+        method,
+        params,
+        "--peer",
+        &p.b.peer_id,
+        "--rendezvous",
+        &p.a.url,
+        "--transport",
+        transport,
+    ])
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The endpoint in `path: direct (T to IP:PORT)` on stderr.
+fn direct_endpoint(stderr: &str, transport: &str) -> SocketAddr {
+    let prefix = format!("path: direct ({transport} to ");
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line on stderr: {stderr}"));
+    line.trim_end_matches(')')
+        .parse()
+        .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
+fn unknown_peer() -> String {
+    Keypair::generate_ed25519()
+        .public()
+        .to_peer_id()
+        .to_string()
+}
+
+#[test]
+fn the_cli_reaches_the_target_directly_over_udp_and_tcp() {
+    let p = pair();
+    for (transport, listed) in [("udp", &p.endpoints.0), ("tcp", &p.endpoints.1)] {
+        let out = call_via(&p, "getnodeinfo", "{}", transport);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{transport}: {stderr}");
+        let info: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{transport}: stdout {stdout:?}: {e}"));
+        assert_eq!(info["peerId"], p.b.peer_id, "{transport}: {stdout}");
+        let at = direct_endpoint(&stderr, transport);
+        assert!(
+            listed.contains(&at),
+            "{transport}: answered from {at}, not one of B's endpoints {listed:?}"
+        );
+    }
+}
+
+#[test]
+fn call_peer_from_rust_reaches_the_target_directly_over_udp() {
+    let p = pair();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let request = json!({"jsonrpc": "2.0", "id": 7, "method": "getnodeinfo"});
+    let reached = rt
+        .block_on(call_peer(
+            &p.a.url,
+            &p.b.peer_id,
+            PunchTransport::Udp,
+            request,
+            Duration::from_secs(10),
+        ))
+        .expect("call_peer");
+    match reached.path {
+        Path::Direct(at) => assert!(
+            p.endpoints.0.contains(&at),
+            "answered from {at}, not one of B's endpoints {:?}",
+            p.endpoints.0
+        ),
+        Path::Relay { why } => panic!("relayed on loopback, where direct must work: {why}"),
+    }
+    let r = reached.response;
+    assert_eq!(r["id"], 7, "{r}");
+    assert_eq!(r["result"]["peerId"], p.b.peer_id, "{r}");
+}
+
+#[test]
+fn a_request_too_big_for_one_datagram_goes_through_the_relay_over_udp() {
+    let p = pair();
+    // A record of the largest legal value: its JSON is over the 65,507 bytes one UDP
+    // datagram carries (docs/udp.md), but well within what the relay and WebSocket
+    // carry.
+    let big = "v".repeat(cirrus_proto::record::MAX_VALUE_BYTES);
+    let mut written = Vec::new();
+    for (n, transport) in [(1u64, "udp"), (2, "tcp")] {
+        let rec = doc(&author(90), &format!("big-{transport}"), n, &big);
+        let params = json!({ "record": rec }).to_string();
+        assert!(params.len() > 65_507, "{}", params.len());
+        let out = call_via(&p, "put", &params, transport);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{transport}: {stderr}");
+        assert!(stdout.contains("applied"), "{transport}: {stdout}");
+        if transport == "udp" {
+            let why = stderr
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!("path: relay (through {}; direct: ", p.a.url))
+                })
+                .unwrap_or_else(|| panic!("no relay line on stderr: {stderr}"));
+            assert!(why.contains("datagram"), "{why}");
+        } else {
+            // TCP speaks WebSocket to the target: the size is no obstacle.
+            direct_endpoint(&stderr, transport);
+        }
+        written.push(rec);
+    }
+    for rec in written {
+        let got = get_record(&p.b, &rec.author, &rec.key, Kind::Doc);
+        assert_eq!(got["value"], big.as_str(), "B holds {}", rec.key);
+    }
+}
+
+#[test]
+fn punch_refuses_bad_input_and_punches_toward_a_good_endpoint() {
+    let p = pair();
+    let (a, b) = (&p.a, &p.b);
+    let unknown = unknown_peer();
+    let ok_endpoint = "127.0.0.1:9";
+    for (params, code) in [
+        (
+            json!({"peerId": unknown, "endpoint": ok_endpoint, "transport": "udp"}),
+            -32005,
+        ),
+        (
+            json!({"peerId": "not-a-peer", "endpoint": ok_endpoint, "transport": "udp"}),
+            -32602,
+        ),
+        (
+            json!({"peerId": b.peer_id, "endpoint": "nonsense", "transport": "udp"}),
+            -32602,
+        ),
+        (
+            json!({"peerId": b.peer_id, "endpoint": "127.0.0.1", "transport": "udp"}),
+            -32602,
+        ),
+        (
+            json!({"peerId": b.peer_id, "endpoint": "127.0.0.1:70000", "transport": "tcp"}),
+            -32602,
+        ),
+        (
+            json!({"peerId": b.peer_id, "endpoint": ok_endpoint, "transport": "sctp"}),
+            -32602,
+        ),
+        (
+            json!({"peerId": b.peer_id, "endpoint": ok_endpoint, "transport": 17}),
+            -32602,
+        ),
+        (
+            json!({"peerId": b.peer_id, "endpoint": ok_endpoint}),
+            -32602,
+        ),
+        (json!({"peerId": b.peer_id}), -32602),
+        (json!({}), -32602),
+        (
+            json!({"peerId": b.peer_id, "endpoint": ok_endpoint, "transport": "udp", "extra": 1}),
+            -32602,
+        ),
+    ] {
+        let r = a.call("punch", params.clone());
+        assert_eq!(error_code(&r), code, "{params} -> {r}");
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{r}"
+        );
+    }
+    let r = a.rpc(&json!({"jsonrpc": "2.0", "id": 1, "method": "punch"}));
+    assert_eq!(error_code(&r), -32602, "no params at all: {r}");
+
+    // A still answers, and a good punch makes B send from its listed endpoints.
+    assert_eq!(a.ok("getnodeinfo", json!({}))["peerId"], a.peer_id);
+
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let r = a.ok(
+        "punch",
+        json!({"peerId": b.peer_id, "endpoint": sock.local_addr().unwrap().to_string(),
+               "transport": "udp"}),
+    );
+    assert_eq!(r, json!({"ok": true}));
+    let mut buf = [0u8; 1500];
+    let (n, from) = sock.recv_from(&mut buf).expect("B's punch packet");
+    let msg = stun::Message::decode(&buf[..n]).expect("a STUN message");
+    assert_eq!(msg.class, stun::Class::Indication);
+    assert_eq!(msg.method, stun::BINDING);
+    assert!(
+        p.endpoints.0.contains(&from),
+        "punched from {from}, not one of B's endpoints {:?}",
+        p.endpoints.0
+    );
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let r = a.ok(
+        "punch",
+        json!({"peerId": b.peer_id, "endpoint": listener.local_addr().unwrap().to_string(),
+               "transport": "tcp"}),
+    );
+    assert_eq!(r, json!({"ok": true}));
+    // B retries its connects every 200 ms for 5 s; accept blocks until one lands.
+    let (_conn, from) = listener.accept().expect("B's punch connection");
+    assert!(
+        p.endpoints.1.contains(&from),
+        "connected from {from}, not one of B's endpoints {:?}",
+        p.endpoints.1
+    );
+}
+
+#[test]
+fn the_cli_fails_clearly_for_a_peer_the_rendezvous_node_does_not_know() {
+    let p = pair();
+    for peer in [unknown_peer(), "not-a-peer".to_string()] {
+        for transport in ["udp", "tcp"] {
+            let out = cirrus(&[
+                "call",
+                "getnodeinfo",
+                "{}",
+                "--peer",
+                &peer,
+                "--rendezvous",
+                &p.a.url,
+                "--transport",
+                transport,
+            ]);
+            let stderr = text(&out.stderr);
+            assert!(!out.status.success(), "{peer} over {transport}: {stderr}");
+            assert!(
+                stderr.contains("not connected to the rendezvous node"),
+                "{peer} over {transport}: {stderr}"
+            );
+            assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+        }
+    }
+    // A rendezvous node that is not there fails too, without hanging.
+    let out = cirrus(&[
+        "call",
+        "getnodeinfo",
+        "{}",
+        "--peer",
+        &p.b.peer_id,
+        "--rendezvous",
+        "http://127.0.0.1:1",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(p.a.ok("getnodeinfo", json!({}))["peerId"], p.a.peer_id);
+}
