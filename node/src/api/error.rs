@@ -27,8 +27,8 @@ pub enum ApiError {
     Forbidden,
     #[error("peer: {0}")]
     P2p(#[from] crate::p2p::P2pError),
-    /// A relayed call reached the peer but did not come back as an answer.
-    #[error("relay: {0}")]
+    /// A `relay` or `punch` reached the peer, which refused it or answered nonsense.
+    #[error("{0}")]
     Peer(String),
 }
 
@@ -49,7 +49,7 @@ impl From<ApiError> for ErrorObject {
             ApiError::Record(e) => ErrorObject::new(INVALID_RECORD, format!("invalid record: {e}")),
             ApiError::Forbidden => ErrorObject::new(FORBIDDEN, e.to_string()),
             ApiError::P2p(e) => ErrorObject::new(PEER_UNAVAILABLE, e.to_string()),
-            ApiError::Peer(m) => ErrorObject::new(PEER_UNAVAILABLE, format!("relay failed: {m}")),
+            ApiError::Peer(m) => ErrorObject::new(PEER_UNAVAILABLE, m),
             e @ (ApiError::Store(_) | ApiError::Write(_) | ApiError::List(ListError::Store(_))) => {
                 tracing::error!(error = %e, "request failed inside the node");
                 ErrorObject::new(INTERNAL_ERROR, format!("internal error: {e}"))
