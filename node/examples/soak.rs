@@ -19,9 +19,10 @@
 //! `getdbhash`, then lists every node's records and checks every acknowledged
 //! record on every node: there, or a newer version of the same slot. It reports
 //! acknowledged writes, errors per transport, lost writes, processes that died, and
-//! each node's RSS before the load and at the end, on stderr as tables and on
-//! stdout as one JSON line. Exit status 1 if a write was lost, a node died, or the
-//! nodes did not converge.
+//! each node's RSS every `--sample-secs` during the load, after the check and for
+//! `--idle-secs` with no load (so a plateau can be told from growth), on stderr as
+//! tables and on stdout as one JSON line. Exit status 1 if a write was lost, a node
+//! died, or the nodes did not converge.
 //!
 //! `scripts/soak.sh` builds and runs it (`SOAK_SECS`, default 60). By hand:
 //! `cargo build --release --bins --examples && target/release/examples/soak --secs 60`
@@ -73,6 +74,10 @@ struct Args {
     /// Seconds between RSS samples during the load.
     #[arg(long, default_value_t = 10)]
     sample_secs: u64,
+    /// Seconds to keep sampling RSS with no load after the check, to tell memory
+    /// that stays from memory in flight.
+    #[arg(long, default_value_t = 30)]
+    idle_secs: u64,
     /// Client timeout per call, seconds.
     #[arg(long, default_value_t = 10)]
     timeout_secs: u64,
@@ -578,8 +583,20 @@ fn main() -> anyhow::Result<()> {
         lost_per_node.push(lost);
     }
 
-    // Who is still alive, and how big.
-    samples.push(sample(load_start, &pids, &files));
+    // Who is still alive, and how big. The check above listed every record of every
+    // node, so this sample shows what a full read adds; the idle ones after it show
+    // whether memory falls back or stays.
+    let load_samples = samples.len();
+    let mut check = sample(load_start, &pids, &files);
+    check["phase"] = json!("after the check");
+    samples.push(check);
+    let idle_end = Instant::now() + Duration::from_secs(args.idle_secs);
+    while Instant::now() < idle_end {
+        std::thread::sleep(sample_every.min(idle_end.saturating_duration_since(Instant::now())));
+        let mut idle = sample(load_start, &pids, &files);
+        idle["phase"] = json!("idle");
+        samples.push(idle);
+    }
     let mut node_rows = Vec::new();
     let mut crashes = 0;
     for (i, n) in nodes.iter_mut().enumerate() {
@@ -679,11 +696,19 @@ fn main() -> anyhow::Result<()> {
             mib(&r["dbFileKiB"])
         );
     }
-    eprintln!("RSS and db file size during the load (and at the end), MiB per node:");
-    for smp in &samples {
+    eprintln!("RSS and db file size during the load, after the check and idle, MiB per node:");
+    for (i, smp) in samples.iter().enumerate() {
+        let phase = smp["phase"].as_str().unwrap_or("load");
         eprintln!(
-            "  t={:>4} s  RSS {}  db {}",
-            smp["t"], smp["rssMiB"], smp["dbMiB"]
+            "  t={:>4} s  RSS {}  db {}{}",
+            smp["t"],
+            smp["rssMiB"],
+            smp["dbMiB"],
+            if i < load_samples {
+                String::new()
+            } else {
+                format!("  ({phase})")
+            }
         );
     }
     eprintln!("crashes: {crashes}; unclean shutdowns after the soak: {unclean}");
