@@ -10,7 +10,7 @@
 //! closes the connection with status 1009 (message too big).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -70,10 +70,25 @@ async fn upgrade(
         .on_upgrade(move |socket| session(socket, st.dispatcher, from.ip()))
 }
 
-#[derive(Default)]
+/// What this connection is subscribed to. Records are delivered from the
+/// [`crate::store::writer::Applied::seq`] the node was at when `subscribe` was handled, so a record
+/// applied before the subscription (or while unsubscribed) is never sent, however
+/// late the notification task sees it.
 struct Subscriptions {
-    records: AtomicBool,
+    /// The first seq to deliver; `OFF` when not subscribed.
+    records_from: AtomicU64,
     peers: AtomicBool,
+}
+
+const OFF: u64 = u64::MAX;
+
+impl Default for Subscriptions {
+    fn default() -> Self {
+        Subscriptions {
+            records_from: AtomicU64::new(OFF),
+            peers: AtomicBool::new(false),
+        }
+    }
 }
 
 async fn session(socket: WebSocket, dispatcher: Dispatcher, from: std::net::IpAddr) {
@@ -135,7 +150,8 @@ async fn session(socket: WebSocket, dispatcher: Dispatcher, from: std::net::IpAd
         };
         let (dispatcher, subs, out) = (dispatcher.clone(), subs.clone(), out.clone());
         tokio::spawn(async move {
-            let reply = match subscription(&subs, text.as_bytes()) {
+            let next_seq = dispatcher.context().writer.next_seq();
+            let reply = match subscription(&subs, next_seq, text.as_bytes()) {
                 Some(r) => Some(r),
                 None => dispatcher
                     .handle_from(from, text.as_bytes())
@@ -174,7 +190,7 @@ fn too_big(e: axum::Error) -> Option<CloseFrame> {
 
 /// `subscribe` / `unsubscribe` as a single request: handled here, because the
 /// subscription belongs to this connection. `None`: not one of those.
-fn subscription(subs: &Subscriptions, bytes: &[u8]) -> Option<Vec<u8>> {
+fn subscription(subs: &Subscriptions, next_seq: u64, bytes: &[u8]) -> Option<Vec<u8>> {
     let v: Value = serde_json::from_slice(bytes).ok()?;
     let method = v.get("method")?.as_str()?;
     let on = match method {
@@ -202,7 +218,16 @@ fn subscription(subs: &Subscriptions, bytes: &[u8]) -> Option<Vec<u8>> {
     };
     for t in &topics {
         match t.as_str() {
-            "records" => subs.records.store(on, Ordering::Relaxed),
+            // Subscribing again keeps the earlier start, so nothing queued is lost.
+            "records" if on => {
+                let _ = subs.records_from.compare_exchange(
+                    OFF,
+                    next_seq,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+            "records" => subs.records_from.store(OFF, Ordering::Release),
             "peers" => subs.peers.store(on, Ordering::Relaxed),
             other => {
                 let e = ErrorObject::new(
@@ -213,11 +238,14 @@ fn subscription(subs: &Subscriptions, bytes: &[u8]) -> Option<Vec<u8>> {
             }
         }
     }
-    let now: Vec<&str> = [("records", &subs.records), ("peers", &subs.peers)]
-        .into_iter()
-        .filter(|(_, f)| f.load(Ordering::Relaxed))
-        .map(|(n, _)| n)
-        .collect();
+    let now: Vec<&str> = [
+        ("records", subs.records_from.load(Ordering::Acquire) != OFF),
+        ("peers", subs.peers.load(Ordering::Relaxed)),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(n, _)| n)
+    .collect();
     req.id
         .map(|id| encode(&RpcResponse::ok(id, json!({ "topics": now }))))
 }
@@ -236,7 +264,7 @@ async fn notifications(
         let note = tokio::select! {
             _ = done.cancelled() => return,
             r = records.recv() => match r {
-                Ok(a) if subs.records.load(Ordering::Relaxed) => {
+                Ok(a) if a.seq >= subs.records_from.load(Ordering::Acquire) => {
                     let view = RecordView { record: a.stored.record.clone(), id: a.stored.id };
                     json!({"jsonrpc": "2.0", "method": "record", "params": view})
                 }

@@ -8,6 +8,7 @@
 //! misses announcements, never data: anti-entropy repairs what gossip missed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cirrus_proto::api::PutStatus;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -36,6 +37,10 @@ pub enum Origin {
 pub struct Applied {
     pub stored: Stored,
     pub origin: Origin,
+    /// Applied records are numbered in commit order, from 0. Numbers are taken
+    /// before the writers are answered, so a client that has its answer and then
+    /// asks [`Writer::next_seq`] gets a number above its record's.
+    pub seq: u64,
 }
 
 /// Handle for submitting verified records. Cheap to clone.
@@ -43,6 +48,7 @@ pub struct Applied {
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
     applied: broadcast::Sender<Arc<Applied>>,
+    next_seq: Arc<AtomicU64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +65,18 @@ impl Writer {
     pub fn spawn(store: Arc<Store>) -> (Writer, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(1024);
         let (applied, _) = broadcast::channel(4096);
-        let announce = applied.clone();
+        let next_seq = Arc::new(AtomicU64::new(0));
+        let (announce, seq) = (applied.clone(), next_seq.clone());
         let handle = std::thread::Builder::new()
             .name("cirrus-writer".into())
-            .spawn(move || run(store, rx, announce))
+            .spawn(move || run(store, rx, announce, seq))
             .expect("spawn writer thread");
-        (Writer { jobs: tx, applied }, handle)
+        let writer = Writer {
+            jobs: tx,
+            applied,
+            next_seq,
+        };
+        (writer, handle)
     }
 
     /// Apply records (signatures already verified); resolves once they are committed.
@@ -87,9 +99,19 @@ impl Writer {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Applied>> {
         self.applied.subscribe()
     }
+
+    /// The [`Applied::seq`] the next applied record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::Acquire)
+    }
 }
 
-fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Job>, announce: broadcast::Sender<Arc<Applied>>) {
+fn run(
+    store: Arc<Store>,
+    mut rx: mpsc::Receiver<Job>,
+    announce: broadcast::Sender<Arc<Applied>>,
+    next_seq: Arc<AtomicU64>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         let mut total = jobs[0].0.len();
@@ -112,17 +134,26 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Job>, announce: broadcast::Send
         }
         match store.apply(&all) {
             Ok(statuses) => {
+                let applied: Vec<Applied> = all
+                    .into_iter()
+                    .zip(origins)
+                    .zip(&statuses)
+                    .filter(|(_, status)| **status == PutStatus::Applied)
+                    .map(|((stored, origin), _)| Applied {
+                        stored,
+                        origin,
+                        seq: next_seq.fetch_add(1, Ordering::AcqRel),
+                    })
+                    .collect();
                 let mut rest = statuses.as_slice();
                 for (n, reply) in replies {
                     let (mine, tail) = rest.split_at(n);
                     rest = tail;
                     let _ = reply.send(Ok(mine.to_vec()));
                 }
-                for ((stored, origin), status) in all.into_iter().zip(origins).zip(statuses) {
-                    if status == PutStatus::Applied {
-                        // No subscribers is fine: nothing to tell.
-                        let _ = announce.send(Arc::new(Applied { stored, origin }));
-                    }
+                for a in applied {
+                    // No subscribers is fine: nothing to tell.
+                    let _ = announce.send(Arc::new(a));
                 }
             }
             Err(e) => fail_all(replies, &e),
