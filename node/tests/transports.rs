@@ -923,7 +923,8 @@ fn cirrus_call_over_ws_and_udp_and_subscribe() {
         assert!(err.contains("-32601"), "{url}: {err}");
     }
 
-    // --subscribe prints one JSON line per notification.
+    // --subscribe says "subscribed" on stderr once the node acknowledged it; from
+    // then on it prints one JSON line per notification.
     for (run, url) in ws_urls.iter().enumerate() {
         let mut child = Command::new(BIN)
             .args([
@@ -934,54 +935,38 @@ fn cirrus_call_over_ws_and_udp_and_subscribe() {
             ])
             .args(["--node", url])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn cirrus call --subscribe");
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                if tx.send(line).is_err() {
-                    break;
+        let lines = |pipe: Box<dyn std::io::Read + Send>| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
-        // The subscription starts at some point after spawning: put a new record
-        // until one is printed.
-        let alice = author(61);
-        let mut ids = Vec::new();
-        let deadline = Instant::now() + TIMEOUT;
-        let line = loop {
-            assert!(
-                Instant::now() < deadline,
-                "{url}: `cirrus call --subscribe` printed no notification within {TIMEOUT:?} \
-                 ({} records put)",
-                ids.len()
-            );
-            let r = doc(&alice, &format!("sub-{run}-{}", ids.len()), 1, "v");
-            ids.push(p.a.put(&r)["id"].as_str().unwrap().to_string());
-            match rx.recv_timeout(Duration::from_millis(500)) {
-                Ok(line) => break line.expect("read stdout"),
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "{url}: `cirrus call --subscribe` exited: {:?}",
-                        child.wait()
-                    )
-                }
-            }
+            });
+            rx
         };
+        let out = lines(Box::new(child.stdout.take().unwrap()));
+        let err = lines(Box::new(child.stderr.take().unwrap()));
+        let next = |rx: &mpsc::Receiver<std::io::Result<String>>, what: &str| match rx
+            .recv_timeout(TIMEOUT)
+        {
+            Ok(line) => line.expect("read a line"),
+            Err(e) => panic!("{url}: `cirrus call --subscribe` printed no {what}: {e}"),
+        };
+        let said = next(&err, "acknowledgement on stderr");
+        assert!(said.starts_with("subscribed to records"), "{url}: {said:?}");
+        // Acknowledged: the very next record is notified, and first.
+        let r = doc(&author(61), &format!("sub-{run}"), 1, "v");
+        let id = p.a.put(&r)["id"].as_str().unwrap().to_string();
+        let line = next(&out, "notification");
         let note: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("{url}: not a JSON line ({e}): {line:?}"));
         assert_eq!(note["method"], "record", "{url}: {note}");
-        let id = note["params"]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        assert!(
-            ids.contains(&id),
-            "{url}: notification for {id}, put {ids:?}"
-        );
+        assert_eq!(note["params"]["id"], id, "{url}: {note}");
         child.kill().unwrap();
         child.wait().unwrap();
     }
