@@ -15,7 +15,7 @@ mod common;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cirrus_proto::stun::{
     self, Attribute, Class, Message, attr, binding_request, parse_binding_response,
@@ -26,27 +26,10 @@ use ed25519_dalek::{Signer, SigningKey};
 use libp2p_identity::PeerId;
 use serde_json::{Value, json};
 
-const POLL: Duration = Duration::from_millis(100);
-const TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound on one blocking socket read; a read that hits it fails the test.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 const INSTALL_HINT: &str = "scripts/test.sh installs it (apt-get install coturn; python3 -m pip install aioice); run that script or install it by hand";
-
-/// Poll `check` every [`POLL`] until it returns `Ok`; after [`TIMEOUT`], fail with
-/// what was being waited for and the last state `check` described.
-fn wait_until<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(state) if Instant::now() > deadline => {
-                panic!("timed out after {TIMEOUT:?} waiting until {what}; last state: {state}")
-            }
-            Err(_) => std::thread::sleep(POLL),
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Tools from outside the project
