@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::time::{Duration, Instant};
 
-use cirrus_node::p2p::{BehaviourEvent, SYNC_PROTOCOL, build_swarm, records_topic};
+use cirrus_node::p2p::{BehaviourEvent, SYNC_PROTOCOL, announce_topic, build_swarm, records_topic};
 use cirrus_proto::record::{Author, Kind, Record};
 use cirrus_proto::sync::{Request, Response};
 use common::*;
@@ -471,12 +471,16 @@ impl Rogue<cirrus_node::p2p::Behaviour> {
     /// Publish on the records topic, retrying while the node's subscription has not
     /// reached us yet.
     fn publish(&mut self, data: Vec<u8>) {
-        self.wait_until("the records topic accepts a publish", |r| {
+        self.publish_on(records_topic(), data)
+    }
+
+    fn publish_on(&mut self, topic: libp2p::gossipsub::IdentTopic, data: Vec<u8>) {
+        self.wait_until("the topic accepts a publish", |r| {
             match r
                 .swarm
                 .behaviour_mut()
                 .gossipsub
-                .publish(records_topic(), data.clone())
+                .publish(topic.clone(), data.clone())
             {
                 Ok(_) => Ok(()),
                 Err(e @ PublishError::NoPeersSubscribedToTopic) => Err(e.to_string()),
@@ -491,6 +495,103 @@ fn score_of(node: &TestNode, peer: &str) -> Result<f64, String> {
     entry["score"]
         .as_f64()
         .ok_or_else(|| format!("no score: {entry}"))
+}
+
+/// An announcement as docs/network.md defines it: the signature by `key` over the
+/// domain and the body, then the body with `key`'s public key in it.
+fn announcement(key: &Keypair, signer: &Keypair, root: &str, at: u64) -> Vec<u8> {
+    let body = json!({"key": hex::encode(key.public().encode_protobuf()), "root": root,
+                      "records": 0, "at": at})
+    .to_string();
+    let sig = signer
+        .sign(&[b"cirrus-announce/2\n".as_slice(), body.as_bytes()].concat())
+        .unwrap();
+    [sig, body.into_bytes()].concat()
+}
+
+/// A peer's announcement sets its `dbRoot`; one whose signature is not by the key
+/// it names is dropped and costs the sender score, and an older one changes nothing.
+#[test]
+fn announcements_are_taken_only_from_their_signer_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let key = Keypair::generate_ed25519();
+    let swarm_key = key.clone();
+    let mut rogue = Rogue::new(move || build_swarm(swarm_key, 50).unwrap(), gossiper_chores);
+    rogue
+        .swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&announce_topic())
+        .unwrap();
+    rogue.connect(&node.listen[0]);
+    let rogue_id = rogue.id();
+    let root_of =
+        |node: &TestNode| entry_for(node, &rogue_id).map_or(Value::Null, |e| e["dbRoot"].clone());
+
+    let (first, second) = ("11".repeat(32), "22".repeat(32));
+    rogue.publish_on(announce_topic(), announcement(&key, &key, &first, 1_000));
+    rogue.wait_until("the node takes the rogue's own announcement", |_| {
+        let root = root_of(&node);
+        if root == first.as_str() {
+            Ok(())
+        } else {
+            Err(root.to_string())
+        }
+    });
+    let score = rogue.wait_until("the node scores the rogue", |_| score_of(&node, &rogue_id));
+    assert!(
+        score >= 0.0,
+        "an honest announcer's score is not negative: {score}"
+    );
+
+    // Signed by someone else in the rogue's name: refused, twice. Properly signed
+    // but older than what the node has: changes nothing. A valid record behind them
+    // on the same connection shows when the node has seen all three.
+    let other = Keypair::generate_ed25519();
+    rogue.publish_on(announce_topic(), announcement(&key, &other, &second, 2_000));
+    rogue.publish_on(announce_topic(), announcement(&key, &other, &second, 2_001));
+    rogue.publish_on(announce_topic(), announcement(&key, &key, &second, 999));
+    let a = author(62);
+    rogue.publish(doc(&a, "after-announcements", 1, "v").encode());
+    rogue.wait_until("the record behind the announcements is stored", |_| {
+        let r = get_record(
+            &node,
+            &a.verifying_key().to_bytes(),
+            "after-announcements",
+            Kind::Doc,
+        );
+        if r.is_null() {
+            Err(r.to_string())
+        } else {
+            Ok(())
+        }
+    });
+    assert_eq!(
+        root_of(&node),
+        first.as_str(),
+        "a forged or older announcement was taken"
+    );
+    rogue.wait_until("the rogue's score falls below 0", |_| {
+        let s = score_of(&node, &rogue_id)?;
+        if s < 0.0 {
+            Ok(s)
+        } else {
+            Err(format!("score {s}"))
+        }
+    });
+
+    // A newer one, properly signed, still gets through.
+    let third = "33".repeat(32);
+    rogue.publish_on(announce_topic(), announcement(&key, &key, &third, 3_000));
+    rogue.wait_until("the newer announcement is taken", |_| {
+        let root = root_of(&node);
+        if root == third.as_str() {
+            Ok(())
+        } else {
+            Err(root.to_string())
+        }
+    });
 }
 
 #[test]

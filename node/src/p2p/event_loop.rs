@@ -64,7 +64,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Started, P2pError> {
     let local = key.public().to_peer_id();
-    let mut swarm = build_swarm(key, cfg.max_peers)?;
+    let mut swarm = build_swarm(key.clone(), cfg.max_peers)?;
     for topic in [records_topic(), announce_topic()] {
         swarm
             .behaviour_mut()
@@ -105,6 +105,7 @@ pub async fn start(
     };
     let event_loop = EventLoop {
         swarm,
+        key,
         commands: rx,
         handle: handle.clone(),
         applied: writer.subscribe(),
@@ -189,6 +190,8 @@ fn load_known(store: &Store) -> HashMap<PeerId, Vec<Multiaddr>> {
 
 pub(super) struct EventLoop {
     pub(super) swarm: Swarm<Behaviour>,
+    /// Signs our announcements.
+    pub(super) key: Keypair,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) handle: P2pHandle,
     pub(super) applied: broadcast::Receiver<Arc<Applied>>,

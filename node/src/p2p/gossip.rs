@@ -7,6 +7,7 @@ use cirrus_proto::record::Record;
 use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::{Multiaddr, PeerId};
 
+use super::announce::{self, Announce};
 use super::behaviour::{announce_topic, records_topic};
 use super::event_loop::{ANNOUNCE_EVERY, EventLoop};
 use super::{Command, unix_now};
@@ -45,7 +46,7 @@ impl EventLoop {
         if stun_version != self.stun_version {
             self.offer_external_address(stun.address.as_deref());
         }
-        let msg = serde_json::json!({
+        let body = serde_json::json!({
             "root": hex::encode(db.root),
             "records": db.records,
             "at": unix_now_ms(),
@@ -56,7 +57,7 @@ impl EventLoop {
             .swarm
             .behaviour_mut()
             .gossipsub
-            .publish(announce_topic(), msg.to_string())
+            .publish(announce_topic(), announce::seal(&self.key, body))
         {
             Ok(_) => {
                 self.announced = Some(db.root);
@@ -102,12 +103,15 @@ impl EventLoop {
         message: gossipsub::Message,
     ) {
         if message.topic == announce_topic().hash() {
-            let acceptance = match (message.source, parse_announce(&message.data)) {
-                (Some(from), Some(a)) => {
-                    self.on_announce(from, a);
+            let acceptance = match announce::open(&message.data) {
+                Ok(a) => {
+                    self.on_announce(a);
                     MessageAcceptance::Accept
                 }
-                _ => MessageAcceptance::Reject,
+                Err(e) => {
+                    tracing::warn!(peer = %source, error = %e, "dropping invalid announcement");
+                    MessageAcceptance::Reject
+                }
             };
             self.swarm
                 .behaviour_mut()
@@ -154,10 +158,15 @@ impl EventLoop {
 
     /// Only directly connected peers' announcements are kept: `getpeerinfo` lists
     /// those, and their STUN servers are the ones our clients ask.
-    fn on_announce(&mut self, from: PeerId, a: Announce) {
+    fn on_announce(&mut self, a: Announce) {
+        let from = a.from;
         let Some(c) = self.peers.get_mut(&from) else {
             return;
         };
+        if c.announced_at.is_some_and(|at| at >= a.at) {
+            return;
+        }
+        c.announced_at = Some(a.at);
         c.db_root = Some(a.root);
         if let Some(port) = a.stun_port
             && c.stun_port != Some(port)
@@ -181,31 +190,6 @@ impl EventLoop {
             }
         }
     }
-}
-
-/// A peer's announcement: its root, and its STUN port and data.
-struct Announce {
-    root: String,
-    stun_port: Option<u16>,
-    stun: Option<serde_json::Value>,
-}
-
-fn parse_announce(data: &[u8]) -> Option<Announce> {
-    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
-    let root = v.get("root")?.as_str()?;
-    if root.len() != 64 || !root.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let stun_port = v
-        .get("stunPort")
-        .and_then(|p| p.as_u64())
-        .and_then(|p| u16::try_from(p).ok());
-    let stun = v.get("stun").filter(|s| s.is_object()).cloned();
-    Some(Announce {
-        root: root.to_string(),
-        stun_port,
-        stun,
-    })
 }
 
 pub(super) fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {

@@ -8,6 +8,7 @@
 //! reconciliation) runs in spawned tasks that report back through the same command
 //! channel, so the loop itself never waits.
 
+mod announce;
 mod behaviour;
 mod codec;
 mod event_loop;
@@ -23,7 +24,9 @@ use cirrus_proto::sync::{Request, Response};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
-pub use behaviour::{Behaviour, BehaviourEvent, SYNC_PROTOCOL, build_swarm, records_topic};
+pub use behaviour::{
+    Behaviour, BehaviourEvent, SYNC_PROTOCOL, announce_topic, build_swarm, records_topic,
+};
 pub use codec::{SyncCodec, SyncRequest};
 pub use event_loop::{Started, StunLink, start};
 

@@ -16,6 +16,9 @@ pub struct Connected {
     pub agent: Option<String>,
     pub listen: Vec<Multiaddr>,
     pub db_root: Option<String>,
+    /// `at` of the newest announcement taken from the peer: an older one (a replay,
+    /// or one overtaken on the way) changes nothing.
+    pub announced_at: Option<u64>,
     pub stun: Option<serde_json::Value>,
     /// The peer's STUN server port, from its announcements.
     pub stun_port: Option<u16>,
@@ -34,6 +37,7 @@ impl Connected {
             agent: None,
             listen: Vec::new(),
             db_root: None,
+            announced_at: None,
             stun: None,
             stun_port: None,
             inbound_sync: None,
