@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cirrus_proto::api::{DbHash, PutStatus, RatingResult, RatingTotals};
 use cirrus_proto::merkle::{self, Hash, Proof};
 use cirrus_proto::record::{Id, Record, Slot};
-use redb::{Builder, Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use redb::{
+    Builder, Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTransaction,
+};
 
 use tables::*;
 use trie::{TrieReader, TrieWriter};
@@ -48,7 +50,8 @@ from_redb!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::SetDurabilityError
 );
 
 /// A record as stored: the record and its id.
@@ -103,7 +106,22 @@ impl Store {
     /// Apply verified records in one transaction, in order; returns one status each.
     /// The caller must have checked every signature.
     pub fn apply(&self, records: &[Stored]) -> Result<Vec<PutStatus>, StoreError> {
-        let txn = self.db.begin_write()?;
+        self.apply_with(records, true)
+    }
+
+    /// [`Store::apply`]; with `fsync` false the commit is visible at once but not
+    /// yet on disk (redb `Durability::None`): a crash loses it unless a durable
+    /// commit came after it. The state on disk is always some earlier durable
+    /// commit, whole.
+    pub fn apply_with(
+        &self,
+        records: &[Stored],
+        fsync: bool,
+    ) -> Result<Vec<PutStatus>, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        if !fsync {
+            txn.set_durability(Durability::None)?;
+        }
         let statuses = apply_in(&txn, records)?;
         txn.commit()?;
         self.commits.fetch_add(1, Ordering::Release);
