@@ -107,7 +107,16 @@ async fn session(socket: WebSocket, dispatcher: Dispatcher, from: std::net::IpAd
                 m = out_rx.recv() => match m { Some(m) => m, None => break },
                 _ = ping.tick() => Message::Ping(Vec::new().into()),
             };
-            if sink.send(msg).await.is_err() {
+            // Whatever else is queued goes out with it, in one flush.
+            let mut batch = Some(msg);
+            let mut sent = Ok(());
+            while let Some(m) = batch.take().or_else(|| out_rx.try_recv().ok()) {
+                sent = sink.feed(m).await;
+                if sent.is_err() {
+                    break;
+                }
+            }
+            if sent.is_err() || sink.flush().await.is_err() {
                 break;
             }
         }
@@ -151,7 +160,7 @@ async fn session(socket: WebSocket, dispatcher: Dispatcher, from: std::net::IpAd
         let (dispatcher, subs, out) = (dispatcher.clone(), subs.clone(), out.clone());
         tokio::spawn(async move {
             let next_seq = dispatcher.context().writer.next_seq();
-            let reply = match subscription(&subs, next_seq, text.as_bytes()) {
+            let reply = match subscription(&subs, next_seq, &text) {
                 Some(r) => Some(r),
                 None => dispatcher
                     .handle_from(from, text.as_bytes())
@@ -159,11 +168,10 @@ async fn session(socket: WebSocket, dispatcher: Dispatcher, from: std::net::IpAd
                     .unwrap_or_else(Some),
             };
             if let Some(r) = reply {
-                let _ = out
-                    .send(Message::Text(
-                        String::from_utf8_lossy(&r).into_owned().into(),
-                    ))
-                    .await;
+                // The dispatcher writes JSON, which is UTF-8.
+                let text = String::from_utf8(r)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                let _ = out.send(Message::Text(text.into())).await;
             }
         });
     }
@@ -190,8 +198,13 @@ fn too_big(e: axum::Error) -> Option<CloseFrame> {
 
 /// `subscribe` / `unsubscribe` as a single request: handled here, because the
 /// subscription belongs to this connection. `None`: not one of those.
-fn subscription(subs: &Subscriptions, next_seq: u64, bytes: &[u8]) -> Option<Vec<u8>> {
-    let v: Value = serde_json::from_slice(bytes).ok()?;
+fn subscription(subs: &Subscriptions, next_seq: u64, text: &str) -> Option<Vec<u8>> {
+    // Most messages are other methods: parse only text that could name one of
+    // these (a JSON string may also spell it with escapes).
+    if !text.contains("subscribe") && !text.contains('\\') {
+        return None;
+    }
+    let v: Value = serde_json::from_str(text).ok()?;
     let method = v.get("method")?.as_str()?;
     let on = match method {
         "subscribe" => true,
@@ -292,4 +305,33 @@ async fn notifications(
 
 fn encode(r: &RpcResponse) -> Vec<u8> {
     serde_json::to_vec(r).expect("serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribe_is_found_however_its_name_is_spelled() {
+        let subs = Subscriptions::default();
+        let escaped =
+            r#"{"jsonrpc":"2.0","id":1,"method":"\u0073ubscribe","params":{"topics":["records"]}}"#;
+        let answer = subscription(&subs, 7, escaped).expect("an answer");
+        let v: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(v["result"]["topics"], json!(["records"]), "{v}");
+        assert_eq!(subs.records_from.load(Ordering::Acquire), 7);
+
+        let plain =
+            r#"{"jsonrpc":"2.0","id":2,"method":"unsubscribe","params":{"topics":["records"]}}"#;
+        assert!(subscription(&subs, 9, plain).is_some());
+        assert_eq!(subs.records_from.load(Ordering::Acquire), OFF);
+
+        // Other methods are the dispatcher's, even when a value mentions the word.
+        for other in [
+            r#"{"jsonrpc":"2.0","id":3,"method":"getdbhash"}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"get","params":{"key":"subscribe"}}"#,
+        ] {
+            assert!(subscription(&subs, 9, other).is_none(), "{other}");
+        }
+    }
 }
