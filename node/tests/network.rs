@@ -497,6 +497,60 @@ fn score_of(node: &TestNode, peer: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("no score: {entry}"))
 }
 
+/// With anti-entropy an hour away, records written on one node reach its peer by
+/// gossip alone: the node publishes what its clients write.
+#[test]
+fn client_writes_reach_a_peer_by_gossip_alone() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let hour = ["--sync-interval-secs", "3600"];
+    let a = TestNode::start_with(da.path(), &hour);
+    let b = TestNode::start_with(
+        db.path(),
+        &[&hour[..], &["--bootstrap", &a.listen[0]]].concat(),
+    );
+    wait_until("A and B are connected", || {
+        let ids = peer_ids(&a);
+        if ids.contains(&b.peer_id) {
+            Ok(())
+        } else {
+            Err(format!("{ids:?}"))
+        }
+    });
+    let alice = author(63);
+    let ak = alice.verifying_key().to_bytes();
+    // Until A has heard B's gossip subscription, a publish has nobody to go to; put
+    // a record at a time until one arrives.
+    let mut n = 0;
+    wait_until("a first record reaches B by gossip", || {
+        n += 1;
+        let key = format!("probe-{n}");
+        a.put(&doc(&alice, &key, 1, "v"));
+        std::thread::sleep(POLL);
+        let got = get_record(&b, &ak, &key, Kind::Doc);
+        if got.is_null() {
+            Err(format!("{n} probes put"))
+        } else {
+            Ok(())
+        }
+    });
+    // From then on every one does, without anti-entropy.
+    let keys: Vec<String> = (0..20).map(|i| format!("gossip-{i}")).collect();
+    for k in &keys {
+        assert_eq!(a.put(&doc(&alice, k, 1, "v"))["status"], "applied");
+    }
+    wait_until("all 20 records reach B", || {
+        let missing: Vec<&String> = keys
+            .iter()
+            .filter(|k| get_record(&b, &ak, k, Kind::Doc).is_null())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("missing {missing:?}"))
+        }
+    });
+}
+
 /// An announcement as docs/network.md defines it: the signature by `key` over the
 /// domain and the body, then the body with `key`'s public key in it.
 fn announcement(key: &Keypair, signer: &Keypair, root: &str, at: u64) -> Vec<u8> {

@@ -16,7 +16,7 @@ use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, ping};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent, announce_topic, build_swarm, records_topic};
@@ -108,7 +108,7 @@ pub async fn start(
         key,
         commands: rx,
         handle: handle.clone(),
-        applied: writer.subscribe(),
+        client_writes: writer.client_writes(),
         store,
         writer,
         relays: relay_tx,
@@ -194,7 +194,8 @@ pub(super) struct EventLoop {
     pub(super) key: Keypair,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) handle: P2pHandle,
-    pub(super) applied: broadcast::Receiver<Arc<Applied>>,
+    /// Records clients wrote on this node, to publish.
+    pub(super) client_writes: mpsc::Receiver<Arc<Applied>>,
     pub(super) store: Arc<Store>,
     pub(super) writer: Writer,
     pub(super) relays: mpsc::Sender<InboundRelay>,
@@ -215,21 +216,12 @@ impl EventLoop {
     async fn run(mut self) {
         let mut announce_tick = tokio::time::interval(Duration::from_secs(1));
         let mut sync_tick = tokio::time::interval(self.cfg.sync_interval);
-        let mut writer_open = true;
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
-                applied = self.applied.recv(), if writer_open => match applied {
-                    Ok(a) => self.on_applied(&a),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        // Large sync commits overflow the channel routinely; only client writes
-                        // among the missed ones lose gossip, and anti-entropy carries them.
-                        tracing::debug!(missed = n, "fell behind publishing");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => writer_open = false,
-                },
+                Some(a) = self.client_writes.recv() => self.on_applied(&a),
                 _ = announce_tick.tick() => self.announce(),
                 _ = sync_tick.tick() => self.maintain(),
             }

@@ -16,12 +16,11 @@ use crate::store::{KnownPeer, Stored};
 use crate::stun::manager::PeerEvent;
 
 impl EventLoop {
+    /// Publish a record a client wrote here. (Records from gossip are forwarded by
+    /// gossipsub itself; records from sync reached us because a peer held them, so
+    /// the network has them already: the writer hands us neither.)
     pub(super) fn on_applied(&mut self, a: &Applied) {
-        // Records from gossip are forwarded by gossipsub itself; records from sync
-        // reached us because a peer held them, so the network has them already.
-        if a.origin != Origin::Api {
-            return;
-        }
+        debug_assert_eq!(a.origin, Origin::Api);
         let data = a.stored.record.encode();
         if let Err(e) = self
             .swarm

@@ -59,7 +59,17 @@ pub struct Writer {
     jobs: mpsc::Sender<Job>,
     applied: broadcast::Sender<Arc<Applied>>,
     next_seq: Arc<AtomicU64>,
+    client_writes: ClientWrites,
 }
+
+/// Where the writer hands records from clients to the swarm for publishing, once
+/// the swarm asked ([`Writer::client_writes`]). Not the broadcast: one commit from
+/// anti-entropy can hold more records than that channel, and a client's record in
+/// the same burst would then miss gossip.
+type ClientWrites = Arc<std::sync::Mutex<Option<mpsc::Sender<Arc<Applied>>>>>;
+
+/// Client records waiting to be published; beyond this, anti-entropy carries them.
+const CLIENT_WRITES_QUEUE: usize = 8192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -76,7 +86,8 @@ impl Writer {
         let (tx, rx) = mpsc::channel(1024);
         let (applied, _) = broadcast::channel(4096);
         let next_seq = Arc::new(AtomicU64::new(0));
-        let (announce, seq) = (applied.clone(), next_seq.clone());
+        let client_writes = ClientWrites::default();
+        let (announce, seq, clients) = (applied.clone(), next_seq.clone(), client_writes.clone());
         let flush = tx.downgrade();
         std::thread::Builder::new()
             .name("cirrus-flush".into())
@@ -84,12 +95,13 @@ impl Writer {
             .expect("spawn flush thread");
         let handle = std::thread::Builder::new()
             .name("cirrus-writer".into())
-            .spawn(move || run(store, rx, announce, seq))
+            .spawn(move || run(store, rx, announce, seq, clients))
             .expect("spawn writer thread");
         let writer = Writer {
             jobs: tx,
             applied,
             next_seq,
+            client_writes,
         };
         (writer, handle)
     }
@@ -115,6 +127,14 @@ impl Writer {
         self.applied.subscribe()
     }
 
+    /// Every record a client's `put` applies from now on, for publishing. One
+    /// consumer: a second call takes the feed from the first.
+    pub fn client_writes(&self) -> mpsc::Receiver<Arc<Applied>> {
+        let (tx, rx) = mpsc::channel(CLIENT_WRITES_QUEUE);
+        *self.client_writes.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
     /// The [`Applied::seq`] the next applied record will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq.load(Ordering::Acquire)
@@ -138,6 +158,7 @@ fn run(
     mut rx: mpsc::Receiver<Job>,
     announce: broadcast::Sender<Arc<Applied>>,
     next_seq: Arc<AtomicU64>,
+    client_writes: ClientWrites,
 ) {
     // A commit without fsync happened since the last durable one.
     let mut dirty = false;
@@ -189,9 +210,22 @@ fn run(
                     rest = tail;
                     let _ = reply.send(Ok(mine.to_vec()));
                 }
+                let clients = client_writes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
                 for a in applied {
+                    let a = Arc::new(a);
+                    if a.origin == Origin::Api
+                        && let Some(c) = &clients
+                        && c.try_send(a.clone()).is_err()
+                    {
+                        tracing::debug!(
+                            "publish queue full or closed; anti-entropy will carry the record"
+                        );
+                    }
                     // No subscribers is fine: nothing to tell.
-                    let _ = announce.send(Arc::new(a));
+                    let _ = announce.send(a);
                 }
             }
             Err(e) => fail_all(replies, &e),

@@ -90,8 +90,11 @@ impl TestNode {
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> TestNode {
         let mut cmd = run_command(data_dir);
-        cmd.args(["--sync-interval-secs", "1"])
-            .args(extra)
+        // Anti-entropy every second, so tests converge fast, unless a test sets it.
+        if !extra.contains(&"--sync-interval-secs") {
+            cmd.args(["--sync-interval-secs", "1"]);
+        }
+        cmd.args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
