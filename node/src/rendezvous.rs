@@ -60,6 +60,25 @@ pub struct Reached {
     pub response: Value,
 }
 
+/// The `address:port` endpoints of a `stun` object's `transport` list ("udp" or
+/// "tcp"), as `getnodeinfo` and `getpeerinfo` show them; malformed entries are
+/// skipped.
+pub fn stun_endpoints(stun: &Value, transport: &str) -> Vec<SocketAddr> {
+    stun[transport]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| {
+                    Some(SocketAddr::new(
+                        m["address"].as_str()?.parse().ok()?,
+                        u16::try_from(m["port"].as_u64()?).ok()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Send `request` (a JSON-RPC request object) to `peer`, directly if a hole can be
 /// punched, else relayed by the rendezvous node.
 pub async fn call_peer(
@@ -83,19 +102,7 @@ pub async fn call_peer(
     } else {
         "tcp"
     };
-    let targets: Vec<SocketAddr> = entry["stun"][key]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| {
-                    Some(SocketAddr::new(
-                        m["address"].as_str()?.parse().ok()?,
-                        m["port"].as_u64()? as u16,
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let targets = stun_endpoints(&entry["stun"], key);
     let why = if targets.is_empty() {
         format!("the rendezvous node lists no {key} endpoints for the peer")
     } else {

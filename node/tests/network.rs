@@ -501,13 +501,7 @@ fn score_of(node: &TestNode, peer: &str) -> Result<f64, String> {
 /// gossip alone: the node publishes what its clients write.
 #[test]
 fn client_writes_reach_a_peer_by_gossip_alone() {
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let hour = ["--sync-interval-secs", "3600"];
-    let a = TestNode::start_with(da.path(), &hour);
-    let b = TestNode::start_with(
-        db.path(),
-        &[&hour[..], &["--bootstrap", &a.listen[0]]].concat(),
-    );
+    let Linked { a, b, dirs: _dirs } = linked(&["--sync-interval-secs", "3600"]);
     wait_until("A and B are connected", || {
         let ids = peer_ids(&a);
         if ids.contains(&b.peer_id) {

@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cirrus_node::rendezvous::{Path, PunchTransport, call_peer};
+use cirrus_node::rendezvous::{Path, PunchTransport, call_peer, stun_endpoints};
 use cirrus_proto::record::Kind;
 use cirrus_proto::stun;
 use common::*;
@@ -34,31 +34,9 @@ struct Pair {
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
-fn endpoints(stun: &Value, transport: &str) -> Vec<SocketAddr> {
-    stun[transport]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| {
-                    Some(SocketAddr::new(
-                        m["address"].as_str()?.parse().ok()?,
-                        m["port"].as_u64()? as u16,
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn pair() -> Pair {
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // Keepalives every second, so B's mappings are found and announced soon.
-    let fast = ["--stun-keepalive-secs", "1"];
-    let a = TestNode::start_with(da.path(), &fast);
-    let b = TestNode::start_with(
-        db.path(),
-        &[&fast[..], &["--bootstrap", &a.listen[0]]].concat(),
-    );
+    let Linked { a, b, dirs } = linked(&["--stun-keepalive-secs", "1"]);
     let endpoints = wait_until("A lists B with stun.udp and stun.tcp endpoints", || {
         let peers = peers_of(&a);
         let entry = peers
@@ -66,8 +44,8 @@ fn pair() -> Pair {
             .find(|p| p["peerId"] == b.peer_id)
             .ok_or_else(|| Value::Array(peers.clone()).to_string())?;
         let (udp, tcp) = (
-            endpoints(&entry["stun"], "udp"),
-            endpoints(&entry["stun"], "tcp"),
+            stun_endpoints(&entry["stun"], "udp"),
+            stun_endpoints(&entry["stun"], "tcp"),
         );
         if udp.is_empty() || tcp.is_empty() {
             Err(entry.to_string())
@@ -79,7 +57,7 @@ fn pair() -> Pair {
         a,
         b,
         endpoints,
-        _dirs: (da, db),
+        _dirs: dirs,
     }
 }
 

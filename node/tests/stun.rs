@@ -466,13 +466,7 @@ fn peer_entry(node: &TestNode, peer: &str) -> Option<Value> {
 
 #[test]
 fn a_peer_gets_a_client_pair_whose_mappings_come_and_go_with_it() {
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let fast = ["--stun-keepalive-secs", "1"];
-    let a = TestNode::start_with(da.path(), &fast);
-    let b = TestNode::start_with(
-        db.path(),
-        &[&fast[..], &["--bootstrap", &a.listen[0]]].concat(),
-    );
+    let Linked { a, b, dirs: _dirs } = linked(&["--stun-keepalive-secs", "1"]);
 
     // A's clients ask B's server: a UDP and a TCP mapping via B, unmapped on loopback.
     let mine = wait_until("A lists UDP and TCP mappings via B", || {

@@ -83,6 +83,25 @@ pub fn run_command(data_dir: &Path) -> Command {
     cmd
 }
 
+/// Two nodes on loopback, B bootstrapped to A, both started with `extra`.
+pub struct Linked {
+    pub a: TestNode,
+    pub b: TestNode,
+    /// Their data dirs, removed when this is dropped.
+    pub dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+pub fn linked(extra: &[&str]) -> Linked {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = TestNode::start_with(da.path(), extra);
+    let b = TestNode::start_with(db.path(), &[extra, &["--bootstrap", &a.listen[0]]].concat());
+    Linked {
+        a,
+        b,
+        dirs: (da, db),
+    }
+}
+
 impl TestNode {
     pub fn start(data_dir: &Path) -> TestNode {
         Self::start_with(data_dir, &[])
