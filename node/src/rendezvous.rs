@@ -130,11 +130,16 @@ pub async fn call_peer(
 /// `getnodeinfo`.
 fn rendezvous_stun(url: &str, info: &Value) -> Option<SocketAddr> {
     let host = url.split_once("://")?.1.trim_end_matches('/');
+    // Our punching sockets are IPv4 (bound to 0.0.0.0), so take an IPv4 address
+    // even where the name resolves to IPv6 first (`localhost` to ::1).
     let ip: IpAddr = std::net::ToSocketAddrs::to_socket_addrs(host)
         .ok()?
-        .next()?
+        .find(SocketAddr::is_ipv4)?
         .ip();
-    Some(SocketAddr::new(ip, info["ports"]["stun"].as_u64()? as u16))
+    Some(SocketAddr::new(
+        ip,
+        u16::try_from(info["ports"]["stun"].as_u64()?).ok()?,
+    ))
 }
 
 async fn direct_udp(
