@@ -1,10 +1,11 @@
 //! Anti-entropy: drives the reconciliation of `proto::sync` over the swarm, and
 //! answers peers that reconcile with us.
 //!
-//! A reconciliation starts with the peer's summary. Equal roots end it at once. A
-//! node that holds nothing streams the peer's whole database in pages of a few
-//! megabytes; then (or otherwise directly) the two walk their tries until nothing
-//! differs. Every record that arrives is verified before it reaches the writer; a
+//! A node that holds nothing first streams the peer's whole database in pages of a
+//! few megabytes. Then the two walk their tries until nothing differs. The walk
+//! opens with our root's children, so equal roots end it in one round trip (the
+//! peer answers nothing), and no separate summary request costs a round trip when
+//! they differ. Every record that arrives is verified before it reaches the writer; a
 //! peer that sends an invalid record or a malformed message is reported as
 //! misbehaving and disconnected.
 
@@ -44,9 +45,9 @@ pub enum SyncError {
 /// What one reconciliation cost, for logs and benchmarks.
 #[derive(Debug, Default, Clone)]
 pub struct SyncStats {
-    /// Round trips of the trie walk (the summary and bulk pages not included).
+    /// Round trips of the trie walk (bulk pages not included).
     pub rounds: usize,
-    /// All requests sent, summary and pages included.
+    /// All requests sent, bulk pages included.
     pub requests: usize,
     pub bytes_sent: usize,
     pub bytes_received: usize,
@@ -64,17 +65,7 @@ pub async fn reconcile(
     peer: PeerId,
 ) -> Result<SyncStats, SyncError> {
     let mut st = SyncStats::default();
-    let Response::Summary { root, records } = ask(p2p, peer, Request::Summary, &mut st).await?
-    else {
-        return Err(SyncError::Protocol(
-            "answered a summary request with something else".into(),
-        ));
-    };
-    let mine = store.db_hash()?;
-    if root.as_slice() == mine.root {
-        return Ok(st);
-    }
-    if mine.records == 0 && records > 0 {
+    if store.db_hash()?.records == 0 {
         stream_all(p2p, writer, peer, &mut st).await?;
     }
     let mut msg = blocking(store, proto::opening).await?;
