@@ -232,10 +232,7 @@ async fn direct_udp(
             });
         }
     }
-    Err(format!(
-        "no answer within {DIRECT_FOR:?} from {} (our mapping {mine})",
-        list(&targets)
-    ))
+    Err(no_answer(&targets, mine))
 }
 
 async fn direct_tcp(
@@ -281,29 +278,24 @@ async fn direct_tcp(
         ));
     }
     drop(tx);
-    let no_answer = || {
-        format!(
-            "no answer within {DIRECT_FOR:?} from {} (our mapping {mine})",
-            list(targets)
-        )
-    };
     let (from, response) = tokio::time::timeout_at(until, answers.recv())
         .await
         .ok()
         .flatten()
-        .ok_or_else(no_answer)?;
+        .ok_or_else(|| no_answer(targets, mine))?;
     Ok(Reached {
         path: Path::Direct(from),
         response,
     })
 }
 
-fn list(targets: &[SocketAddr]) -> String {
-    targets
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Why the direct path failed when nothing came back in time.
+fn no_answer(targets: &[SocketAddr], mine: SocketAddr) -> String {
+    let tried: Vec<String> = targets.iter().map(ToString::to_string).collect();
+    format!(
+        "no answer within {DIRECT_FOR:?} from {} (our mapping {mine})",
+        tried.join(", ")
+    )
 }
 
 /// Connections the target makes toward us (its punch), each asked `request` on

@@ -13,7 +13,7 @@
 //! "stunPort": n, "stun": {...}}`. The signature is over [`DOMAIN`] then the body.
 
 use libp2p::PeerId;
-use libp2p::identity::{Keypair, PublicKey};
+use libp2p::identity::{KeyType, Keypair, PublicKey};
 use serde_json::Value;
 
 /// Separates these signatures from any other use of a node's key.
@@ -66,7 +66,7 @@ pub fn open(data: &[u8]) -> Result<Announce, AnnounceError> {
         .and_then(|k| hex::decode(k).ok())
         .ok_or(AnnounceError::Body)?;
     let key = PublicKey::try_decode_protobuf(&key).map_err(|_| AnnounceError::Key)?;
-    if key.clone().try_into_ed25519().is_err() {
+    if key.key_type() != KeyType::Ed25519 {
         return Err(AnnounceError::Key);
     }
     if !key.verify(&[DOMAIN, body].concat(), sig) {

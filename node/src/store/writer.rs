@@ -29,7 +29,12 @@ const MAX_RECORDS_PER_COMMIT: usize = 4096;
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 type Reply = oneshot::Sender<Result<Vec<PutStatus>, String>>;
-type Job = (Vec<Stored>, Origin, Reply);
+enum Job {
+    /// Records to apply, where they came from, and who waits for their statuses.
+    Write(Vec<Stored>, Origin, Reply),
+    /// Make every commit so far durable (from the flush ticker).
+    Flush,
+}
 
 /// Where a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +119,7 @@ impl Writer {
     ) -> Result<Vec<PutStatus>, WriteError> {
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send((records, origin, tx))
+            .send(Job::Write(records, origin, tx))
             .await
             .map_err(|_| WriteError::Stopped)?;
         rx.await
@@ -141,15 +146,13 @@ impl Writer {
     }
 }
 
-/// Every [`FLUSH_EVERY`], an empty client job, which makes the writer commit
-/// durably if anything is not yet on disk. Ends when the writer has.
+/// Every [`FLUSH_EVERY`], a [`Job::Flush`]. Ends when the writer has.
 fn flush_ticker(jobs: mpsc::WeakSender<Job>) {
     loop {
         std::thread::sleep(FLUSH_EVERY);
         let Some(jobs) = jobs.upgrade() else { return };
-        let (reply, _) = oneshot::channel();
-        // A full queue means the writer is busy, and a client job will flush.
-        let _ = jobs.try_send((Vec::new(), Origin::Api, reply));
+        // A full queue means the writer is busy, and the next tick will do.
+        let _ = jobs.try_send(Job::Flush);
     }
 }
 
@@ -163,29 +166,28 @@ fn run(
     // A commit without fsync happened since the last durable one.
     let mut dirty = false;
     while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        let mut total = jobs[0].0.len();
-        while total < MAX_RECORDS_PER_COMMIT {
-            match rx.try_recv() {
-                Ok(job) => {
-                    total += job.0.len();
-                    jobs.push(job);
+        let (mut writes, mut flush, mut total) = (Vec::new(), false, 0);
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Write(records, origin, reply) => {
+                    total += records.len();
+                    writes.push((records, origin, reply));
                 }
-                Err(_) => break,
+                Job::Flush => flush = true,
+            }
+            if total < MAX_RECORDS_PER_COMMIT {
+                next = rx.try_recv().ok();
             }
         }
-        let fsync = jobs.iter().any(|(_, origin, _)| *origin == Origin::Api);
-        if fsync && total == 0 && !dirty {
-            // Only flush ticks, and nothing to flush.
-            for (_, _, reply) in jobs {
-                let _ = reply.send(Ok(Vec::new()));
-            }
-            continue;
+        if writes.is_empty() && !dirty {
+            continue; // a flush with nothing to flush
         }
+        let fsync = flush || writes.iter().any(|(_, origin, _)| *origin == Origin::Api);
         let mut all = Vec::with_capacity(total);
         let mut origins = Vec::with_capacity(total);
-        let mut replies = Vec::with_capacity(jobs.len());
-        for (records, origin, reply) in jobs {
+        let mut replies = Vec::with_capacity(writes.len());
+        for (records, origin, reply) in writes {
             replies.push((records.len(), reply));
             origins.extend(std::iter::repeat_n(origin, records.len()));
             all.extend(records);
@@ -231,6 +233,8 @@ fn run(
             Err(e) => fail_all(replies, &e),
         }
     }
+    // redb also makes a pending commit durable when the database closes, but the
+    // store may be held open longer than the writer runs.
     if dirty && let Err(e) = store.apply_with(&[], true) {
         tracing::error!(error = %e, "final flush failed; the last gossip records may need anti-entropy again");
     }

@@ -11,7 +11,6 @@ use std::time::Duration;
 use cirrus_proto::stun::{self, StunError};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -164,7 +163,8 @@ async fn udp_ask(
 async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: CancellationToken) {
     let mut local_port = 0u16;
     let mut local: Option<SocketAddr> = None;
-    let mut punchable = None;
+    // Held while the port is ours, so punches can use it.
+    let mut _punchable = None;
     loop {
         let conn = tokio::select! {
             _ = stop.cancelled() => break,
@@ -184,7 +184,7 @@ async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
                             tracing::debug!(%peer, error = %e, "no WebSocket on the STUN TCP port")
                         }
                     }
-                    punchable = Some(ctx.punchers.register_tcp(
+                    _punchable = Some(ctx.punchers.register_tcp(
                         ctx.bind,
                         me.port(),
                         ctx.api.clone(),
@@ -225,29 +225,28 @@ async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
         }
     }
     ctx.state.forget(&peer, Transport::Tcp, local);
-    drop(punchable);
 }
 
-/// Connect from a fixed local port when we have one, with SO_REUSEADDR and
-/// SO_REUSEPORT so a reconnect gets the same port and a listener can share it.
+/// Connect from a fixed local port when we have one. A reconnect then gets the same
+/// port, and a listener can share it.
 pub(crate) async fn connect_from(
     bind: IpAddr,
     port: u16,
     server: SocketAddr,
 ) -> std::io::Result<TcpStream> {
-    let s = if server.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    s.set_reuseaddr(true)?;
-    s.set_reuseport(true)?;
-    s.bind(SocketAddr::new(bind, port))?;
-    s.connect(server).await
+    shared_port(SocketAddr::new(bind, port), server.is_ipv4())?
+        .connect(server)
+        .await
 }
 
 pub(crate) fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let s = if addr.is_ipv4() {
+    shared_port(addr, addr.is_ipv4())?.listen(256)
+}
+
+/// A TCP socket bound to `addr` with SO_REUSEADDR and SO_REUSEPORT, so our
+/// connects and our listener can use one port together.
+fn shared_port(addr: SocketAddr, v4: bool) -> std::io::Result<TcpSocket> {
+    let s = if v4 {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
@@ -255,29 +254,10 @@ pub(crate) fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
     s.set_reuseaddr(true)?;
     s.set_reuseport(true)?;
     s.bind(addr)?;
-    s.listen(256)
+    Ok(s)
 }
 
 async fn tcp_ask(stream: &mut TcpStream, key: &Keypair) -> Result<SocketAddr, StunError> {
     let (txid, req) = request(key);
-    let io = |_| StunError::Malformed("connection lost");
-    tokio::time::timeout(TCP_TIMEOUT, async {
-        stream.write_all(&req).await.map_err(io)?;
-        let mut buf = Vec::with_capacity(256);
-        loop {
-            if let Some(len) = stun::frame_len(&buf)? {
-                if buf.len() >= len {
-                    return stun::parse_binding_response(&buf[..len], &txid);
-                }
-            }
-            let mut chunk = [0u8; 512];
-            let n = stream.read(&mut chunk).await.map_err(io)?;
-            if n == 0 {
-                return Err(StunError::Malformed("connection closed"));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    })
-    .await
-    .map_err(|_| StunError::Malformed("timed out"))?
+    super::probe::exchange_tcp(stream, &txid, &req, TCP_TIMEOUT).await
 }

@@ -51,15 +51,27 @@ pub async fn binding_tcp(
     timeout: Duration,
 ) -> Result<SocketAddr, StunError> {
     let (txid, req) = request();
+    exchange_tcp(stream, &txid, &req, timeout).await
+}
+
+/// Send the Binding request `req` (transaction `txid`) on an open TCP connection and
+/// read its response, within `timeout`. Shared with the node's own STUN clients,
+/// whose requests are signed.
+pub(crate) async fn exchange_tcp(
+    stream: &mut TcpStream,
+    txid: &[u8; 12],
+    req: &[u8],
+    timeout: Duration,
+) -> Result<SocketAddr, StunError> {
     let lost = |_| StunError::Malformed("connection lost");
     tokio::time::timeout(timeout, async {
-        stream.write_all(&req).await.map_err(lost)?;
+        stream.write_all(req).await.map_err(lost)?;
         let mut buf = Vec::with_capacity(256);
         loop {
             if let Some(len) = stun::frame_len(&buf)?
                 && buf.len() >= len
             {
-                return stun::parse_binding_response(&buf[..len], &txid);
+                return stun::parse_binding_response(&buf[..len], txid);
             }
             let mut chunk = [0u8; 512];
             let n = stream.read(&mut chunk).await.map_err(lost)?;
