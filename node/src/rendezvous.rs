@@ -9,6 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use cirrus_proto::api::{NodeInfo, PeerInfo, Transport};
 use cirrus_proto::jsonrpc;
 use cirrus_proto::stun::{self, Class};
 use cirrus_proto::udp::Reassembler;
@@ -39,12 +40,6 @@ pub const OPENING_TTL: u32 = 2;
 /// them from a port that is not in its `stun` list).
 const MAX_LEARNED: usize = 8;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PunchTransport {
-    Udp,
-    Tcp,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Path {
     /// Straight to the target, at this STUN-found endpoint.
@@ -60,56 +55,37 @@ pub struct Reached {
     pub response: Value,
 }
 
-/// The `address:port` endpoints of a `stun` object's `transport` list ("udp" or
-/// "tcp"), as `getnodeinfo` and `getpeerinfo` show them; malformed entries are
-/// skipped.
-pub fn stun_endpoints(stun: &Value, transport: &str) -> Vec<SocketAddr> {
-    stun[transport]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| {
-                    Some(SocketAddr::new(
-                        m["address"].as_str()?.parse().ok()?,
-                        u16::try_from(m["port"].as_u64()?).ok()?,
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Send `request` (a JSON-RPC request object) to `peer`, directly if a hole can be
 /// punched, else relayed by the rendezvous node.
 pub async fn call_peer(
     rendezvous: &str,
     peer: &str,
-    transport: PunchTransport,
+    transport: Transport,
     request: Value,
     timeout: Duration,
 ) -> Result<Reached, ClientError> {
     let r = Client::connect(rendezvous, timeout)?;
-    let peers = r.call("getpeerinfo", json!({})).await?;
-    let entry = peers
-        .as_array()
-        .and_then(|a| a.iter().find(|p| p["peerId"] == peer))
-        .ok_or_else(|| ClientError::BadResponse {
-            url: rendezvous.into(),
-            why: format!("peer {peer} is not connected to the rendezvous node"),
-        })?;
-    let key = if transport == PunchTransport::Udp {
-        "udp"
-    } else {
-        "tcp"
-    };
-    let targets = stun_endpoints(&entry["stun"], key);
+    let peers: Vec<PeerInfo> = r.call_as("getpeerinfo", json!({})).await?;
+    let entry =
+        peers
+            .iter()
+            .find(|p| p.peer_id == peer)
+            .ok_or_else(|| ClientError::BadResponse {
+                url: rendezvous.into(),
+                why: format!("peer {peer} is not connected to the rendezvous node"),
+            })?;
+    let targets = entry
+        .stun
+        .as_ref()
+        .map(|s| s.endpoints(transport))
+        .unwrap_or_default();
     let why = if targets.is_empty() {
-        format!("the rendezvous node lists no {key} endpoints for the peer")
+        format!("the rendezvous node lists no {transport} endpoints for the peer")
     } else {
-        let info = r.call("getnodeinfo", json!({})).await?;
+        let info: NodeInfo = r.call_as("getnodeinfo", json!({})).await?;
         let direct = match (transport, rendezvous_stun(rendezvous, &info)) {
-            (PunchTransport::Udp, Some(s)) => direct_udp(&r, peer, s, &targets, &request).await,
-            (PunchTransport::Tcp, Some(s)) => direct_tcp(&r, peer, s, &targets, &request).await,
+            (Transport::Udp, Some(s)) => direct_udp(&r, peer, s, &targets, &request).await,
+            (Transport::Tcp, Some(s)) => direct_tcp(&r, peer, s, &targets, &request).await,
             (_, None) => Err("the rendezvous node shows no STUN port".into()),
         };
         match direct {
@@ -128,7 +104,7 @@ pub async fn call_peer(
 
 /// The rendezvous node's STUN server: its host from the URL, its STUN port from
 /// `getnodeinfo`.
-fn rendezvous_stun(url: &str, info: &Value) -> Option<SocketAddr> {
+fn rendezvous_stun(url: &str, info: &NodeInfo) -> Option<SocketAddr> {
     let host = url.split_once("://")?.1.trim_end_matches('/');
     // Our punching sockets are IPv4 (bound to 0.0.0.0), so take an IPv4 address
     // even where the name resolves to IPv6 first (`localhost` to ::1).
@@ -136,10 +112,7 @@ fn rendezvous_stun(url: &str, info: &Value) -> Option<SocketAddr> {
         .ok()?
         .find(SocketAddr::is_ipv4)?
         .ip();
-    Some(SocketAddr::new(
-        ip,
-        u16::try_from(info["ports"]["stun"].as_u64()?).ok()?,
-    ))
+    Some(SocketAddr::new(ip, info.ports.stun?))
 }
 
 async fn direct_udp(

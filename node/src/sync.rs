@@ -87,20 +87,13 @@ pub async fn reconcile(
     Ok(st)
 }
 
-/// Answer a peer's sync request (summary, reconcile, range).
+/// Answer a peer's sync request (reconcile, range).
 pub async fn serve(
     store: &Arc<Store>,
     writer: &Writer,
     request: Request,
 ) -> Result<Response, SyncError> {
     match request {
-        Request::Summary => {
-            let db = store.db_hash()?;
-            Ok(Response::Summary {
-                root: ByteBuf::from(db.root.to_vec()),
-                records: db.records,
-            })
-        }
         Request::Reconcile(items) => {
             if items.len() > ITEMS_PER_REQUEST {
                 return Err(SyncError::Protocol(format!(
@@ -123,9 +116,6 @@ pub async fn serve(
                 records: records.into_iter().map(ByteBuf::from).collect(),
                 next: next.map(ByteBuf::from),
             })
-        }
-        Request::Peers | Request::Relay(_) | Request::Punch { .. } => {
-            Ok(Response::Refused("not a sync request".into()))
         }
     }
 }

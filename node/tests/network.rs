@@ -450,20 +450,30 @@ impl<B: NetworkBehaviour> Rogue<B> {
     }
 }
 
-/// The node's own swarm, used against it: answer its sync requests with a refusal
-/// (a well-formed answer, so it has no reason to drop us for that).
+/// The node's own swarm, used against it: answer its requests with a refusal (a
+/// well-formed answer, so it has no reason to drop us for that).
 fn gossiper_chores(
     swarm: &mut Swarm<cirrus_node::p2p::Behaviour>,
     ev: BehaviourEvent,
     _: &mut Vec<Vec<u8>>,
 ) {
-    if let BehaviourEvent::Sync(request_response::Event::Message {
-        message: request_response::Message::Request { channel, .. },
-        ..
-    }) = ev
-    {
-        let refusal = Response::Refused("not serving".into());
-        let _ = swarm.behaviour_mut().sync.send_response(channel, refusal);
+    use request_response::{Event, Message};
+    match ev {
+        BehaviourEvent::Sync(Event::Message {
+            message: Message::Request { channel, .. },
+            ..
+        }) => {
+            let refusal = Response::Refused("not serving".into());
+            let _ = swarm.behaviour_mut().sync.send_response(channel, refusal);
+        }
+        BehaviourEvent::Peer(Event::Message {
+            message: Message::Request { channel, .. },
+            ..
+        }) => {
+            let refusal = cirrus_proto::peer::Response::Refused("not serving".into());
+            let _ = swarm.behaviour_mut().peer.send_response(channel, refusal);
+        }
+        _ => {}
     }
 }
 
@@ -549,7 +559,8 @@ fn client_writes_reach_a_peer_by_gossip_alone() {
 /// domain and the body, then the body with `key`'s public key in it.
 fn announcement(key: &Keypair, signer: &Keypair, root: &str, at: u64) -> Vec<u8> {
     let body = json!({"key": hex::encode(key.public().encode_protobuf()), "root": root,
-                      "records": 0, "at": at})
+                      "records": 0, "at": at, "stunPort": 1,
+                      "stun": {"address": null, "nat": "unknown", "udp": [], "tcp": []}})
     .to_string();
     let sig = signer
         .sign(&[b"cirrus-announce/2\n".as_slice(), body.as_bytes()].concat())
@@ -565,7 +576,10 @@ fn announcements_are_taken_only_from_their_signer_and_in_order() {
     let node = TestNode::start(dir.path());
     let key = Keypair::generate_ed25519();
     let swarm_key = key.clone();
-    let mut rogue = Rogue::new(move || build_swarm(swarm_key, 50).unwrap(), gossiper_chores);
+    let mut rogue = Rogue::new(
+        move || build_swarm(swarm_key, "127.0.0.1".parse().unwrap(), 50).unwrap(),
+        gossiper_chores,
+    );
     rogue
         .swarm
         .behaviour_mut()
@@ -647,7 +661,14 @@ fn forged_gossip_is_dropped_and_its_sender_loses_score() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(dir.path());
     let mut rogue = Rogue::new(
-        || build_swarm(Keypair::generate_ed25519(), 50).unwrap(),
+        || {
+            build_swarm(
+                Keypair::generate_ed25519(),
+                "127.0.0.1".parse().unwrap(),
+                50,
+            )
+            .unwrap()
+        },
         gossiper_chores,
     );
     rogue
@@ -842,21 +863,24 @@ fn a_peer_sending_garbage_on_sync_is_disconnected_and_the_rest_go_on() {
     });
 
     // A well-formed request on the same raw path is answered, and the peer stays.
-    rogue
-        .swarm
-        .behaviour_mut()
-        .send_request(&a_id, cbor(&Request::Summary));
-    let answer = rogue.wait_until("the node answers a summary request", |r| {
+    rogue.swarm.behaviour_mut().send_request(
+        &a_id,
+        cbor(&Request::Range {
+            after: None,
+            max_bytes: 1 << 20,
+        }),
+    );
+    let answer = rogue.wait_until("the node answers a range request", |r| {
         r.responses.pop().ok_or("no answer".to_string())
     });
-    let summary: Response = cbor4ii::serde::from_slice(&answer).expect("a cbor response");
-    let Response::Summary { root, records } = summary else {
-        panic!("expected a summary, got {summary:?}")
-    };
-    let db = a.db();
+    let page: Response = cbor4ii::serde::from_slice(&answer).expect("a cbor response");
+    // A holds nothing yet: an empty last page.
     assert_eq!(
-        (hex::encode(&root), records),
-        (db["root"].as_str().unwrap().to_string(), 0)
+        page,
+        Response::Range {
+            records: Vec::new(),
+            next: None
+        }
     );
     assert!(rogue.connected.contains(&a_id));
     assert!(

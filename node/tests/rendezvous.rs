@@ -14,7 +14,8 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cirrus_node::rendezvous::{Path, PunchTransport, call_peer, stun_endpoints};
+use cirrus_node::rendezvous::{Path, call_peer};
+use cirrus_proto::api::Transport;
 use cirrus_proto::record::Kind;
 use cirrus_proto::stun;
 use common::*;
@@ -29,30 +30,55 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 struct Pair {
     a: TestNode,
     b: TestNode,
-    /// B's endpoints as A's getpeerinfo lists them: (udp, tcp).
+    /// B's endpoints as B itself reports them (`getnodeinfo.stun`): (udp, tcp).
     endpoints: (Vec<SocketAddr>, Vec<SocketAddr>),
     _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+/// `address:port` of each entry of a `stun` object's list, read by hand from the
+/// JSON (not with the client's own parser, which is what is being tested).
+fn endpoints_in(stun: &Value, list: &str) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = stun[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("stun.{list} is not a list: {stun}"))
+        .iter()
+        .map(|m| {
+            let addr = m["address"].as_str().expect("an address");
+            let port = m["port"].as_u64().expect("a port");
+            format!("{addr}:{port}").parse().expect("ip:port")
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 fn pair() -> Pair {
     // Keepalives every second, so B's mappings are found and announced soon.
     let Linked { a, b, dirs } = linked(&["--stun-keepalive-secs", "1"]);
-    let endpoints = wait_until("A lists B with stun.udp and stun.tcp endpoints", || {
-        let peers = peers_of(&a);
-        let entry = peers
-            .iter()
-            .find(|p| p["peerId"] == b.peer_id)
-            .ok_or_else(|| Value::Array(peers.clone()).to_string())?;
-        let (udp, tcp) = (
-            stun_endpoints(&entry["stun"], "udp"),
-            stun_endpoints(&entry["stun"], "tcp"),
-        );
-        if udp.is_empty() || tcp.is_empty() {
-            Err(entry.to_string())
-        } else {
-            Ok((udp, tcp))
-        }
-    });
+    let endpoints = wait_until(
+        "A lists B with the stun.udp and stun.tcp endpoints B reports",
+        || {
+            let own = b.ok("getnodeinfo", json!({}))["stun"].clone();
+            let mine = (endpoints_in(&own, "udp"), endpoints_in(&own, "tcp"));
+            let peers = peers_of(&a);
+            let entry = peers
+                .iter()
+                .find(|p| p["peerId"] == b.peer_id)
+                .ok_or_else(|| Value::Array(peers.clone()).to_string())?;
+            if entry["stun"].is_null() {
+                return Err(entry.to_string());
+            }
+            let listed = (
+                endpoints_in(&entry["stun"], "udp"),
+                endpoints_in(&entry["stun"], "tcp"),
+            );
+            if mine.0.is_empty() || mine.1.is_empty() || listed != mine {
+                Err(format!("B reports {mine:?}, A lists {entry}"))
+            } else {
+                Ok(mine)
+            }
+        },
+    );
     Pair {
         a,
         b,
@@ -169,7 +195,7 @@ fn call_peer_from_rust_reaches_the_target_directly_over_udp() {
         .block_on(call_peer(
             &p.a.url,
             &p.b.peer_id,
-            PunchTransport::Udp,
+            Transport::Udp,
             request,
             Duration::from_secs(10),
         ))

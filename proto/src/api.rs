@@ -147,7 +147,7 @@ pub struct NodeInfo {
     /// Connected peers.
     pub peers: usize,
     /// This node's STUN data (docs/stun.md).
-    pub stun: serde_json::Value,
+    pub stun: StunInfo,
     pub db: DbHash,
 }
 
@@ -158,8 +158,7 @@ pub struct PeerInfo {
     pub peer_id: String,
     /// Remote multiaddr of the connection.
     pub addr: String,
-    /// `inbound` (the peer dialed us) or `outbound`.
-    pub direction: String,
+    pub direction: Direction,
     /// Unix seconds when the connection was established.
     pub connected_since: u64,
     /// Last ping round trip, in milliseconds, once one was measured.
@@ -167,11 +166,127 @@ pub struct PeerInfo {
     /// The peer's agent string from identify, once received.
     pub agent: Option<String>,
     /// The peer's STUN data, once it announced any.
-    pub stun: Option<serde_json::Value>,
+    pub stun: Option<StunInfo>,
     /// The last database root the peer announced.
-    pub db_root: Option<String>,
+    #[serde(default, with = "opt_hex")]
+    pub db_root: Option<Hash>,
     /// The peer's gossipsub score as this node sees it (negative: misbehaving).
     pub score: Option<f64>,
+}
+
+/// Who opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// The peer dialed us.
+    Inbound,
+    Outbound,
+}
+
+/// The two transports that punching, STUN and the dynamic API ports come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "udp" => Ok(Transport::Udp),
+            "tcp" => Ok(Transport::Tcp),
+            other => Err(format!("transport must be udp or tcp, not {other:?}")),
+        }
+    }
+}
+
+/// One STUN client socket's mapping, as SPEC's `stun` object lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mapping {
+    /// External port the peer's server saw.
+    pub port: u16,
+    pub local_port: u16,
+    /// The peer whose server saw it.
+    pub via: String,
+    /// Unix seconds of the last answer.
+    pub last_seen: u64,
+    /// External address the peer's server saw.
+    pub address: std::net::IpAddr,
+}
+
+impl Mapping {
+    pub fn endpoint(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.address, self.port)
+    }
+}
+
+/// A peer that proved its id in a request to our STUN server, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Seen {
+    pub peer_id: String,
+    pub transport: Transport,
+    pub observed: std::net::SocketAddr,
+    pub last_seen: u64,
+}
+
+/// SPEC's `stun` object (plus, for the node's own, `seen`). The same type is
+/// announced to peers, so what a peer may send is bounded by [`StunInfo::MAX_MAPPINGS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StunInfo {
+    pub address: Option<std::net::IpAddr>,
+    pub nat: crate::stun::nat::Nat,
+    pub udp: Vec<Mapping>,
+    pub tcp: Vec<Mapping>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<Seen>,
+}
+
+impl StunInfo {
+    /// Most mappings per transport a node lists (one per connected peer; a peer that
+    /// announces more is refused).
+    pub const MAX_MAPPINGS: usize = 256;
+
+    pub fn unknown() -> StunInfo {
+        StunInfo {
+            address: None,
+            nat: crate::stun::nat::Nat::Unknown,
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn mappings(&self, t: Transport) -> &[Mapping] {
+        match t {
+            Transport::Udp => &self.udp,
+            Transport::Tcp => &self.tcp,
+        }
+    }
+
+    /// The external endpoints of one transport's mappings.
+    pub fn endpoints(&self, t: Transport) -> Vec<std::net::SocketAddr> {
+        self.mappings(t).iter().map(Mapping::endpoint).collect()
+    }
 }
 
 /// `punch`: ask `peer_id` (through this node) to open its NAT toward `endpoint`.
@@ -181,8 +296,7 @@ pub struct PunchParams {
     pub peer_id: String,
     /// The client's mapped endpoint, "ip:port", as a STUN server saw it.
     pub endpoint: std::net::SocketAddr,
-    /// "udp" or "tcp".
-    pub transport: String,
+    pub transport: Transport,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,12 +8,14 @@
 //! - [`api`]: parameters and results of every API method.
 //! - [`stun`]: the STUN codec (RFC 8489), Binding server and client logic.
 //! - [`udp`]: the UDP API's datagram framing (fragments) and anti-amplification.
-//! - [`sync`]: node-to-node messages and the anti-entropy reconciliation over the trie.
+//! - [`sync`]: anti-entropy messages and the reconciliation over the trie.
+//! - [`peer`]: the other node-to-node messages (hello, peer exchange, relay, punch).
 
 pub mod api;
 pub mod hexser;
 pub mod jsonrpc;
 pub mod merkle;
+pub mod peer;
 pub mod record;
 pub mod stun;
 pub mod sync;

@@ -1,4 +1,4 @@
-//! Node-to-node requests, and anti-entropy as a stateless exchange over the trie.
+//! Anti-entropy: its messages, and reconciliation as a stateless exchange over the trie.
 //!
 //! Reconciliation: the initiator sends [`opening`] (its root described as an
 //! [`Item`]); each side answers every message with [`answer`], after applying the
@@ -27,52 +27,27 @@ pub const RECORD_BUDGET: usize = 4 << 20;
 /// A reconciliation that has not ended after this many rounds is abandoned.
 pub const MAX_ROUNDS: usize = 160;
 
+/// An anti-entropy request (`/cirrus/sync/2`). Other node-to-node messages are in
+/// [`crate::peer`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// The peer's root and record count.
-    Summary,
     Reconcile(Vec<Item>),
     /// Records in primary-key order after a cursor, for a node that starts empty.
     Range {
         after: Option<ByteBuf>,
         max_bytes: u32,
     },
-    /// Peers the node knows, with addresses (peer exchange).
-    Peers,
-    /// A JSON-RPC request to run on the peer (the `relay` method).
-    Relay(ByteBuf),
-    /// Open your NAT toward `endpoint` ("ip:port") over `transport` ("udp" or "tcp"):
-    /// a client is about to send there (the `punch` method, docs/nat.md).
-    Punch {
-        endpoint: String,
-        transport: String,
-    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    Summary {
-        root: ByteBuf,
-        records: u64,
-    },
     Reconcile(Vec<Item>),
     Range {
         records: Vec<ByteBuf>,
         next: Option<ByteBuf>,
     },
-    Peers(Vec<PeerEntry>),
-    Relay(ByteBuf),
-    /// The punch has started.
-    Punching,
     /// The request was understood but refused (too large, malformed content, ...).
     Refused(String),
-}
-
-/// A peer id and multiaddrs, as bytes (this crate does not depend on libp2p).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerEntry {
-    pub peer: ByteBuf,
-    pub addrs: Vec<ByteBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

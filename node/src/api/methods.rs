@@ -5,8 +5,8 @@ use cirrus_proto::api::{
     GetParams, GetRatingParams, GetResult, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, ListParams,
     ListResult, NodeInfo, PunchParams, PutParams, RecordView, RelayParams,
 };
+use cirrus_proto::peer;
 use cirrus_proto::record::Slot;
-use cirrus_proto::sync::{Request as SyncRequest, Response as SyncResponse};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -54,7 +54,7 @@ pub async fn getnodeinfo(ctx: &Context) -> Result<Value, ApiError> {
         ports: ctx.ports.clone(),
         listen,
         peers,
-        stun: serde_json::to_value(ctx.stun.info(true)).expect("serializes"),
+        stun: ctx.stun.info(true),
         db: ctx.store.db_hash()?,
     })
 }
@@ -118,18 +118,13 @@ pub async fn punch(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiErr
     let peer: libp2p::PeerId = peer_id
         .parse()
         .map_err(|_| ApiError::Params(format!("peerId {peer_id:?} is not a peer id")))?;
-    if transport != "udp" && transport != "tcp" {
-        return Err(ApiError::Params(
-            "transport must be \"udp\" or \"tcp\"".into(),
-        ));
-    }
-    let req = SyncRequest::Punch {
-        endpoint: endpoint.to_string(),
+    let req = peer::Request::Punch {
+        endpoint,
         transport,
     };
-    match ctx.p2p.request(peer, req).await? {
-        SyncResponse::Punching => Ok(serde_json::json!({ "ok": true })),
-        SyncResponse::Refused(why) => Err(ApiError::Peer(format!("the peer refused: {why}"))),
+    match ctx.p2p.ask_peer(peer, req).await? {
+        peer::Response::Punching => Ok(serde_json::json!({ "ok": true })),
+        peer::Response::Refused(why) => Err(ApiError::Peer(format!("the peer refused: {why}"))),
         _ => Err(ApiError::Peer("the peer answered something else".into())),
     }
 }
@@ -149,12 +144,12 @@ pub async fn relay(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiErr
     let bytes = serde_json::to_vec(&request).expect("serializes");
     match ctx
         .p2p
-        .request(peer, SyncRequest::Relay(bytes.into()))
+        .ask_peer(peer, peer::Request::Relay(bytes.into()))
         .await?
     {
-        SyncResponse::Relay(answer) => serde_json::from_slice(&answer)
+        peer::Response::Relay(answer) => serde_json::from_slice(&answer)
             .map_err(|e| ApiError::Peer(format!("the peer's answer is not JSON: {e}"))),
-        SyncResponse::Refused(why) => Err(ApiError::Peer(format!("the peer refused: {why}"))),
+        peer::Response::Refused(why) => Err(ApiError::Peer(format!("the peer refused: {why}"))),
         _ => Err(ApiError::Peer("the peer answered something else".into())),
     }
 }

@@ -38,12 +38,9 @@ pub async fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
         None => Value::Object(Default::default()),
     };
     if let (Some(peer), Some(rendezvous)) = (&a.peer, &a.rendezvous) {
-        use cirrus_node::rendezvous::{Path, PunchTransport, call_peer};
-        let transport = if a.transport == "tcp" {
-            PunchTransport::Tcp
-        } else {
-            PunchTransport::Udp
-        };
+        use cirrus_node::rendezvous::{Path, call_peer};
+        let transport: cirrus_proto::api::Transport =
+            a.transport.parse().map_err(anyhow::Error::msg)?;
         let request = cirrus_proto::jsonrpc::request(1, &a.method, params);
         let timeout = Duration::try_from_secs_f64(a.node.timeout)
             .context("--timeout must be a positive number")?;

@@ -10,43 +10,98 @@
 //!
 //! Wire: a 64-byte ed25519 signature, then the body, JSON:
 //! `{"key": hex of the protobuf public key, "root": hex, "records": n, "at": unix_ms,
-//! "stunPort": n, "stun": {...}}`. The signature is over [`DOMAIN`] then the body.
+//! "stunPort": n, "stun": {the stun object, typed}}`. The signature is over
+//! [`DOMAIN`] then the body. The same bytes answer a peer's hello.
 
+use cirrus_proto::api::StunInfo;
+use cirrus_proto::merkle::Hash;
 use libp2p::PeerId;
 use libp2p::identity::{KeyType, Keypair, PublicKey};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 /// Separates these signatures from any other use of a node's key.
 pub const DOMAIN: &[u8] = b"cirrus-announce/2\n";
 const SIG_LEN: usize = 64;
+/// Largest announcement taken: a node lists one mapping per peer and transport, so
+/// even at [`StunInfo::MAX_MAPPINGS`] it stays well under this.
+pub const MAX_BYTES: usize = 64 << 10;
+
+/// What a node says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Body {
+    #[serde(with = "cirrus_proto::hexser")]
+    pub root: Hash,
+    pub records: u64,
+    /// Unix milliseconds at the announcer; newer replaces older.
+    pub at: u64,
+    pub stun_port: u16,
+    pub stun: StunInfo,
+}
+
+/// The wire form: the body and the announcer's key (hex of its protobuf encoding).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Sealed {
+    key: String,
+    #[serde(with = "cirrus_proto::hexser")]
+    root: Hash,
+    records: u64,
+    at: u64,
+    stun_port: u16,
+    stun: StunInfo,
+}
+
+impl Sealed {
+    fn new(key: &Keypair, b: Body) -> Sealed {
+        Sealed {
+            key: hex::encode(key.public().encode_protobuf()),
+            root: b.root,
+            records: b.records,
+            at: b.at,
+            stun_port: b.stun_port,
+            stun: b.stun,
+        }
+    }
+
+    fn body(self) -> Body {
+        Body {
+            root: self.root,
+            records: self.records,
+            at: self.at,
+            stun_port: self.stun_port,
+            stun: self.stun,
+        }
+    }
+}
 
 /// An announcement whose signature verified.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Announce {
     pub from: PeerId,
-    /// Unix milliseconds at the announcer; newer replaces older.
-    pub at: u64,
-    pub root: String,
-    pub stun_port: Option<u16>,
-    pub stun: Option<Value>,
+    pub body: Body,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AnnounceError {
-    #[error("announcement too short")]
-    Short,
-    #[error("announcement body is not a JSON object with key, root and at")]
-    Body,
+    #[error("announcement too short or over {MAX_BYTES} bytes")]
+    Size,
+    #[error("announcement body does not parse: {0}")]
+    Body(String),
     #[error("announcement key is not an ed25519 public key")]
     Key,
     #[error("announcement signature does not verify")]
     Signature,
+    #[error(
+        "announcement lists more than {} mappings or a `seen` list",
+        StunInfo::MAX_MAPPINGS
+    )]
+    TooMuch,
 }
 
-/// Sign `body` (a JSON object without `key`) with `key`.
-pub fn seal(key: &Keypair, mut body: Value) -> Vec<u8> {
-    body["key"] = hex::encode(key.public().encode_protobuf()).into();
-    let body = body.to_string().into_bytes();
+/// Sign `body` with `key`.
+pub fn seal(key: &Keypair, body: Body) -> Vec<u8> {
+    let body = serde_json::to_vec(&Sealed::new(key, body)).expect("announcements serialize");
     let sig = key
         .sign(&[DOMAIN, &body].concat())
         .expect("ed25519 signing does not fail");
@@ -55,16 +110,13 @@ pub fn seal(key: &Keypair, mut body: Value) -> Vec<u8> {
 
 /// Check an announcement's signature and read it.
 pub fn open(data: &[u8]) -> Result<Announce, AnnounceError> {
-    if data.len() < SIG_LEN {
-        return Err(AnnounceError::Short);
+    if data.len() < SIG_LEN || data.len() > MAX_BYTES {
+        return Err(AnnounceError::Size);
     }
     let (sig, body) = data.split_at(SIG_LEN);
-    let v: Value = serde_json::from_slice(body).map_err(|_| AnnounceError::Body)?;
-    let key = v
-        .get("key")
-        .and_then(Value::as_str)
-        .and_then(|k| hex::decode(k).ok())
-        .ok_or(AnnounceError::Body)?;
+    let sealed: Sealed =
+        serde_json::from_slice(body).map_err(|e| AnnounceError::Body(e.to_string()))?;
+    let key = hex::decode(&sealed.key).map_err(|_| AnnounceError::Key)?;
     let key = PublicKey::try_decode_protobuf(&key).map_err(|_| AnnounceError::Key)?;
     if key.key_type() != KeyType::Ed25519 {
         return Err(AnnounceError::Key);
@@ -72,35 +124,31 @@ pub fn open(data: &[u8]) -> Result<Announce, AnnounceError> {
     if !key.verify(&[DOMAIN, body].concat(), sig) {
         return Err(AnnounceError::Signature);
     }
-    let root = v
-        .get("root")
-        .and_then(Value::as_str)
-        .filter(|r| r.len() == 64 && r.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or(AnnounceError::Body)?;
-    let at = v
-        .get("at")
-        .and_then(Value::as_u64)
-        .ok_or(AnnounceError::Body)?;
+    let stun = &sealed.stun;
+    if stun.udp.len() > StunInfo::MAX_MAPPINGS
+        || stun.tcp.len() > StunInfo::MAX_MAPPINGS
+        || !stun.seen.is_empty()
+    {
+        return Err(AnnounceError::TooMuch);
+    }
     Ok(Announce {
         from: key.to_peer_id(),
-        at,
-        root: root.to_string(),
-        stun_port: v
-            .get("stunPort")
-            .and_then(Value::as_u64)
-            .and_then(|p| u16::try_from(p).ok()),
-        stun: v.get("stun").filter(|s| s.is_object()).cloned(),
+        body: sealed.body(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn body() -> Value {
-        json!({"root": "ab".repeat(32), "records": 3, "at": 1_700_000_000_000u64,
-               "stunPort": 38084, "stun": {"nat": "none"}})
+    fn body() -> Body {
+        Body {
+            root: [0xab; 32],
+            records: 3,
+            at: 1_700_000_000_000,
+            stun_port: 38084,
+            stun: StunInfo::unknown(),
+        }
     }
 
     #[test]
@@ -108,10 +156,7 @@ mod tests {
         let key = Keypair::generate_ed25519();
         let a = open(&seal(&key, body())).unwrap();
         assert_eq!(a.from, key.public().to_peer_id());
-        assert_eq!(a.root, "ab".repeat(32));
-        assert_eq!(a.at, 1_700_000_000_000);
-        assert_eq!(a.stun_port, Some(38084));
-        assert_eq!(a.stun, Some(json!({"nat": "none"})));
+        assert_eq!(a.body, body());
     }
 
     #[test]
@@ -130,10 +175,36 @@ mod tests {
         assert_ne!(theirs.from, key.public().to_peer_id());
         // Someone else's key in the body, our signature: refused.
         let (sig, _) = sealed.split_at(SIG_LEN);
-        let mut forged = body();
-        forged["key"] = hex::encode(other.public().encode_protobuf()).into();
-        let forged = [sig, forged.to_string().as_bytes()].concat();
+        let forged = Sealed::new(&other, body());
+        let forged = [sig, &serde_json::to_vec(&forged).unwrap()].concat();
         assert_eq!(open(&forged), Err(AnnounceError::Signature));
+    }
+
+    #[test]
+    fn oversized_untyped_and_overfull_announcements_are_refused() {
+        let key = Keypair::generate_ed25519();
+        // Any JSON object as `stun` is not a `stun` object.
+        let mut v = serde_json::to_value(Sealed::new(&key, body())).unwrap();
+        v["stun"] = serde_json::json!({"anything": "x".repeat(100)});
+        let bytes = v.to_string().into_bytes();
+        let sig = key.sign(&[DOMAIN, &bytes].concat()).unwrap();
+        assert!(matches!(
+            open(&[sig, bytes].concat()),
+            Err(AnnounceError::Body(_))
+        ));
+        // Too many mappings.
+        let mut b = body();
+        let m = cirrus_proto::api::Mapping {
+            port: 1,
+            local_port: 2,
+            via: "x".into(),
+            last_seen: 0,
+            address: "192.0.2.1".parse().unwrap(),
+        };
+        b.stun.udp = vec![m; StunInfo::MAX_MAPPINGS + 1];
+        assert_eq!(open(&seal(&key, b)), Err(AnnounceError::TooMuch));
+        // Too large as bytes.
+        assert_eq!(open(&vec![0u8; MAX_BYTES + 1]), Err(AnnounceError::Size));
     }
 
     #[test]

@@ -3,7 +3,12 @@
 
 use std::time::Duration;
 
+use std::net::IpAddr;
+
 use cirrus_proto::record::MAX_ENCODED_BYTES;
+use cirrus_proto::{peer, sync};
+use libp2p::core::Transport as _;
+use libp2p::core::upgrade::Version;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
@@ -14,9 +19,20 @@ use libp2p::{
 use sha2::{Digest, Sha256};
 
 use super::P2pError;
-use super::codec::SyncCodec;
+use super::codec::CborCodec;
+use super::transport::BoundTcp;
 
-pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/cirrus/sync/1");
+/// Version 2: without the summary request, and with the other node-to-node
+/// messages moved to [`PEER_PROTOCOL`].
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/cirrus/sync/2");
+pub const PEER_PROTOCOL: StreamProtocol = StreamProtocol::new("/cirrus/peer/1");
+/// A sync request carries at most one answer's records (`sync::RECORD_BUDGET`) and
+/// the items around them; a response the same.
+const SYNC_REQUEST_MAX: u64 = 16 << 20;
+const SYNC_RESPONSE_MAX: u64 = 32 << 20;
+/// A relayed request is one API message; its answer is one API answer.
+const PEER_REQUEST_MAX: u64 = 2 << 20;
+const PEER_RESPONSE_MAX: u64 = 8 << 20;
 pub const IDENTIFY_PROTOCOL: &str = "/cirrus/id/1";
 /// Version 2: messages are anonymous (no gossipsub author or signature), which
 /// version 1 nodes refuse, so the two never share a mesh.
@@ -30,7 +46,8 @@ pub const ANNOUNCE_TOPIC: &str = "cirrus/announce/2";
 /// records a second has more than that in its three gossip windows.
 const GOSSIP_MAX_IDS: usize = 400;
 
-pub type SyncBehaviour = request_response::Behaviour<SyncCodec>;
+pub type SyncCodec = CborCodec<sync::Request, sync::Response>;
+pub type PeerCodec = CborCodec<peer::Request, peer::Response>;
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -38,7 +55,8 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub gossipsub: gossipsub::Behaviour,
-    pub sync: SyncBehaviour,
+    pub sync: request_response::Behaviour<SyncCodec>,
+    pub peer: request_response::Behaviour<PeerCodec>,
 }
 
 pub fn agent() -> String {
@@ -53,16 +71,25 @@ pub fn announce_topic() -> IdentTopic {
     IdentTopic::new(ANNOUNCE_TOPIC)
 }
 
-pub fn build_swarm(key: Keypair, max_peers: u32) -> Result<Swarm<Behaviour>, P2pError> {
+/// TCP (dialing from `bind`, see [`BoundTcp`]) and QUIC, with noise and yamux.
+pub fn build_swarm(
+    key: Keypair,
+    bind: IpAddr,
+    max_peers: u32,
+) -> Result<Swarm<Behaviour>, P2pError> {
     let swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| P2pError::Build(e.to_string()))?
         .with_quic()
+        .with_other_transport(|key| {
+            let noise = noise::Config::new(key).map_err(Box::new)?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                BoundTcp::new(tcp::Config::default().nodelay(true), bind)
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default()),
+            )
+        })
+        .map_err(|e| P2pError::Build(e.to_string()))?
         .with_behaviour(|key| behaviour(key, max_peers).map_err(Into::into))
         .map_err(|e| P2pError::Build(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
@@ -79,9 +106,14 @@ fn behaviour(key: &Keypair, max_peers: u32) -> Result<Behaviour, P2pError> {
         identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public()).with_agent_version(agent()),
     );
     let sync = request_response::Behaviour::with_codec(
-        SyncCodec,
+        SyncCodec::new(SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX),
         [(SYNC_PROTOCOL, ProtocolSupport::Full)],
         request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
+    );
+    let peer = request_response::Behaviour::with_codec(
+        PeerCodec::new(PEER_REQUEST_MAX, PEER_RESPONSE_MAX),
+        [(PEER_PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
     );
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),
@@ -89,6 +121,7 @@ fn behaviour(key: &Keypair, max_peers: u32) -> Result<Behaviour, P2pError> {
         ping: ping::Behaviour::new(ping::Config::new()),
         gossipsub: gossipsub()?,
         sync,
+        peer,
     })
 }
 

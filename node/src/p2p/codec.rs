@@ -1,64 +1,97 @@
-//! How sync requests and responses travel on a stream: CBOR, one message per stream,
-//! byte for byte what libp2p's stock `cbor` codec writes.
+//! How node-to-node requests and responses travel on a stream: CBOR, one message per
+//! stream, byte for byte what libp2p's stock `cbor` codec writes. Both protocols
+//! (`sync` and `peer`) use it, each with its own size limits.
 //!
 //! The difference is on reading a request. With the stock codec, a request that does
 //! not decode fails inside the connection handler before it has an id, and
 //! request-response 0.30 reports nothing to the behaviour: it only closes the
 //! stream, so a peer could send garbage forever without consequence. Here the bytes
-//! of such a request come up as [`SyncRequest::Malformed`], and the event loop
+//! of such a request come up as [`Inbound::Malformed`], and the event loop
 //! disconnects the peer.
 
 use std::io;
+use std::marker::PhantomData;
 
-use cirrus_proto::sync::{Request, Response};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
-
-const REQUEST_MAX: u64 = 16 << 20;
-const RESPONSE_MAX: u64 = 32 << 20;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// A request as read from a peer.
 #[derive(Debug)]
-pub enum SyncRequest {
-    Valid(Request),
+pub enum Inbound<R> {
+    Valid(R),
     /// Bytes that are not a request (or are over the size limit); why, for the log.
     Malformed(String),
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SyncCodec;
+/// CBOR messages of types `Req` and `Resp`, each read up to its own limit.
+pub struct CborCodec<Req, Resp> {
+    request_max: u64,
+    response_max: u64,
+    _types: PhantomData<fn() -> (Req, Resp)>,
+}
 
-impl request_response::Codec for SyncCodec {
+impl<Req, Resp> CborCodec<Req, Resp> {
+    pub fn new(request_max: u64, response_max: u64) -> Self {
+        CborCodec {
+            request_max,
+            response_max,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<Req, Resp> Clone for CborCodec<Req, Resp> {
+    fn clone(&self) -> Self {
+        CborCodec::new(self.request_max, self.response_max)
+    }
+}
+
+impl<Req, Resp> request_response::Codec for CborCodec<Req, Resp>
+where
+    Req: Serialize + DeserializeOwned + Send + Sync + 'static,
+    Resp: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
     type Protocol = StreamProtocol;
-    type Request = SyncRequest;
-    type Response = Response;
+    type Request = Inbound<Req>;
+    type Response = Resp;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncRequest>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Inbound<Req>>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let Some(bytes) = read_at_most(io, REQUEST_MAX).await? else {
-            return Ok(SyncRequest::Malformed(format!(
-                "request over {REQUEST_MAX} bytes"
+        let Some(bytes) = read_at_most(io, self.request_max).await? else {
+            return Ok(Inbound::Malformed(format!(
+                "request over {} bytes",
+                self.request_max
             )));
         };
         Ok(match cbor4ii::serde::from_slice(&bytes) {
-            Ok(request) => SyncRequest::Valid(request),
-            Err(e) => SyncRequest::Malformed(format!("{} bytes: {e}", bytes.len())),
+            Ok(request) => Inbound::Valid(request),
+            Err(e) => Inbound::Malformed(format!("{} bytes: {e}", bytes.len())),
         })
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Resp>
     where
         T: AsyncRead + Unpin + Send,
     {
-        // An error here is reported (as an outbound failure), and the event loop
-        // disconnects the peer.
+        // An unreadable answer is reported (as an outbound failure) and the event
+        // loop disconnects the peer. A stream closed without an answer is only no
+        // answer: a peer that dropped the request (busy, or shutting down).
         let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
-        let bytes = read_at_most(io, RESPONSE_MAX)
+        let max = self.response_max;
+        let bytes = read_at_most(io, max)
             .await?
-            .ok_or_else(|| bad(format!("response over {RESPONSE_MAX} bytes")))?;
+            .ok_or_else(|| bad(format!("response over {max} bytes")))?;
+        if bytes.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the peer closed the stream without answering",
+            ));
+        }
         cbor4ii::serde::from_slice(&bytes).map_err(|e| bad(e.to_string()))
     }
 
@@ -66,12 +99,12 @@ impl request_response::Codec for SyncCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        request: SyncRequest,
+        request: Inbound<Req>,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        let SyncRequest::Valid(request) = request else {
+        let Inbound::Valid(request) = request else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a malformed request is never sent",
@@ -84,7 +117,7 @@ impl request_response::Codec for SyncCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        response: Response,
+        response: Resp,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
@@ -114,47 +147,54 @@ where
 
 #[cfg(test)]
 mod tests {
+    use cirrus_proto::peer::{Request, Response};
     use futures::executor::block_on;
     use request_response::Codec;
 
     use super::*;
-    use crate::p2p::SYNC_PROTOCOL;
+    use crate::p2p::PEER_PROTOCOL;
 
-    fn read(bytes: &[u8]) -> SyncRequest {
-        block_on(SyncCodec.read_request(&SYNC_PROTOCOL, &mut &bytes[..])).unwrap()
+    const MAX: u64 = 1024;
+
+    fn codec() -> CborCodec<Request, Response> {
+        CborCodec::new(MAX, MAX)
+    }
+
+    fn read(bytes: &[u8]) -> Inbound<Request> {
+        block_on(codec().read_request(&PEER_PROTOCOL, &mut &bytes[..])).unwrap()
     }
 
     #[test]
     fn requests_round_trip_in_the_stock_cbor_encoding() {
         let mut out = futures::io::Cursor::new(Vec::new());
-        let request = SyncRequest::Valid(Request::Summary);
-        block_on(SyncCodec.write_request(&SYNC_PROTOCOL, &mut out, request)).unwrap();
+        let request = Inbound::Valid(Request::Hello);
+        block_on(codec().write_request(&PEER_PROTOCOL, &mut out, request)).unwrap();
         let bytes = out.into_inner();
         assert_eq!(
             bytes,
-            cbor4ii::serde::to_vec(Vec::new(), &Request::Summary).unwrap()
+            cbor4ii::serde::to_vec(Vec::new(), &Request::Hello).unwrap()
         );
-        assert!(matches!(read(&bytes), SyncRequest::Valid(Request::Summary)));
+        assert!(matches!(read(&bytes), Inbound::Valid(Request::Hello)));
     }
 
     #[test]
     fn garbage_empty_and_oversized_requests_are_malformed_not_io_errors() {
-        assert!(matches!(
-            read(b"\xff\x00garbage"),
-            SyncRequest::Malformed(_)
-        ));
-        assert!(matches!(read(b""), SyncRequest::Malformed(_)));
-        let huge = vec![0u8; REQUEST_MAX as usize + 1];
-        assert!(matches!(read(&huge), SyncRequest::Malformed(why) if why.contains("over")));
+        assert!(matches!(read(b"\xff\x00garbage"), Inbound::Malformed(_)));
+        assert!(matches!(read(b""), Inbound::Malformed(_)));
+        let huge = vec![0u8; MAX as usize + 1];
+        assert!(matches!(read(&huge), Inbound::Malformed(why) if why.contains("over")));
         let mut out = futures::io::Cursor::new(Vec::new());
-        let malformed = SyncRequest::Malformed("x".into());
-        assert!(block_on(SyncCodec.write_request(&SYNC_PROTOCOL, &mut out, malformed)).is_err());
+        let malformed = Inbound::Malformed("x".into());
+        assert!(block_on(codec().write_request(&PEER_PROTOCOL, &mut out, malformed)).is_err());
     }
 
     #[test]
-    fn an_unreadable_response_is_an_error() {
+    fn an_unreadable_or_oversized_response_is_an_error() {
         let mut garbage: &[u8] = b"\xff\x00garbage";
-        let err = block_on(SyncCodec.read_response(&SYNC_PROTOCOL, &mut garbage)).unwrap_err();
+        let err = block_on(codec().read_response(&PEER_PROTOCOL, &mut garbage)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let big = cbor4ii::serde::to_vec(Vec::new(), &Response::Refused("x".repeat(2000))).unwrap();
+        let err = block_on(codec().read_response(&PEER_PROTOCOL, &mut &big[..])).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 }

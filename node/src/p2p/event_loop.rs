@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cirrus_proto::merkle::Hash;
-use cirrus_proto::sync::Response;
+use cirrus_proto::{peer, sync};
 use futures::StreamExt;
 use libp2p::gossipsub;
 use libp2p::identity::Keypair;
@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent, announce_topic, build_swarm, records_topic};
-use super::codec::SyncRequest;
+use super::codec::Inbound;
 use super::gossip::ip_of;
 use super::peers::Connected;
 use super::{Command, InboundRelay, P2pConfig, P2pError, P2pHandle, unix_now};
@@ -64,7 +64,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Started, P2pError> {
     let local = key.public().to_peer_id();
-    let mut swarm = build_swarm(key.clone(), cfg.max_peers)?;
+    let mut swarm = build_swarm(key.clone(), cfg.bind, cfg.max_peers)?;
     for topic in [records_topic(), announce_topic()] {
         swarm
             .behaviour_mut()
@@ -114,7 +114,8 @@ pub async fn start(
         relays: relay_tx,
         peers: HashMap::new(),
         known,
-        pending: HashMap::new(),
+        pending_sync: HashMap::new(),
+        pending_peer: HashMap::new(),
         syncing: HashSet::new(),
         announced: None,
         announced_at: Instant::now(),
@@ -188,6 +189,9 @@ fn load_known(store: &Store) -> HashMap<PeerId, Vec<Multiaddr>> {
     known
 }
 
+/// Callers waiting for the answers to our requests of one protocol.
+pub(super) type Pending<R> = HashMap<OutboundRequestId, oneshot::Sender<Result<R, P2pError>>>;
+
 pub(super) struct EventLoop {
     pub(super) swarm: Swarm<Behaviour>,
     /// Signs our announcements.
@@ -201,7 +205,8 @@ pub(super) struct EventLoop {
     pub(super) relays: mpsc::Sender<InboundRelay>,
     pub(super) peers: HashMap<PeerId, Connected>,
     pub(super) known: HashMap<PeerId, Vec<Multiaddr>>,
-    pub(super) pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, P2pError>>>,
+    pub(super) pending_sync: Pending<sync::Response>,
+    pub(super) pending_peer: Pending<peer::Response>,
     pub(super) syncing: HashSet<PeerId>,
     pub(super) announced: Option<Hash>,
     pub(super) announced_at: Instant,
@@ -255,7 +260,6 @@ impl EventLoop {
             return;
         }
         let Ok(db) = self.store.db_hash() else { return };
-        let mine = hex::encode(db.root);
         let differing: Vec<PeerId> = self
             .peers
             .iter()
@@ -264,7 +268,7 @@ impl EventLoop {
                 let busy = c
                     .inbound_sync
                     .is_some_and(|t| t.elapsed() < self.cfg.sync_interval);
-                !busy && !self.syncing.contains(p) && c.db_root.as_deref() != Some(mine.as_str())
+                !busy && !self.syncing.contains(p) && c.db_root != Some(db.root)
             })
             .map(|(p, _)| *p)
             .collect();
@@ -300,7 +304,7 @@ impl EventLoop {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Request {
+            Command::Sync {
                 peer,
                 request,
                 reply,
@@ -313,8 +317,24 @@ impl EventLoop {
                     .swarm
                     .behaviour_mut()
                     .sync
-                    .send_request(&peer, SyncRequest::Valid(request));
-                self.pending.insert(id, reply);
+                    .send_request(&peer, Inbound::Valid(request));
+                self.pending_sync.insert(id, reply);
+            }
+            Command::Ask {
+                peer,
+                request,
+                reply,
+            } => {
+                if !self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Err(P2pError::NotConnected(peer)));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .peer
+                    .send_request(&peer, Inbound::Valid(request));
+                self.pending_peer.insert(id, reply);
             }
             Command::Peers { reply } => {
                 let gs = &self.swarm.behaviour().gossipsub;
@@ -344,12 +364,19 @@ impl EventLoop {
                     .gossipsub
                     .report_message_validation_result(&id, &source, acceptance);
             }
-            Command::Respond { channel, response } => {
-                // The peer may have gone meanwhile; nothing to do then.
+            // The peer may have gone meanwhile; nothing to do then.
+            Command::RespondSync { channel, response } => {
                 let _ = self
                     .swarm
                     .behaviour_mut()
                     .sync
+                    .send_response(channel, response);
+            }
+            Command::RespondPeer { channel, response } => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .peer
                     .send_response(channel, response);
             }
             Command::Misbehaved { peer, why } => {
@@ -360,6 +387,7 @@ impl EventLoop {
             Command::SyncDone { peer } => {
                 self.syncing.remove(&peer);
             }
+            Command::Hello { peer, sealed } => self.on_hello(peer, &sealed),
         }
     }
 
@@ -371,6 +399,7 @@ impl EventLoop {
                 message,
             })) => self.on_gossip(propagation_source, message_id, message),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Peer(ev)) => self.on_peer(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -399,14 +428,14 @@ impl EventLoop {
                 }
                 tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
                 let dialer = endpoint.is_dialer();
-                if let Some(ip) = ip_of(endpoint.get_remote_address()) {
-                    let _ = self
-                        .stun
-                        .events
-                        .try_send(PeerEvent::Up { peer: peer_id, ip });
+                if let Some(remote) = ip_of(endpoint.get_remote_address()) {
+                    let _ = self.stun.events.try_send(PeerEvent::Up {
+                        peer: peer_id,
+                        remote,
+                    });
                 }
-                // Announce soon, so the new peer learns our root and STUN port.
-                self.announced = None;
+                // Its root and STUN port now, rather than whenever gossip brings them.
+                self.hello(peer_id);
                 let _ = self.handle.peer_events.send(serde_json::json!({
                     "peerId": peer_id.to_string(),
                     "event": "connected",

@@ -32,6 +32,19 @@ impl EventLoop {
         }
     }
 
+    /// Our announcement as of now: signed, as gossip carries it and hello answers.
+    pub(super) fn announcement(&self) -> Option<(Vec<u8>, announce::Body)> {
+        let db = self.store.db_hash().ok()?;
+        let body = announce::Body {
+            root: db.root,
+            records: db.records,
+            at: unix_now_ms(),
+            stun_port: self.stun.port,
+            stun: self.stun.state.info(false),
+        };
+        Some((announce::seal(&self.key, body.clone()), body))
+    }
+
     pub(super) fn announce(&mut self) {
         let Ok(db) = self.store.db_hash() else { return };
         let stun_version = self.stun.state.version();
@@ -41,22 +54,17 @@ impl EventLoop {
         {
             return;
         }
-        let stun = self.stun.state.info(false);
+        let Some((sealed, body)) = self.announcement() else {
+            return;
+        };
         if stun_version != self.stun_version {
-            self.offer_external_address(stun.address.as_deref());
+            self.offer_external_address(body.stun.address);
         }
-        let body = serde_json::json!({
-            "root": hex::encode(db.root),
-            "records": db.records,
-            "at": unix_now_ms(),
-            "stunPort": self.stun.port,
-            "stun": stun,
-        });
         match self
             .swarm
             .behaviour_mut()
             .gossipsub
-            .publish(announce_topic(), announce::seal(&self.key, body))
+            .publish(announce_topic(), sealed)
         {
             Ok(_) => {
                 self.announced = Some(db.root);
@@ -70,8 +78,8 @@ impl EventLoop {
     /// Behind NAT, peers reach our swarm (if at all) at the external address STUN
     /// found: offer it, with our swarm ports, as an external address candidate
     /// (identify then tells peers about it).
-    pub(super) fn offer_external_address(&mut self, external: Option<&str>) {
-        let Some(ip) = external.and_then(|a| a.parse::<std::net::IpAddr>().ok()) else {
+    pub(super) fn offer_external_address(&mut self, external: Option<std::net::IpAddr>) {
+        let Some(ip) = external else {
             return;
         };
         let listening: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
@@ -156,28 +164,27 @@ impl EventLoop {
     }
 
     /// Only directly connected peers' announcements are kept: `getpeerinfo` lists
-    /// those, and their STUN servers are the ones our clients ask.
-    fn on_announce(&mut self, a: Announce) {
-        let from = a.from;
+    /// those, and their STUN servers are the ones our clients ask. They come by
+    /// gossip and as the answer to our hello.
+    pub(super) fn on_announce(&mut self, a: Announce) {
+        let (from, body) = (a.from, a.body);
         let Some(c) = self.peers.get_mut(&from) else {
             return;
         };
-        if c.announced_at.is_some_and(|at| at >= a.at) {
+        if c.announced_at.is_some_and(|at| at >= body.at) {
             return;
         }
-        c.announced_at = Some(a.at);
-        c.db_root = Some(a.root);
-        if let Some(port) = a.stun_port
-            && c.stun_port != Some(port)
-        {
-            c.stun_port = Some(port);
-            let _ = self
-                .stun
-                .events
-                .try_send(PeerEvent::StunPort { peer: from, port });
+        c.announced_at = Some(body.at);
+        c.db_root = Some(body.root);
+        if c.stun_port != Some(body.stun_port) {
+            c.stun_port = Some(body.stun_port);
+            let _ = self.stun.events.try_send(PeerEvent::StunPort {
+                peer: from,
+                port: body.stun_port,
+            });
         }
-        if a.stun.is_some() && c.stun != a.stun {
-            c.stun = a.stun;
+        if c.stun.as_ref() != Some(&body.stun) {
+            c.stun = Some(body.stun);
             if !c.listen.is_empty() {
                 let known = KnownPeer {
                     peer: from.to_bytes(),

@@ -15,19 +15,21 @@ mod event_loop;
 mod gossip;
 mod peers;
 mod requests;
+mod transport;
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use cirrus_proto::api::PeerInfo;
-use cirrus_proto::sync::{Request, Response};
+use cirrus_proto::{peer, sync};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 pub use behaviour::{
-    Behaviour, BehaviourEvent, SYNC_PROTOCOL, announce_topic, build_swarm, records_topic,
+    Behaviour, BehaviourEvent, PEER_PROTOCOL, PeerCodec, SYNC_PROTOCOL, SyncCodec, announce_topic,
+    build_swarm, records_topic,
 };
-pub use codec::{SyncCodec, SyncRequest};
+pub use codec::{CborCodec, Inbound};
 pub use event_loop::{Started, StunLink, start};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,10 +62,15 @@ pub struct P2pConfig {
 
 /// What the rest of the node (and the loop's own tasks) may ask of the swarm.
 pub(crate) enum Command {
-    Request {
+    Sync {
         peer: PeerId,
-        request: Request,
-        reply: oneshot::Sender<Result<Response, P2pError>>,
+        request: sync::Request,
+        reply: oneshot::Sender<Result<sync::Response, P2pError>>,
+    },
+    Ask {
+        peer: PeerId,
+        request: peer::Request,
+        reply: oneshot::Sender<Result<peer::Response, P2pError>>,
     },
     Peers {
         reply: oneshot::Sender<Vec<PeerInfo>>,
@@ -80,10 +87,15 @@ pub(crate) enum Command {
         source: PeerId,
         acceptance: libp2p::gossipsub::MessageAcceptance,
     },
-    /// The answer to an inbound request is ready.
-    Respond {
-        channel: libp2p::request_response::ResponseChannel<Response>,
-        response: Response,
+    /// The answer to an inbound sync request is ready.
+    RespondSync {
+        channel: libp2p::request_response::ResponseChannel<sync::Response>,
+        response: sync::Response,
+    },
+    /// The answer to an inbound peer request is ready.
+    RespondPeer {
+        channel: libp2p::request_response::ResponseChannel<peer::Response>,
+        response: peer::Response,
     },
     /// A peer broke the protocol: disconnect it.
     Misbehaved {
@@ -92,10 +104,15 @@ pub(crate) enum Command {
     },
     /// Peers learned by peer exchange.
     Learned {
-        entries: Vec<cirrus_proto::sync::PeerEntry>,
+        entries: Vec<peer::PeerEntry>,
     },
     SyncDone {
         peer: PeerId,
+    },
+    /// A peer answered our hello with its signed announcement.
+    Hello {
+        peer: PeerId,
+        sealed: Vec<u8>,
     },
 }
 
@@ -127,9 +144,27 @@ impl P2pHandle {
         rx.await.map_err(|_| P2pError::Stopped)
     }
 
-    /// Send a request to a connected peer and wait for its response.
-    pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response, P2pError> {
-        self.ask(|reply| Command::Request {
+    /// Send a sync request to a connected peer and wait for its response.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        request: sync::Request,
+    ) -> Result<sync::Response, P2pError> {
+        self.ask(|reply| Command::Sync {
+            peer,
+            request,
+            reply,
+        })
+        .await?
+    }
+
+    /// Send a peer request (relay, punch, peer exchange) and wait for the response.
+    pub async fn ask_peer(
+        &self,
+        peer: PeerId,
+        request: peer::Request,
+    ) -> Result<peer::Response, P2pError> {
+        self.ask(|reply| Command::Ask {
             peer,
             request,
             reply,

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use cirrus_proto::api::PeerInfo;
+use cirrus_proto::api::{Direction, PeerInfo, StunInfo};
+use cirrus_proto::merkle::Hash;
 use libp2p::core::ConnectedPoint;
 use libp2p::{Multiaddr, PeerId};
 
@@ -15,11 +16,11 @@ pub struct Connected {
     pub ping: Option<Duration>,
     pub agent: Option<String>,
     pub listen: Vec<Multiaddr>,
-    pub db_root: Option<String>,
+    pub db_root: Option<Hash>,
     /// `at` of the newest announcement taken from the peer: an older one (a replay,
     /// or one overtaken on the way) changes nothing.
     pub announced_at: Option<u64>,
-    pub stun: Option<serde_json::Value>,
+    pub stun: Option<StunInfo>,
     /// The peer's STUN server port, from its announcements.
     pub stun_port: Option<u16>,
     /// When the peer last sent us a sync request (it is reconciling with us).
@@ -48,12 +49,16 @@ impl Connected {
         PeerInfo {
             peer_id: peer.to_string(),
             addr: self.addr.to_string(),
-            direction: if self.inbound { "inbound" } else { "outbound" }.into(),
+            direction: if self.inbound {
+                Direction::Inbound
+            } else {
+                Direction::Outbound
+            },
             connected_since: self.since,
             ping_ms: self.ping.map(|d| d.as_secs_f64() * 1000.0),
             agent: self.agent.clone(),
             stun: self.stun.clone(),
-            db_root: self.db_root.clone(),
+            db_root: self.db_root,
             score,
         }
     }

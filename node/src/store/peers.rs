@@ -22,7 +22,7 @@ pub struct KnownPeer {
     pub last_seen: u64,
     /// The `stun` object the peer last announced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stun: Option<serde_json::Value>,
+    pub stun: Option<cirrus_proto::api::StunInfo>,
 }
 
 impl Store {

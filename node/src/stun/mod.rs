@@ -18,9 +18,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
-use cirrus_proto::stun::nat::{Nat, Observation, classify};
+pub use cirrus_proto::api::{Mapping, Seen, StunInfo, Transport};
+use cirrus_proto::stun::nat::{Observation, classify};
 use libp2p::PeerId;
-use serde::{Deserialize, Serialize};
 
 pub const SOFTWARE: &str = concat!("cirrus/", env!("CARGO_PKG_VERSION"));
 
@@ -28,50 +28,6 @@ pub const SOFTWARE: &str = concat!("cirrus/", env!("CARGO_PKG_VERSION"));
 /// without a bound a stranger could grow the map (and `getnodeinfo`) without end;
 /// when full, the entry heard from longest ago makes room.
 pub const MAX_SEEN: usize = 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-/// One client socket's mapping, as SPEC's `stun` object lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MappingView {
-    /// External port the peer's server saw.
-    pub port: u16,
-    pub local_port: u16,
-    /// The peer whose server saw it.
-    pub via: String,
-    /// Unix seconds of the last answer.
-    pub last_seen: u64,
-    /// External address the peer's server saw.
-    pub address: String,
-}
-
-/// A peer that proved its id in a request to our server, and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SeenView {
-    pub peer_id: String,
-    pub transport: Transport,
-    pub observed: String,
-    pub last_seen: u64,
-}
-
-/// SPEC's `stun` object (plus, for our own node, `seen`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StunInfo {
-    pub address: Option<String>,
-    pub nat: Nat,
-    pub udp: Vec<MappingView>,
-    pub tcp: Vec<MappingView>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub seen: Vec<SeenView>,
-}
 
 #[derive(Default)]
 struct Inner {
@@ -154,12 +110,12 @@ impl StunState {
         let mut tcp = Vec::new();
         let mut latest: Option<(u64, SocketAddr)> = None;
         for ((via, t), (local, mapped, when)) in &g.mappings {
-            let v = MappingView {
+            let v = Mapping {
                 port: mapped.port(),
                 local_port: local.port(),
                 via: via.to_string(),
                 last_seen: *when,
-                address: mapped.ip().to_string(),
+                address: mapped.ip(),
             };
             if latest.is_none_or(|(w, _)| *when > w) {
                 latest = Some((*when, *mapped));
@@ -180,13 +136,13 @@ impl StunState {
                 mapped: *mapped,
             })
             .collect();
-        let mut seen: Vec<SeenView> = if with_seen {
+        let mut seen: Vec<Seen> = if with_seen {
             g.seen
                 .iter()
-                .map(|((p, t), (addr, when, _))| SeenView {
+                .map(|((p, t), (addr, when, _))| Seen {
                     peer_id: p.to_string(),
                     transport: *t,
-                    observed: addr.to_string(),
+                    observed: *addr,
                     last_seen: *when,
                 })
                 .collect()
@@ -195,7 +151,7 @@ impl StunState {
         };
         seen.sort_by(|a, b| (&a.peer_id, a.transport).cmp(&(&b.peer_id, b.transport)));
         StunInfo {
-            address: latest.map(|(_, m)| m.ip().to_string()),
+            address: latest.map(|(_, m)| m.ip()),
             nat: classify(&obs),
             udp,
             tcp,
