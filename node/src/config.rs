@@ -2,153 +2,139 @@
 //! defaults (in that order of precedence), then passed down.
 //!
 //! Every setting has a flag (`--http-port`), an environment variable
-//! (`CIRRUS_HTTP_PORT`) and a config-file key (`http-port`). Unknown file keys are an
-//! error, so a typo never silently falls back to a default.
+//! (`CIRRUS_HTTP_PORT`) and a config-file key (`http-port`), and is written once, in
+//! the [`settings!`] list below: the macro makes the flags-and-file struct
+//! ([`RunArgs`], every field optional so that unset flags fall through to the file)
+//! and the resolved [`Config`]. Unknown file keys are an error, so a typo never
+//! silently falls back to a default.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-
-use libp2p::Multiaddr;
-use serde::Deserialize;
 use std::time::Duration;
 
-pub const DEFAULT_P2P_PORT: u16 = 38080;
-pub const DEFAULT_HTTP_PORT: u16 = 38081;
-pub const DEFAULT_WS_PORT: u16 = 38082;
-pub const DEFAULT_UDP_PORT: u16 = 38083;
-pub const DEFAULT_STUN_PORT: u16 = 38084;
-/// Under Linux conntrack's 30 s timeout for one-way UDP flows, so mappings stay open.
-pub const DEFAULT_STUN_KEEPALIVE_SECS: u64 = 20;
-pub const DEFAULT_MAX_PEERS: u32 = 50;
-pub const DEFAULT_SYNC_INTERVAL_SECS: u64 = 10;
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
-pub const DEFAULT_MAX_BATCH: usize = 1000;
-pub const DEFAULT_RATE_LIMIT: f64 = 200.0;
-pub const DEFAULT_RATE_BURST: f64 = 1000.0;
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
-/// redb's own default is 1 GiB, far more than a small daemon should hold; pages
-/// that fall out of this cache are still served by the OS page cache.
-pub const DEFAULT_CACHE_SIZE_MIB: u64 = 64;
+use libp2p::Multiaddr;
 
-/// Flags of `cirrus run`. Every field is optional so that unset flags fall through
-/// to the file and the defaults.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct RunArgs {
-    /// TOML config file (keys as the long flags, e.g. `http-port = 38081`).
-    #[arg(long, env = "CIRRUS_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Directory holding the database, the node key and other state.
-    #[arg(long, env = "CIRRUS_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+/// `NAME: TYPE = DEFAULT, "ENV" [, clap attributes];` per setting, its doc comment
+/// the help text.
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $name:ident : $ty:ty = $default:expr, $env:literal $(, $extra:meta)*; )*) => {
+        /// Flags of `cirrus run`, and the keys of its config file.
+        #[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+        pub struct RunArgs {
+            /// TOML config file (keys as the long flags, e.g. `http-port = 38081`).
+            #[arg(long, env = "CIRRUS_CONFIG")]
+            #[serde(skip)]
+            pub config: Option<PathBuf>,
+            $(
+                $(#[doc = $doc])+
+                #[arg(long, env = $env $(, $extra)*)]
+                pub $name: Option<$ty>,
+            )*
+        }
+
+        /// The resolved settings.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Config {
+            $( $(#[doc = $doc])+ pub $name: $ty, )*
+        }
+
+        impl RunArgs {
+            /// Flags over `file`, over the defaults.
+            fn over(self, file: RunArgs) -> Config {
+                Config {
+                    $( $name: self.$name.or(file.$name).unwrap_or_else(|| $default), )*
+                }
+            }
+        }
+    };
+}
+
+settings! {
+    /// Directory holding the database, the node key and other state
+    /// (default ~/.cirrus/node).
+    data_dir: PathBuf = PathBuf::new(), "CIRRUS_DATA_DIR";
     /// Address every listener binds.
-    #[arg(long, env = "CIRRUS_BIND")]
-    pub bind: Option<IpAddr>,
+    bind: IpAddr = IpAddr::from([0, 0, 0, 0]), "CIRRUS_BIND";
     /// Swarm port, TCP and UDP/QUIC (0 picks a free port).
-    #[arg(long, env = "CIRRUS_P2P_PORT")]
-    pub p2p_port: Option<u16>,
+    p2p_port: u16 = 38080, "CIRRUS_P2P_PORT";
     /// HTTP JSON-RPC port (0 picks a free port).
-    #[arg(long, env = "CIRRUS_HTTP_PORT")]
-    pub http_port: Option<u16>,
-    /// STUN server port, UDP and TCP (0 picks a free port).
-    #[arg(long, env = "CIRRUS_STUN_PORT")]
-    pub stun_port: Option<u16>,
-    /// Seconds between STUN requests of each per-peer client socket.
-    #[arg(long, env = "CIRRUS_STUN_KEEPALIVE_SECS")]
-    pub stun_keepalive_secs: Option<u64>,
-    /// Multiaddr of a node to join through, e.g. /ip4/127.0.0.11/tcp/38080 (repeatable;
-    /// comma-separated in the environment).
-    #[arg(long, env = "CIRRUS_BOOTSTRAP", value_delimiter = ',')]
-    pub bootstrap: Vec<String>,
+    http_port: u16 = 38081, "CIRRUS_HTTP_PORT";
+    /// WebSocket JSON-RPC port (0 picks a free port).
+    ws_port: u16 = 38082, "CIRRUS_WS_PORT";
+    /// UDP JSON-RPC port (0 picks a free port).
+    udp_port: u16 = 38083, "CIRRUS_UDP_PORT";
+    /// STUN server port, UDP and TCP (0 picks a port free for both).
+    stun_port: u16 = 38084, "CIRRUS_STUN_PORT";
+    /// Seconds between STUN requests of each per-peer client socket (under Linux
+    /// conntrack's 30 s timeout for one-way UDP flows, so mappings stay open).
+    stun_keepalive_secs: u64 = 20, "CIRRUS_STUN_KEEPALIVE_SECS";
+    /// Multiaddr of a node to join through, e.g. /ip4/127.0.0.11/tcp/38080
+    /// (repeatable; comma-separated in the environment).
+    bootstrap: Vec<Multiaddr> = Vec::new(), "CIRRUS_BOOTSTRAP", value_delimiter = ',';
     /// Do not dial the peers remembered in the data dir, at start or later; join
     /// only through --bootstrap (peers met in this run are still remembered).
-    #[arg(long, env = "CIRRUS_NO_REDIAL")]
-    pub no_redial: bool,
+    no_redial: bool = false, "CIRRUS_NO_REDIAL", num_args = 0..=1, default_missing_value = "true";
     /// Most peers to stay connected to.
-    #[arg(long, env = "CIRRUS_MAX_PEERS")]
-    pub max_peers: Option<u32>,
+    max_peers: u32 = 50, "CIRRUS_MAX_PEERS";
     /// Seconds between anti-entropy rounds with a peer whose root differs.
-    #[arg(long, env = "CIRRUS_SYNC_INTERVAL_SECS")]
-    pub sync_interval_secs: Option<u64>,
-    /// WebSocket JSON-RPC port (0 picks a free port).
-    #[arg(long, env = "CIRRUS_WS_PORT")]
-    pub ws_port: Option<u16>,
-    /// UDP JSON-RPC port (0 picks a free port).
-    #[arg(long, env = "CIRRUS_UDP_PORT")]
-    pub udp_port: Option<u16>,
+    sync_interval_secs: u64 = 10, "CIRRUS_SYNC_INTERVAL_SECS";
+    /// Longest one anti-entropy reconciliation may take, in seconds.
+    sync_timeout_secs: u64 = 300, "CIRRUS_SYNC_TIMEOUT_SECS";
+    /// Database page cache, in MiB (read cache and write buffer together; redb
+    /// alone would take 1 GiB).
+    cache_size: u64 = 64, "CIRRUS_CACHE_SIZE";
+    /// Free space, in MiB, below which the node refuses writes (reads go on).
+    min_free_disk: u64 = 64, "CIRRUS_MIN_FREE_DISK";
     /// Largest accepted request body (HTTP) or message (WebSocket), in bytes.
-    #[arg(long, env = "CIRRUS_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<usize>,
-    /// Sustained API requests per second per source IP (every transport; a batch
-    /// counts each request).
-    #[arg(long, env = "CIRRUS_RATE_LIMIT")]
-    pub rate_limit: Option<f64>,
-    /// Requests a source IP may send in a burst before the rate applies.
-    #[arg(long, env = "CIRRUS_RATE_BURST")]
-    pub rate_burst: Option<f64>,
-    /// Open HTTP and WebSocket connections, in total.
-    #[arg(long, env = "CIRRUS_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Open HTTP and WebSocket connections per source IP.
-    #[arg(long, env = "CIRRUS_MAX_CONNECTIONS_PER_IP")]
-    pub max_connections_per_ip: Option<usize>,
-    /// Apply the rate and connection limits to loopback sources too (exempt by default).
-    #[arg(long, env = "CIRRUS_LIMIT_LOOPBACK")]
-    pub limit_loopback: bool,
+    max_body_bytes: usize = 1 << 20, "CIRRUS_MAX_BODY_BYTES";
     /// Most requests in one JSON-RPC batch.
-    #[arg(long, env = "CIRRUS_MAX_BATCH")]
-    pub max_batch: Option<usize>,
-    /// Database page cache, in MiB (read cache and write buffer together).
-    #[arg(long, env = "CIRRUS_CACHE_SIZE", value_name = "MIB")]
-    pub cache_size: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    bind: Option<IpAddr>,
-    p2p_port: Option<u16>,
-    http_port: Option<u16>,
-    ws_port: Option<u16>,
-    udp_port: Option<u16>,
-    stun_port: Option<u16>,
-    stun_keepalive_secs: Option<u64>,
-    #[serde(default)]
-    bootstrap: Vec<String>,
-    no_redial: Option<bool>,
-    max_peers: Option<u32>,
-    sync_interval_secs: Option<u64>,
-    max_body_bytes: Option<usize>,
-    max_batch: Option<usize>,
-    rate_limit: Option<f64>,
-    rate_burst: Option<f64>,
-    max_connections: Option<usize>,
-    max_connections_per_ip: Option<usize>,
-    limit_loopback: Option<bool>,
-    cache_size: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    pub data_dir: PathBuf,
-    pub bind: IpAddr,
-    pub p2p_port: u16,
-    pub http_port: u16,
-    pub ws_port: u16,
-    pub udp_port: u16,
-    pub stun_port: u16,
-    pub stun_keepalive: Duration,
-    pub bootstrap: Vec<Multiaddr>,
-    /// Dial the peers remembered in the data dir (`no-redial` turns it off).
-    pub redial: bool,
-    pub max_peers: u32,
-    pub sync_interval: Duration,
-    pub max_body_bytes: usize,
-    pub max_batch: usize,
-    pub limits: crate::api::limits::LimitsConfig,
-    /// redb page cache, in bytes (`cache-size` is given in MiB).
-    pub cache: usize,
+    max_batch: usize = 1000, "CIRRUS_MAX_BATCH";
+    /// Bytes the answer to one message may take; requests past it get an error.
+    max_answer_bytes: usize = 4 << 20, "CIRRUS_MAX_ANSWER_BYTES";
+    /// Sustained API requests per second per source (an IPv4 address or an IPv6
+    /// /64; every transport; a batch counts each request, a relay what it carries).
+    rate_limit: f64 = 200.0, "CIRRUS_RATE_LIMIT";
+    /// Requests a source may send in a burst before the rate applies.
+    rate_burst: f64 = 1000.0, "CIRRUS_RATE_BURST";
+    /// Sustained requests per second a peer may relay to this node.
+    relay_rate_limit: f64 = 1000.0, "CIRRUS_RELAY_RATE_LIMIT";
+    /// Requests per second from UDP sources that have not shown they receive at
+    /// their address, all such sources together.
+    udp_unvalidated_rate: f64 = 1000.0, "CIRRUS_UDP_UNVALIDATED_RATE";
+    /// STUN answers per second per source.
+    stun_rate_limit: f64 = 20.0, "CIRRUS_STUN_RATE_LIMIT";
+    /// Punch packets per second this node sends toward one IP.
+    punch_rate_limit: f64 = 20.0, "CIRRUS_PUNCH_RATE_LIMIT";
+    /// Open HTTP and WebSocket connections, in total.
+    max_connections: usize = 1024, "CIRRUS_MAX_CONNECTIONS";
+    /// Open HTTP and WebSocket connections per source.
+    max_connections_per_ip: usize = 64, "CIRRUS_MAX_CONNECTIONS_PER_IP";
+    /// Apply the rate and connection limits to loopback sources too (exempt by
+    /// default).
+    limit_loopback: bool = false, "CIRRUS_LIMIT_LOOPBACK", num_args = 0..=1,
+        default_missing_value = "true";
+    /// Seconds an HTTP connection may take to send a request head, and may stay
+    /// idle between requests.
+    http_header_timeout_secs: u64 = 15, "CIRRUS_HTTP_HEADER_TIMEOUT_SECS";
+    /// Seconds an HTTP request body may take to arrive.
+    http_body_timeout_secs: u64 = 30, "CIRRUS_HTTP_BODY_TIMEOUT_SECS";
+    /// Seconds a write to a client may make no progress before the connection
+    /// closes (a client that does not read).
+    write_timeout_secs: u64 = 10, "CIRRUS_WRITE_TIMEOUT_SECS";
+    /// Requests running at once on one WebSocket connection.
+    ws_max_in_flight: usize = 8, "CIRRUS_WS_MAX_IN_FLIGHT";
+    /// Bytes of answers and notifications one WebSocket connection may have
+    /// waiting to be sent.
+    ws_queue_bytes: usize = 4 << 20, "CIRRUS_WS_QUEUE_BYTES";
+    /// Origins whose web pages may use the HTTP API (`*`: any; comma-separated).
+    cors_origins: Vec<String> = vec!["*".into()], "CIRRUS_CORS_ORIGINS", value_delimiter = ',';
+    /// Peers remembered in the data dir (least recently seen forgotten first).
+    max_known_peers: usize = 1000, "CIRRUS_MAX_KNOWN_PEERS";
+    /// New peers dialed per peer-exchange answer.
+    exchange_dials: usize = 4, "CIRRUS_EXCHANGE_DIALS";
+    /// Outgoing dials in progress at once.
+    max_pending_dials: u32 = 16, "CIRRUS_MAX_PENDING_DIALS";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,140 +151,130 @@ pub enum ConfigError {
     },
     #[error("{0} must be at least 1")]
     Zero(&'static str),
-    #[error("bootstrap address {0:?} is not a multiaddr (e.g. /ip4/127.0.0.11/tcp/38080)")]
-    Bootstrap(String),
     #[error("no data dir given and $HOME is not set; pass --data-dir")]
     NoDataDir,
     #[error("cache-size {0} MiB is more than this machine can address")]
     CacheTooLarge(u64),
+    #[error("cors-origins: {0:?} is not an origin (e.g. https://app.example.org, or *)")]
+    Origin(String),
 }
 
 impl Config {
     pub fn build(args: &RunArgs) -> Result<Config, ConfigError> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => RunArgs::default(),
         };
-        let cache_mib = args
-            .cache_size
-            .or(file.cache_size)
-            .unwrap_or(DEFAULT_CACHE_SIZE_MIB);
-        if cache_mib == 0 {
-            return Err(ConfigError::Zero("cache-size (MiB)"));
+        let mut cfg = args.clone().over(file);
+        if cfg.data_dir.as_os_str().is_empty() {
+            cfg.data_dir = default_data_dir().ok_or(ConfigError::NoDataDir)?;
         }
-        let cache_bytes = cache_mib
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let positive = |x: f64| x > 0.0 && x.is_finite();
+        let nonzero: &[(bool, &'static str)] = &[
+            (self.cache_size > 0, "cache-size (MiB)"),
+            (
+                positive(self.rate_limit) && self.rate_burst >= 1.0 && self.rate_burst.is_finite(),
+                "rate-limit and rate-burst (burst at least 1)",
+            ),
+            (positive(self.relay_rate_limit), "relay-rate-limit"),
+            (positive(self.udp_unvalidated_rate), "udp-unvalidated-rate"),
+            (positive(self.stun_rate_limit), "stun-rate-limit"),
+            (positive(self.punch_rate_limit), "punch-rate-limit"),
+            (
+                self.max_connections > 0 && self.max_connections_per_ip > 0,
+                "max-connections and max-connections-per-ip",
+            ),
+            (self.max_body_bytes > 0, "max-body-bytes"),
+            (self.max_answer_bytes > 0, "max-answer-bytes"),
+            (self.max_peers > 0, "max-peers"),
+            (self.stun_keepalive_secs > 0, "stun-keepalive-secs"),
+            (self.sync_interval_secs > 0, "sync-interval-secs"),
+            (self.sync_timeout_secs > 0, "sync-timeout-secs"),
+            (self.max_batch > 0, "max-batch"),
+            (
+                self.http_header_timeout_secs > 0,
+                "http-header-timeout-secs",
+            ),
+            (self.http_body_timeout_secs > 0, "http-body-timeout-secs"),
+            (self.write_timeout_secs > 0, "write-timeout-secs"),
+            (self.ws_max_in_flight > 0, "ws-max-in-flight"),
+            (self.ws_queue_bytes > 0, "ws-queue-bytes"),
+            (self.max_known_peers > 0, "max-known-peers"),
+            (self.max_pending_dials > 0, "max-pending-dials"),
+        ];
+        if let Some((_, what)) = nonzero.iter().find(|(ok, _)| !ok) {
+            return Err(ConfigError::Zero(what));
+        }
+        self.cache_bytes()?;
+        for o in &self.cors_origins {
+            let ok = o == "*"
+                || (o.starts_with("http://") || o.starts_with("https://"))
+                    && axum::http::HeaderValue::from_str(o).is_ok();
+            if !ok {
+                return Err(ConfigError::Origin(o.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The page cache in bytes (`cache-size` is given in MiB).
+    pub fn cache_bytes(&self) -> Result<usize, ConfigError> {
+        self.cache_size
             .checked_mul(1 << 20)
             .and_then(|b| usize::try_from(b).ok())
-            .ok_or(ConfigError::CacheTooLarge(cache_mib))?;
-        let data_dir = match args.data_dir.clone().or(file.data_dir) {
-            Some(d) => d,
-            None => default_data_dir().ok_or(ConfigError::NoDataDir)?,
-        };
-        let cfg = Config {
-            data_dir,
-            bind: args
-                .bind
-                .or(file.bind)
-                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            p2p_port: args.p2p_port.or(file.p2p_port).unwrap_or(DEFAULT_P2P_PORT),
-            http_port: args
-                .http_port
-                .or(file.http_port)
-                .unwrap_or(DEFAULT_HTTP_PORT),
-            ws_port: args.ws_port.or(file.ws_port).unwrap_or(DEFAULT_WS_PORT),
-            udp_port: args.udp_port.or(file.udp_port).unwrap_or(DEFAULT_UDP_PORT),
-            stun_port: args
-                .stun_port
-                .or(file.stun_port)
-                .unwrap_or(DEFAULT_STUN_PORT),
-            stun_keepalive: Duration::from_secs(
-                args.stun_keepalive_secs
-                    .or(file.stun_keepalive_secs)
-                    .unwrap_or(DEFAULT_STUN_KEEPALIVE_SECS),
-            ),
-            bootstrap: parse_bootstrap(if args.bootstrap.is_empty() {
-                &file.bootstrap
-            } else {
-                &args.bootstrap
-            })?,
-            redial: !(args.no_redial || file.no_redial.unwrap_or(false)),
-            max_peers: args
-                .max_peers
-                .or(file.max_peers)
-                .unwrap_or(DEFAULT_MAX_PEERS),
-            sync_interval: Duration::from_secs(
-                args.sync_interval_secs
-                    .or(file.sync_interval_secs)
-                    .unwrap_or(DEFAULT_SYNC_INTERVAL_SECS),
-            ),
-            max_body_bytes: args
-                .max_body_bytes
-                .or(file.max_body_bytes)
-                .unwrap_or(DEFAULT_MAX_BODY_BYTES),
-            max_batch: args
-                .max_batch
-                .or(file.max_batch)
-                .unwrap_or(DEFAULT_MAX_BATCH),
-            limits: crate::api::limits::LimitsConfig {
-                rate: args
-                    .rate_limit
-                    .or(file.rate_limit)
-                    .unwrap_or(DEFAULT_RATE_LIMIT),
-                burst: args
-                    .rate_burst
-                    .or(file.rate_burst)
-                    .unwrap_or(DEFAULT_RATE_BURST),
-                max_connections: args
-                    .max_connections
-                    .or(file.max_connections)
-                    .unwrap_or(DEFAULT_MAX_CONNECTIONS),
-                max_connections_per_ip: args
-                    .max_connections_per_ip
-                    .or(file.max_connections_per_ip)
-                    .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP),
-                limit_loopback: args.limit_loopback || file.limit_loopback.unwrap_or(false),
-            },
-            cache: cache_bytes,
-        };
-        let l = &cfg.limits;
-        if !(l.rate > 0.0 && l.rate.is_finite() && l.burst >= 1.0 && l.burst.is_finite()) {
-            return Err(ConfigError::Zero(
-                "rate-limit and rate-burst (burst at least 1)",
-            ));
+            .ok_or(ConfigError::CacheTooLarge(self.cache_size))
+    }
+
+    pub fn redial(&self) -> bool {
+        !self.no_redial
+    }
+
+    pub fn stun_keepalive(&self) -> Duration {
+        Duration::from_secs(self.stun_keepalive_secs)
+    }
+
+    pub fn sync_interval(&self) -> Duration {
+        Duration::from_secs(self.sync_interval_secs)
+    }
+
+    pub fn sync_timeout(&self) -> Duration {
+        Duration::from_secs(self.sync_timeout_secs)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
+    }
+
+    pub fn min_free_disk_bytes(&self) -> u64 {
+        self.min_free_disk.saturating_mul(1 << 20)
+    }
+
+    pub fn limits(&self) -> crate::api::limits::LimitsConfig {
+        crate::api::limits::LimitsConfig {
+            rate: self.rate_limit,
+            burst: self.rate_burst,
+            relay_rate: self.relay_rate_limit,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            limit_loopback: self.limit_loopback,
         }
-        if l.max_connections == 0 || l.max_connections_per_ip == 0 {
-            return Err(ConfigError::Zero(
-                "max-connections and max-connections-per-ip",
-            ));
+    }
+
+    pub fn cors(&self) -> crate::api::http::CorsOrigins {
+        if self.cors_origins.iter().any(|o| o == "*") {
+            crate::api::http::CorsOrigins::Any
+        } else {
+            crate::api::http::CorsOrigins::List(self.cors_origins.clone())
         }
-        if cfg.max_body_bytes == 0 {
-            return Err(ConfigError::Zero("max-body-bytes"));
-        }
-        if cfg.max_peers == 0 {
-            return Err(ConfigError::Zero("max-peers"));
-        }
-        if cfg.stun_keepalive.is_zero() {
-            return Err(ConfigError::Zero("stun-keepalive-secs"));
-        }
-        if cfg.sync_interval.is_zero() {
-            return Err(ConfigError::Zero("sync-interval-secs"));
-        }
-        if cfg.max_batch == 0 {
-            return Err(ConfigError::Zero("max-batch"));
-        }
-        Ok(cfg)
     }
 }
 
-fn parse_bootstrap(list: &[String]) -> Result<Vec<Multiaddr>, ConfigError> {
-    list.iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| ConfigError::Bootstrap(s.to_string())))
-        .collect()
-}
-
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+fn read_file(path: &Path) -> Result<RunArgs, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
@@ -317,6 +293,19 @@ pub fn default_data_dir() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> RunArgs {
+        Cli::try_parse_from([&["cirrus"], args].concat())
+            .unwrap()
+            .run
+    }
 
     #[test]
     fn flags_beat_file_beats_defaults() {
@@ -324,7 +313,7 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(
             &path,
-            "http-port = 4000\nmax-batch = 7\ndata-dir = \"/x\"\n",
+            "http-port = 4000\nmax-batch = 7\ndata-dir = \"/x\"\nno-redial = true\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\n",
         )
         .unwrap();
         let args = RunArgs {
@@ -336,7 +325,9 @@ mod tests {
         assert_eq!(c.http_port, 5000);
         assert_eq!(c.max_batch, 7);
         assert_eq!(c.data_dir, PathBuf::from("/x"));
-        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert!(!c.redial());
+        assert_eq!(c.bootstrap.len(), 1);
+        assert_eq!(c.max_body_bytes, 1 << 20);
 
         std::fs::write(&path, "htp-port = 1\n").unwrap();
         let err = Config::build(&args).unwrap_err().to_string();
@@ -347,19 +338,41 @@ mod tests {
     }
 
     #[test]
+    fn flags_parse_as_the_docs_say() {
+        let a = parse(&[
+            "--no-redial",
+            "--bootstrap",
+            "/ip4/127.0.0.1/tcp/1,/ip4/127.0.0.2/tcp/2",
+            "--cors-origins",
+            "https://a.example,http://b.example:8080",
+            "--data-dir",
+            "/d",
+        ]);
+        let c = Config::build(&a).unwrap();
+        assert!(!c.redial() && !c.limit_loopback);
+        assert_eq!(c.bootstrap.len(), 2);
+        assert_eq!(c.cors_origins.len(), 2);
+        let a = parse(&["--limit-loopback", "false", "--data-dir", "/d"]);
+        assert!(!Config::build(&a).unwrap().limit_loopback);
+        assert!(Cli::try_parse_from(["cirrus", "--bootstrap", "not-a-multiaddr"]).is_err());
+        let bad = parse(&["--cors-origins", "javascript:x", "--data-dir", "/d"]);
+        assert!(Config::build(&bad).is_err());
+    }
+
+    #[test]
     fn cache_size_is_in_mib_and_checked() {
         let args = RunArgs {
             data_dir: Some("/x".into()),
             ..Default::default()
         };
         let c = Config::build(&args).unwrap();
-        assert_eq!(c.cache as u64, DEFAULT_CACHE_SIZE_MIB << 20);
+        assert_eq!(c.cache_bytes().unwrap() as u64, 64 << 20);
         let c = Config::build(&RunArgs {
             cache_size: Some(16),
             ..args.clone()
         })
         .unwrap();
-        assert_eq!(c.cache, 16 << 20);
+        assert_eq!(c.cache_bytes().unwrap(), 16 << 20);
         for bad in [0, u64::MAX] {
             let err = Config::build(&RunArgs {
                 cache_size: Some(bad),

@@ -7,8 +7,10 @@
 
 pub mod api;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod identity;
+pub mod metrics;
 pub mod node;
 pub mod p2p;
 pub mod rendezvous;

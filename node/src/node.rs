@@ -1,31 +1,36 @@
 //! Starting and stopping a node: open the store, load the identity, bind the
-//! listeners, serve until the shutdown token fires, then stop in order (listeners
-//! first, then the writer, which commits what is queued before the store closes).
+//! listeners, serve until the shutdown token fires (or the store fails for good),
+//! then stop in order: listeners and connections first (requests in flight finish),
+//! then the swarm, then the writer, which commits what is queued before the store
+//! closes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cirrus_proto::api::Ports;
-use libp2p_identity::PeerId;
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
-
-use crate::api::limits::{ConnectionCounter, LimitedListener, RateLimiter};
-use crate::api::udp::UdpApi;
-use crate::api::{self, Context, Dispatcher, DynamicPorts, http};
-use crate::config::Config;
-use crate::identity::{self, IdentityError};
-use crate::p2p::{self, InboundRelay, P2pConfig, P2pError, P2pHandle, StunLink};
-use crate::store::writer::Writer;
-use crate::store::{Store, StoreError};
-use crate::stun::{self, StunState, client::ClientCtx, punch::Punchers};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
-use tokio::net::UdpSocket;
+use libp2p_identity::PeerId;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::limits::{ConnectionCounter, LimitedListener, RateLimiter};
+use crate::api::serve::Timeouts;
+use crate::api::udp::UdpApi;
+use crate::api::ws::WsLimits;
+use crate::api::{self, Answer, Context, Dispatcher, DynamicPorts, Origin, http};
+use crate::config::Config;
+use crate::identity::{self, IdentityError};
+use crate::metrics::Metrics;
+use crate::p2p::{self, InboundRelay, P2pError, P2pHandle, StunLink};
+use crate::store::writer::{Writer, WriterConfig};
+use crate::store::{Store, StoreError};
+use crate::stun::{self, StunState, client::ClientCtx, punch::Punchers};
 
 pub const DB_FILE: &str = "cirrus.redb";
 
@@ -41,6 +46,8 @@ pub enum NodeError {
     #[error("cannot open database: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
     P2p(#[from] P2pError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -53,6 +60,8 @@ pub enum NodeError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("the database failed and could not be reopened: {0}")]
+    StoreFailed(String),
 }
 
 pub struct Node {
@@ -63,25 +72,43 @@ pub struct Node {
     /// Swarm listen addresses, with `/p2p/<peer id>` so they can be dialed as is.
     pub listen: Vec<Multiaddr>,
     shutdown: CancellationToken,
-    tasks: JoinSet<Result<(), NodeError>>,
+    /// The listeners, the STUN server and clients, the relay server.
+    services: JoinSet<Result<(), NodeError>>,
+    /// Connections, UDP answers and other short tasks the services start.
+    tasks: TaskTracker,
+    swarm: tokio::task::JoinHandle<()>,
+    swarm_stop: CancellationToken,
     writer_thread: std::thread::JoinHandle<()>,
     p2p: P2pHandle,
     store: Arc<Store>,
     writer: Writer,
+    metrics: Metrics,
 }
 
 impl Node {
     pub async fn start(cfg: &Config) -> Result<Node, NodeError> {
+        let cfg = Arc::new(cfg.clone());
         create_private_dir(&cfg.data_dir).map_err(|source| NodeError::DataDir {
             path: cfg.data_dir.clone(),
             source,
         })?;
         let key = identity::load_or_create(&cfg.data_dir)?;
         let peer_id = key.public().to_peer_id();
-        let store = Arc::new(Store::open_cached(&cfg.data_dir.join(DB_FILE), cfg.cache)?);
-        let (writer, writer_thread) = Writer::spawn(store.clone());
+        let metrics = Metrics::new();
+        let store = Arc::new(Store::open_cached(
+            &cfg.data_dir.join(DB_FILE),
+            cfg.cache_bytes()?,
+        )?);
+        let (writer, writer_thread) = Writer::spawn(
+            store.clone(),
+            WriterConfig {
+                min_free: cfg.min_free_disk_bytes(),
+                metrics: metrics.clone(),
+            },
+        );
         let shutdown = CancellationToken::new();
-        let mut tasks = JoinSet::new();
+        let tasks = TaskTracker::new();
+        let mut services = JoinSet::new();
 
         // STUN first: the swarm announces the server's port.
         let stun_state = Arc::new(StunState::default());
@@ -89,28 +116,23 @@ impl Node {
         let stun_port = stun_udp.local_addr().map_or(cfg.stun_port, |a| a.port());
         let (stun_events, stun_events_rx) = mpsc::channel(256);
         let (stun_servers, stun_servers_rx) = watch::channel(Vec::new());
-        let punchers = Arc::new(Punchers::default());
+        let punchers = Arc::new(Punchers::new(cfg.punch_rate_limit, metrics.clone()));
         let stun_link = StunLink {
             state: stun_state.clone(),
             port: stun_port,
             events: stun_events,
             punchers: punchers.clone(),
         };
-        let p2p_cfg = P2pConfig {
-            bind: cfg.bind,
-            port: cfg.p2p_port,
-            bootstrap: cfg.bootstrap.clone(),
-            max_peers: cfg.max_peers,
-            redial: cfg.redial,
-            sync_interval: cfg.sync_interval,
-        };
+        // The swarm stops after the API, so requests in flight can still reach it.
+        let swarm_stop = CancellationToken::new();
         let p2p = p2p::start(
             key.clone(),
-            p2p_cfg,
+            cfg.clone(),
             store.clone(),
             writer.clone(),
             stun_link,
-            shutdown.child_token(),
+            metrics.clone(),
+            swarm_stop.clone(),
         )
         .await?;
         let listen: Vec<Multiaddr> = p2p
@@ -119,10 +141,10 @@ impl Node {
             .map(|a| a.clone().with(Protocol::P2p(peer_id)))
             .collect();
 
-        let sockets = ApiSockets::bind(cfg).await?;
+        let sockets = ApiSockets::bind(&cfg).await?;
         let (http, ws, udp) = sockets.addrs();
-        let limiter = Arc::new(RateLimiter::new(cfg.limits.clone()));
-        let connections = ConnectionCounter::new(limiter.clone());
+        let limiter = Arc::new(RateLimiter::new(cfg.limits()));
+        let connections = ConnectionCounter::new(limiter.clone(), metrics.clone());
         let ctx = Arc::new(Context {
             limiter,
             admin_token: admin_token(&cfg.data_dir)?,
@@ -139,67 +161,93 @@ impl Node {
                 udp: Some(udp.port()),
             },
             max_batch: cfg.max_batch,
+            max_answer_bytes: cfg.max_answer_bytes,
             p2p: p2p.handle.clone(),
             stun: stun_state.clone(),
+            metrics: metrics.clone(),
         });
-        let handle = p2p.handle.clone();
         let dispatcher = Dispatcher::new(ctx);
-        let udp_api = UdpApi::new(dispatcher.clone());
-        let ws_router = api::ws::router(dispatcher.clone(), cfg.max_body_bytes);
+        let udp_api = UdpApi::new(dispatcher.clone(), cfg.udp_unvalidated_rate, tasks.clone());
+        let ws_limits = WsLimits {
+            max_message: cfg.max_body_bytes,
+            in_flight: cfg.ws_max_in_flight,
+            queue_bytes: cfg.ws_queue_bytes,
+            send_timeout: cfg.write_timeout(),
+        };
+        let ws_router = api::ws::router(dispatcher.clone(), ws_limits, shutdown.clone());
+        let http_router = http::router(
+            dispatcher.clone(),
+            cfg.max_body_bytes,
+            Duration::from_secs(cfg.http_body_timeout_secs),
+            &cfg.cors(),
+        );
+        let timeouts = Timeouts {
+            header: Duration::from_secs(cfg.http_header_timeout_secs),
+        };
 
         // The API on its own ports.
-        let (token, conns) = (shutdown.clone(), connections.clone());
-        let ws_listener = LimitedListener::new(sockets.ws, conns);
-        let router = ws_router.clone();
-        serve(&mut tasks, "websocket api", async move {
-            api::ws::serve(ws_listener, router, token).await
-        });
+        for (what, listener, router) in [
+            ("websocket api", sockets.ws, ws_router.clone()),
+            ("http api", sockets.http, http_router),
+        ] {
+            let listener = LimitedListener::new(
+                listener,
+                connections.clone(),
+                if what == "http api" { "http" } else { "ws" },
+                cfg.write_timeout(),
+            );
+            let (stop, tasks) = (shutdown.clone(), tasks.clone());
+            serve(&mut services, what, async move {
+                api::serve::serve(listener, router, timeouts, stop, tasks).await
+            });
+        }
         let (token, api) = (shutdown.clone(), udp_api.clone());
-        serve(&mut tasks, "udp api", async move {
+        serve(&mut services, "udp api", async move {
             api.serve(Arc::new(sockets.udp), None, token).await;
             Ok(())
         });
-        let (max_body, token) = (cfg.max_body_bytes, shutdown.clone());
-        let http_listener = LimitedListener::new(sockets.http, connections.clone());
-        let http_dispatcher = dispatcher.clone();
-        serve(&mut tasks, "http api", async move {
-            http::serve(http_listener, http_dispatcher, max_body, token).await
-        });
 
         // STUN: the server, and a client pair per peer that also serves the API.
-        let (token, state) = (shutdown.clone(), stun_state.clone());
-        serve(&mut tasks, "stun udp", async move {
-            stun::server::serve_udp(stun_udp, state, token).await
+        let server = Arc::new(stun::server::Server::new(
+            stun_state.clone(),
+            cfg.stun_rate_limit,
+            cfg.limit_loopback,
+            metrics.clone(),
+        ));
+        let (token, srv) = (shutdown.clone(), server.clone());
+        serve(&mut services, "stun udp", async move {
+            stun::server::serve_udp(stun_udp, srv, token).await
         });
-        let (token, state) = (shutdown.clone(), stun_state.clone());
-        serve(&mut tasks, "stun tcp", async move {
-            stun::server::serve_tcp(stun_tcp, state, token).await
+        let (token, srv, t) = (shutdown.clone(), server, tasks.clone());
+        serve(&mut services, "stun tcp", async move {
+            stun::server::serve_tcp(stun_tcp, srv, token, t).await
         });
         let stun_clients = ClientCtx {
             state: stun_state,
             key,
             bind: cfg.bind,
-            keepalive: cfg.stun_keepalive,
+            keepalive: cfg.stun_keepalive(),
             servers: stun_servers_rx,
             punchers,
             api: Arc::new(DynamicPorts {
                 connections,
                 udp: udp_api,
                 ws: ws_router,
+                timeouts,
+                write_stall: cfg.write_timeout(),
+                stop: shutdown.clone(),
+                tasks: tasks.clone(),
             }),
         };
         let token = shutdown.clone();
-        serve(&mut tasks, "stun clients", async move {
+        serve(&mut services, "stun clients", async move {
             stun::manager::run(stun_clients, stun_servers, stun_events_rx, token).await;
             Ok(())
         });
 
-        // The swarm, and the requests peers relay to us.
-        tasks.spawn(serve_relays(p2p.relays, dispatcher.without_relay()));
-        let swarm_task = p2p.task;
-        serve(&mut tasks, "swarm", async move {
-            swarm_task.await.map_err(std::io::Error::other)
-        });
+        // The requests peers relay to us.
+        let (relays, d, t, stop) = (p2p.relays, dispatcher, tasks.clone(), shutdown.clone());
+        services.spawn(serve_relays(relays, d, t, stop));
 
         tracing::info!(%peer_id, %http, data_dir = %cfg.data_dir.display(), "node started");
         Ok(Node {
@@ -209,11 +257,15 @@ impl Node {
             udp,
             listen,
             shutdown,
+            services,
             tasks,
+            swarm: p2p.task,
+            swarm_stop,
             writer_thread,
-            p2p: handle,
+            p2p: p2p.handle,
             store,
             writer,
+            metrics,
         })
     }
 
@@ -231,25 +283,45 @@ impl Node {
         &self.writer
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Fire this to stop the node.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 
-    /// Serve until shut down (or until a listener fails), then stop cleanly.
+    /// Serve until shut down (or until a listener or the store fails), then stop
+    /// cleanly, and return once every task has ended and the store is closed.
     pub async fn run(mut self) -> Result<(), NodeError> {
-        let mut result = Ok(());
-        while let Some(done) = self.tasks.join_next().await {
-            // Any task ending means the node is going down: take the rest with it.
-            self.shutdown.cancel();
+        let fatal = self.writer.fatal();
+        let mut result = tokio::select! {
+            _ = self.shutdown.cancelled() => Ok(()),
+            _ = fatal.cancelled() => Err(NodeError::StoreFailed(
+                self.writer.unavailable().unwrap_or_else(|| "see the log".into()),
+            )),
+            Some(done) = self.services.join_next() => match done {
+                Ok(Err(e)) => Err(e),
+                _ => Ok(()),
+            },
+        };
+        // Any of these means the node is going down: take the rest with it.
+        self.shutdown.cancel();
+        while let Some(done) = self.services.join_next().await {
             if let Ok(Err(e)) = done
                 && result.is_ok()
             {
                 result = Err(e);
             }
         }
-        // The listeners and this handle held the last writer handles; the writer now
-        // drains and exits.
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.swarm_stop.cancel();
+        let _ = (&mut self.swarm).await;
+        // The swarm and the API held the last writer handles; the writer now drains
+        // and exits, and the store closes with the last of its handles.
+        drop(self.p2p);
         drop(self.writer);
         let writer = self.writer_thread;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
@@ -258,13 +330,13 @@ impl Node {
     }
 }
 
-/// Run a task of the node whose I/O error stops the node, named in the error.
+/// Run a service of the node whose I/O error stops the node, named in the error.
 fn serve(
-    tasks: &mut JoinSet<Result<(), NodeError>>,
+    services: &mut JoinSet<Result<(), NodeError>>,
     what: &'static str,
     task: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
 ) {
-    tasks.spawn(async move {
+    services.spawn(async move {
         task.await
             .map_err(|source| NodeError::Serve { what, source })
     });
@@ -334,20 +406,34 @@ async fn bind_stun(ip: std::net::IpAddr, port: u16) -> Result<(UdpSocket, TcpLis
     ))
 }
 
-/// Answer JSON-RPC requests that peers relay to us. Ends when the swarm stops.
+/// Answer JSON-RPC requests that peers relay to us, until `stop` (or the swarm
+/// stops). Each runs as a task of `tasks`.
 async fn serve_relays(
     mut relays: mpsc::Receiver<InboundRelay>,
     dispatcher: Dispatcher,
+    tasks: TaskTracker,
+    stop: CancellationToken,
 ) -> Result<(), NodeError> {
-    while let Some(r) = relays.recv().await {
+    loop {
+        let r = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            r = relays.recv() => match r { Some(r) => r, None => return Ok(()) },
+        };
         let dispatcher = dispatcher.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             tracing::debug!(from = %r.from, "relayed request");
-            let answer = dispatcher.handle(&r.request).await.unwrap_or_default();
+            let metrics = dispatcher.context().metrics.clone();
+            let answer = match dispatcher
+                .handle(Origin::Relayed { peer: r.from }, &r.request)
+                .await
+            {
+                Answer::Reply(b) | Answer::Limited(b) => b,
+                Answer::Nothing | Answer::NeedsCookie { .. } => Vec::new(),
+            };
+            metrics.relay("served");
             let _ = r.reply.send(answer);
         });
     }
-    Ok(())
 }
 
 /// The admin token in `<data-dir>/admin.token` (mode 0600), made on first start.

@@ -40,6 +40,8 @@ pub enum SyncError {
     Protocol(String),
     #[error("the peer refused: {0}")]
     Refused(String),
+    #[error("the reconciliation took longer than {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 /// What one reconciliation cost, for logs and benchmarks.

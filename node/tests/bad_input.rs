@@ -252,7 +252,16 @@ fn garbage_and_half_open_connections_leave_the_node_serving() {
 
     // Wrong method and path.
     let client = reqwest::blocking::Client::new();
-    assert_eq!(client.get(&node.url).send().unwrap().status().as_u16(), 405);
+    assert_eq!(
+        client
+            .put(&node.url)
+            .body("{}")
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        405
+    );
     assert_eq!(
         client
             .post(format!("{}/nope", node.url))

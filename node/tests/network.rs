@@ -576,10 +576,7 @@ fn announcements_are_taken_only_from_their_signer_and_in_order() {
     let node = TestNode::start(dir.path());
     let key = Keypair::generate_ed25519();
     let swarm_key = key.clone();
-    let mut rogue = Rogue::new(
-        move || build_swarm(swarm_key, "127.0.0.1".parse().unwrap(), 50).unwrap(),
-        gossiper_chores,
-    );
+    let mut rogue = Rogue::new(move || rogue_swarm(swarm_key), gossiper_chores);
     rogue
         .swarm
         .behaviour_mut()
@@ -660,17 +657,7 @@ fn announcements_are_taken_only_from_their_signer_and_in_order() {
 fn forged_gossip_is_dropped_and_its_sender_loses_score() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(dir.path());
-    let mut rogue = Rogue::new(
-        || {
-            build_swarm(
-                Keypair::generate_ed25519(),
-                "127.0.0.1".parse().unwrap(),
-                50,
-            )
-            .unwrap()
-        },
-        gossiper_chores,
-    );
+    let mut rogue = Rogue::new(|| rogue_swarm(Keypair::generate_ed25519()), gossiper_chores);
     rogue
         .swarm
         .behaviour_mut()
@@ -797,6 +784,22 @@ impl request_response::Codec for RawCodec {
 }
 
 type RawBehaviour = request_response::Behaviour<RawCodec>;
+
+/// The node's own swarm (its behaviours and protocols), for a test peer.
+fn rogue_swarm(key: Keypair) -> Swarm<cirrus_node::p2p::Behaviour> {
+    let args = cirrus_node::config::RunArgs {
+        data_dir: Some("/nonexistent".into()),
+        bind: Some("127.0.0.1".parse().unwrap()),
+        ..Default::default()
+    };
+    let cfg = cirrus_node::config::Config::build(&args).unwrap();
+    build_swarm(
+        key,
+        &cfg,
+        &mut prometheus_client::registry::Registry::default(),
+    )
+    .unwrap()
+}
 
 fn cbor<T: serde::Serialize>(v: &T) -> Vec<u8> {
     cbor4ii::serde::to_vec(Vec::new(), v).unwrap()

@@ -843,6 +843,12 @@ fn garbage() -> Vec<(String, Vec<u8>)> {
             })
             .encode(true),
     ));
+    // Methods other than Binding are not answered: a server that answered them
+    // would reflect whatever a spoofed source sends.
+    cases.push((
+        "an Allocate request".into(),
+        Message::new(Class::Request, 0x003, txid(601)).encode(true),
+    ));
     cases
 }
 
@@ -854,16 +860,12 @@ fn error_requests() -> Vec<(&'static str, Vec<u8>, u16, [u8; 12])> {
             value: b"user".to_vec(),
         })
         .encode(true);
-    let allocate = Message::new(Class::Request, 0x003, txid(601)).encode(true);
-    vec![
-        (
-            "an unknown comprehension-required attribute",
-            unknown,
-            420,
-            txid(600),
-        ),
-        ("an Allocate request", allocate, 400, txid(601)),
-    ]
+    vec![(
+        "an unknown comprehension-required attribute",
+        unknown,
+        420,
+        txid(600),
+    )]
 }
 
 fn check_error(what: &str, msg: &Message, code: u16, t: [u8; 12]) {

@@ -26,6 +26,14 @@ pub const RATE_LIMITED: i64 = -32006;
 pub const FORBIDDEN: i64 = -32007;
 /// UDP anti-amplification: repeat the request with the cookie in `data`.
 pub const COOKIE_REQUIRED: i64 = -32010;
+/// `behind`: the node does not hold every write the request's session names, and
+/// did not get them within `wait` (SPEC "Sessions"); `data: {"missing": N}`.
+pub const BEHIND: i64 = -32011;
+/// `punch` toward an address other than the requester's own.
+pub const PUNCH_TARGET: i64 = -32012;
+/// The node cannot write now (its disk is below the free-space floor, or its store
+/// failed); reads still work. Try another node, or later.
+pub const STORAGE_UNAVAILABLE: i64 = -32013;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorObject {

@@ -109,7 +109,8 @@ fn server_answers_binding_with_both_addresses_and_fingerprint() {
         &attr::FINGERPRINT.to_be_bytes()
     );
 
-    // Indications and responses get no answer; other methods get 400.
+    // Indications, responses and other methods get no answer: a server that
+    // answered unknown methods would reflect whatever a spoofed source sends.
     assert!(
         handle_binding(&stun::binding_indication([1; 12]), from, "x")
             .reply
@@ -117,11 +118,44 @@ fn server_answers_binding_with_both_addresses_and_fingerprint() {
     );
     assert!(handle_binding(&reply, from, "x").reply.is_none());
     let other = Message::new(Class::Request, 0x003, [2; 12]).encode(false);
-    let r = handle_binding(&other, from, "x").reply.unwrap();
-    assert!(matches!(
-        parse_binding_response(&r, &[2; 12]),
-        Err(StunError::ServerError { code: 400, .. })
-    ));
+    assert!(handle_binding(&other, from, "x").reply.is_none());
+}
+
+#[test]
+fn no_answer_is_more_than_three_times_its_request() {
+    let v4: SocketAddr = "198.18.0.7:40000".parse().unwrap();
+    let v6: SocketAddr = "[2001:db8::7]:40000".parse().unwrap();
+    let software = "a rather long software name, as some servers have";
+    // The smallest request there is (a header) and requests that grow from it.
+    let mut requests = vec![Message::new(Class::Request, stun::BINDING, [3; 12]).encode(false)];
+    for n in [1, 8, 40, 200] {
+        requests.push(binding_request([4; 12], &"s".repeat(n), None));
+    }
+    requests.push(unhex(RFC5769_REQUEST)); // answered with 420
+    for req in &requests {
+        for from in [v4, v6] {
+            let reply = handle_binding(req, from, software)
+                .reply
+                .expect("an answer");
+            assert!(
+                reply.len() <= stun::AMPLIFICATION * req.len(),
+                "{} bytes for a {}-byte request",
+                reply.len(),
+                req.len()
+            );
+            if Message::decode(&reply).unwrap().class == Class::Success {
+                // The address is always there, and the answer always reads.
+                assert_eq!(
+                    parse_binding_response(&reply, &Message::decode(req).unwrap().transaction_id),
+                    Ok(from)
+                );
+            }
+        }
+    }
+    // A stock client's request has room for everything.
+    let stock = binding_request([5; 12], "STUN test client", None);
+    let m = Message::decode(&handle_binding(&stock, v6, software).reply.unwrap()).unwrap();
+    assert!(m.get(attr::SOFTWARE).is_some() && m.get(attr::MAPPED_ADDRESS).is_some());
 }
 
 fn peer_id_of(key: &SigningKey) -> Vec<u8> {

@@ -1,11 +1,17 @@
 //! The one request dispatcher shared by every transport.
 //!
-//! A transport passes the bytes of one message and sends back the bytes returned
-//! (nothing for a notification-only message). `put`s of one batch are verified here
-//! and handed to the writer together, so a batch of 100 puts is one commit.
+//! A transport passes the bytes of one message and where they came from
+//! ([`Origin`]); it gets back what to send ([`Answer`]). Every path goes through the
+//! same budgets here: the message is charged to its source's rate at its full size
+//! (each request of a batch, and each request a `relay` carries); an unvalidated
+//! UDP source may only run a single plain read; the answer to one message is capped
+//! in bytes (requests past the cap get an error instead of running). `put`s of one
+//! batch are verified here and handed to the writer together, so a batch of 100
+//! puts is one commit.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use cirrus_proto::api::PutResult;
 use cirrus_proto::jsonrpc::{
@@ -13,70 +19,205 @@ use cirrus_proto::jsonrpc::{
 };
 use serde_json::{Map, Value};
 
-use super::error::ApiError;
+use super::error::{ApiError, outcome};
 use super::{Context, methods};
-use crate::store::writer::Origin;
+use crate::store::writer::Origin as WriteOrigin;
+
+/// The API transports, as metrics and the rules name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiTransport {
+    Http,
+    Ws,
+    Udp,
+}
+
+impl ApiTransport {
+    pub fn label(self) -> &'static str {
+        match self {
+            ApiTransport::Http => "http",
+            ApiTransport::Ws => "ws",
+            ApiTransport::Udp => "udp",
+        }
+    }
+}
+
+/// Where a message came from.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin {
+    /// A client at `ip`. `validated` is false only for a UDP source that has not yet
+    /// shown it receives at its address (SPEC "UDP API").
+    Client {
+        ip: IpAddr,
+        transport: ApiTransport,
+        validated: bool,
+    },
+    /// A peer relayed it for one of its clients (the `relay` method). Such a
+    /// request may not relay, punch or administer.
+    Relayed { peer: libp2p::PeerId },
+}
+
+impl Origin {
+    pub fn client(ip: IpAddr, transport: ApiTransport) -> Origin {
+        Origin::Client {
+            ip,
+            transport,
+            validated: true,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Origin::Client { transport, .. } => transport.label(),
+            Origin::Relayed { .. } => "relay",
+        }
+    }
+}
+
+/// What to send back for one message.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    Reply(Vec<u8>),
+    /// Notifications only: nothing to send.
+    Nothing,
+    /// The source is over its rate; the bytes are the JSON-RPC error (HTTP 429).
+    Limited(Vec<u8>),
+    /// An unvalidated UDP source asked for more than a plain read: it must come
+    /// back with a cookie first. `id` is the request's id, if it had one.
+    NeedsCookie {
+        id: Value,
+    },
+}
+
+/// Every method the dispatcher answers, for metrics labels and the OpenRPC document.
+pub const METHODS: &[&str] = &[
+    "getnodeinfo",
+    "getpeerinfo",
+    "getdbhash",
+    "put",
+    "get",
+    "list",
+    "getrating",
+    "punch",
+    "relay",
+    "addpeer",
+    "shutdown",
+    "subscribe",
+    "unsubscribe",
+];
+
+/// Methods an unvalidated UDP source may run: reads, whose answer the
+/// anti-amplification budget then bounds.
+const PLAIN_READS: &[&str] = &[
+    "getnodeinfo",
+    "getpeerinfo",
+    "getdbhash",
+    "get",
+    "list",
+    "getrating",
+];
+
+/// Not through `relay`: a relayed request cannot relay again, aim a punch, or
+/// administer the node it reaches.
+const NOT_RELAYED: &[&str] = &["relay", "punch", "addpeer", "shutdown"];
+
+fn label(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("unknown")
+}
+
+/// What one request costs its source's rate: itself, and every request it relays.
+fn cost(v: &Value) -> usize {
+    if v.get("method").and_then(Value::as_str) != Some("relay") {
+        return 1;
+    }
+    1 + match v.get("params").and_then(|p| p.get("request")) {
+        Some(Value::Array(a)) => a.len(),
+        _ => 1,
+    }
+}
 
 #[derive(Clone)]
 pub struct Dispatcher {
     ctx: Arc<Context>,
-    /// False for requests that a peer relayed to us: those may not relay again.
-    relay: bool,
 }
 
 impl Dispatcher {
     pub fn new(ctx: Arc<Context>) -> Self {
-        Dispatcher { ctx, relay: true }
-    }
-
-    /// The same dispatcher, for requests that arrived through `relay`.
-    pub fn without_relay(&self) -> Self {
-        Dispatcher {
-            ctx: self.ctx.clone(),
-            relay: false,
-        }
+        Dispatcher { ctx }
     }
 
     pub fn context(&self) -> &Context {
         &self.ctx
     }
 
-    /// Answer one message (a request or a batch) that came from inside: relayed by a
-    /// peer. No rate limit; admin methods need the token. `None`: nothing to send.
-    pub async fn handle(&self, bytes: &[u8]) -> Option<Vec<u8>> {
-        self.run(bytes, None).await.unwrap_or_else(Some)
+    /// Answer one message (a request or a batch).
+    pub async fn handle(&self, origin: Origin, bytes: &[u8]) -> Answer {
+        let started = Instant::now();
+        let answer = self.run(origin, bytes).await;
+        self.ctx
+            .metrics
+            .api_seconds
+            .get_or_create(&crate::metrics::ByTransport {
+                transport: origin.label(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        answer
     }
 
-    /// Answer one message from a client at `ip`. `Err`: the client is over its rate;
-    /// the bytes are the JSON-RPC error to send (HTTP sends it with status 429).
-    pub async fn handle_from(&self, ip: IpAddr, bytes: &[u8]) -> Result<Option<Vec<u8>>, Vec<u8>> {
-        self.run(bytes, Some(ip)).await
-    }
-
-    async fn run(&self, bytes: &[u8], ip: Option<IpAddr>) -> Result<Option<Vec<u8>>, Vec<u8>> {
+    async fn run(&self, origin: Origin, bytes: &[u8]) -> Answer {
         let body = parse_body(bytes);
-        if let Some(ip) = ip {
-            let cost = match &body {
-                Ok(Body::Batch(items)) => items.len(),
-                _ => 1,
-            };
-            if !self.ctx.limiter.allow(ip, cost) {
-                let e = ErrorObject::new(
-                    RATE_LIMITED,
-                    "rate limited: too many requests from this address",
-                );
-                return Err(encode(&Response::err(Value::Null, e)));
+        if let Origin::Client {
+            validated: false, ..
+        } = origin
+        {
+            match &body {
+                Ok(Body::Single(v)) if plain_read(v) => {}
+                Err(_) => {} // the parse error is small
+                Ok(Body::Single(v)) => {
+                    return Answer::NeedsCookie {
+                        id: v.get("id").cloned().unwrap_or(Value::Null),
+                    };
+                }
+                Ok(Body::Batch(_)) => return Answer::NeedsCookie { id: Value::Null },
             }
         }
-        // Admin methods answer loopback callers; others need the token.
-        let admin = ip.is_some_and(|ip| ip.is_loopback());
-        Ok(match body {
-            Err(e) => Some(encode(&Response::err(Value::Null, e))),
-            Ok(Body::Single(v)) => self
-                .handle_all(vec![v], admin)
-                .await
-                .pop()
-                .map(|r| encode(&r)),
+        let cost = match &body {
+            Ok(Body::Batch(items)) => items.iter().map(cost).sum(),
+            Ok(Body::Single(v)) => cost(v),
+            Err(_) => 1,
+        };
+        let allowed = match origin {
+            Origin::Client { ip, .. } => self.ctx.limiter.allow(ip, cost),
+            Origin::Relayed { peer } => self.ctx.limiter.allow_relayed(&peer.to_bytes(), cost),
+        };
+        if !allowed {
+            self.ctx
+                .metrics
+                .rate_limited
+                .get_or_create(&crate::metrics::ByTransport {
+                    transport: origin.label(),
+                })
+                .inc();
+            let e = ErrorObject::new(
+                RATE_LIMITED,
+                "rate limited: too many requests from this address",
+            );
+            return Answer::Limited(encode(&Response::err(Value::Null, e)));
+        }
+        match body {
+            Err(e) => {
+                self.ctx
+                    .metrics
+                    .request(origin.label(), "unknown", outcome(e.code));
+                Answer::Reply(encode(&Response::err(Value::Null, e)))
+            }
+            Ok(Body::Single(v)) => match self.handle_all(vec![v], origin).await.pop() {
+                Some(r) => Answer::Reply(r),
+                None => Answer::Nothing,
+            },
             Ok(Body::Batch(items)) if items.len() > self.ctx.max_batch => {
                 let e = ErrorObject::new(
                     TOO_LARGE,
@@ -86,42 +227,93 @@ impl Dispatcher {
                         self.ctx.max_batch
                     ),
                 );
-                Some(encode(&Response::err(Value::Null, e)))
+                self.ctx
+                    .metrics
+                    .request(origin.label(), "unknown", outcome(e.code));
+                Answer::Reply(encode(&Response::err(Value::Null, e)))
             }
             Ok(Body::Batch(items)) => {
-                let responses = self.handle_all(items, admin).await;
-                (!responses.is_empty()).then(|| encode(&responses))
+                let answers = self.handle_all(items, origin).await;
+                if answers.is_empty() {
+                    return Answer::Nothing;
+                }
+                let mut out = Vec::with_capacity(answers.iter().map(Vec::len).sum::<usize>() + 2);
+                out.push(b'[');
+                for (i, a) in answers.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(a);
+                }
+                out.push(b']');
+                Answer::Reply(out)
             }
-        })
+        }
     }
 
-    /// Run requests; returns responses in request order, notifications left out.
-    async fn handle_all(&self, items: Vec<Value>, admin: bool) -> Vec<Response> {
-        let mut out: Vec<Option<Response>> = Vec::with_capacity(items.len());
+    /// Run requests; returns encoded responses in request order, notifications left
+    /// out. Once the answers pass the budget, later requests are not run.
+    async fn handle_all(&self, items: Vec<Value>, origin: Origin) -> Vec<Vec<u8>> {
+        let transport = origin.label();
+        let budget = self.ctx.max_answer_bytes;
+        let mut spent = 0usize;
+        let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(items.len());
         let mut puts = Vec::new();
         for item in items {
             let req = match Request::from_value(item) {
                 Ok(req) => req,
                 Err((id, e)) => {
-                    out.push(Some(Response::err(id, e)));
+                    self.ctx
+                        .metrics
+                        .request(transport, "unknown", outcome(e.code));
+                    out.push(Some(encode(&Response::err(id, e))));
                     continue;
                 }
             };
+            let method = label(&req.method);
+            if spent > budget {
+                let e = ErrorObject::new(
+                    TOO_LARGE,
+                    format!(
+                        "not run: the answers before it passed the budget of {budget} bytes for one message"
+                    ),
+                );
+                self.ctx.metrics.request(transport, method, outcome(e.code));
+                out.push(req.id.map(|id| encode(&Response::err(id, e))));
+                continue;
+            }
             if req.method == "put" {
                 match methods::prepare_put(req.params) {
                     Ok(stored) => {
                         puts.push((out.len(), req.id, stored));
                         out.push(None); // filled in once the writer answers
                     }
-                    Err(e) => out.push(req.id.map(|id| Response::err(id, e.into()))),
+                    Err(e) => {
+                        let e: ErrorObject = e.into();
+                        self.ctx.metrics.request(transport, method, outcome(e.code));
+                        out.push(req.id.map(|id| encode(&Response::err(id, e))));
+                    }
                 }
                 continue;
             }
-            let result = self.call(&req.method, req.params, admin).await;
-            out.push(req.id.map(|id| respond(id, result)));
+            let result = self.call(&req.method, req.params, origin).await;
+            let response = match result {
+                Ok(v) => {
+                    self.ctx.metrics.request(transport, method, "ok");
+                    req.id.map(|id| Response::ok(id, v))
+                }
+                Err(e) => {
+                    let e: ErrorObject = e.into();
+                    self.ctx.metrics.request(transport, method, outcome(e.code));
+                    req.id.map(|id| Response::err(id, e))
+                }
+            };
+            let bytes = response.map(|r| encode(&r));
+            spent += bytes.as_ref().map_or(0, Vec::len);
+            out.push(bytes);
         }
         if !puts.is_empty() {
-            self.apply_puts(puts, &mut out).await;
+            self.apply_puts(puts, &mut out, transport).await;
         }
         out.into_iter().flatten().collect()
     }
@@ -129,26 +321,30 @@ impl Dispatcher {
     async fn apply_puts(
         &self,
         puts: Vec<(usize, Option<Value>, crate::store::Stored)>,
-        out: &mut [Option<Response>],
+        out: &mut [Option<Vec<u8>>],
+        transport: &'static str,
     ) {
         let ids: Vec<_> = puts.iter().map(|(_, _, s)| s.id).collect();
         let (slots, records): (Vec<_>, Vec<_>) =
             puts.into_iter().map(|(i, id, s)| ((i, id), s)).unzip();
-        match self.ctx.writer.apply(records, Origin::Api).await {
+        match self.ctx.writer.apply(records, WriteOrigin::Api).await {
             Ok(statuses) => {
                 for (((i, req_id), status), id) in slots.into_iter().zip(statuses).zip(ids) {
+                    self.ctx.metrics.request(transport, "put", "ok");
                     out[i] = req_id.map(|rid| {
-                        Response::ok(
-                            rid,
-                            serde_json::to_value(PutResult { id, status }).expect("serializes"),
-                        )
+                        let result =
+                            serde_json::to_value(PutResult { id, status }).expect("serializes");
+                        encode(&Response::ok(rid, result))
                     });
                 }
             }
             Err(e) => {
                 let err: ErrorObject = ApiError::from(e).into();
                 for (i, req_id) in slots {
-                    out[i] = req_id.map(|rid| Response::err(rid, err.clone()));
+                    self.ctx
+                        .metrics
+                        .request(transport, "put", outcome(err.code));
+                    out[i] = req_id.map(|rid| encode(&Response::err(rid, err.clone())));
                 }
             }
         }
@@ -158,16 +354,24 @@ impl Dispatcher {
         &self,
         method: &str,
         params: Map<String, Value>,
-        admin: bool,
+        origin: Origin,
     ) -> Result<Value, ApiError> {
         let ctx = &*self.ctx;
+        if matches!(origin, Origin::Relayed { .. }) && NOT_RELAYED.contains(&method) {
+            return Err(ApiError::MethodNotFound(format!(
+                "{method} (not available through relay)"
+            )));
+        }
         match method {
             "getnodeinfo" => methods::getnodeinfo(ctx).await,
             "getpeerinfo" => methods::getpeerinfo(ctx).await,
-            "relay" if self.relay => methods::relay(ctx, params).await,
-            "punch" => methods::punch(ctx, params).await,
-            "addpeer" => methods::addpeer(ctx, params, admin).await,
-            "shutdown" => methods::shutdown(ctx, params, admin),
+            "relay" => methods::relay(ctx, params).await,
+            "punch" => match origin {
+                Origin::Client { ip, .. } => methods::punch(ctx, params, ip).await,
+                Origin::Relayed { .. } => Err(ApiError::MethodNotFound(method.into())),
+            },
+            "addpeer" => methods::addpeer(ctx, params).await,
+            "shutdown" => methods::shutdown(ctx, params),
             "getdbhash" => methods::getdbhash(ctx),
             "get" => methods::get(ctx, params),
             "list" => methods::list(ctx, params),
@@ -180,11 +384,17 @@ impl Dispatcher {
     }
 }
 
-fn respond(id: Value, result: Result<Value, ApiError>) -> Response {
-    match result {
-        Ok(v) => Response::ok(id, v),
-        Err(e) => Response::err(id, e.into()),
-    }
+/// A single request for a plain read, without a session to wait for.
+fn plain_read(v: &Value) -> bool {
+    let read = v
+        .get("method")
+        .and_then(Value::as_str)
+        .is_some_and(|m| PLAIN_READS.contains(&m));
+    let waits = v
+        .get("params")
+        .and_then(|p| p.get("session"))
+        .is_some_and(|s| !s.is_null());
+    read && !waits
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {

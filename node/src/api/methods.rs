@@ -10,6 +10,8 @@ use cirrus_proto::record::Slot;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use std::net::IpAddr;
+
 use super::Context;
 use super::error::ApiError;
 use crate::store::{ListQuery, Stored};
@@ -63,24 +65,29 @@ pub async fn getpeerinfo(ctx: &Context) -> Result<Value, ApiError> {
     to_value(ctx.p2p.peers().await?)
 }
 
-/// Admin methods change the node, not the data: they answer loopback callers, or
-/// anyone who passes the token from `<data-dir>/admin.token` as `token`.
-fn check_admin(ctx: &Context, p: &mut Map<String, Value>, admin: bool) -> Result<(), ApiError> {
+/// Admin methods change the node, not the data: they need the token from
+/// `<data-dir>/admin.token` as `token`, from loopback too (a web page in the
+/// operator's browser reaches loopback, SPEC "Admin methods").
+fn check_admin(ctx: &Context, p: &mut Map<String, Value>) -> Result<(), ApiError> {
     let token = p.remove("token");
-    if admin || token.as_ref().and_then(Value::as_str) == Some(ctx.admin_token.as_str()) {
+    let given = token.as_ref().and_then(Value::as_str).unwrap_or_default();
+    // Compared in constant time: the token is a secret.
+    let equal = given.len() == ctx.admin_token.len()
+        && given
+            .bytes()
+            .zip(ctx.admin_token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if equal {
         Ok(())
     } else {
         Err(ApiError::Forbidden)
     }
 }
 
-/// `addpeer {addr, token?}`: dial a multiaddr.
-pub async fn addpeer(
-    ctx: &Context,
-    mut p: Map<String, Value>,
-    admin: bool,
-) -> Result<Value, ApiError> {
-    check_admin(ctx, &mut p, admin)?;
+/// `addpeer {addr, token}`: dial a multiaddr.
+pub async fn addpeer(ctx: &Context, mut p: Map<String, Value>) -> Result<Value, ApiError> {
+    check_admin(ctx, &mut p)?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct AddPeer {
@@ -94,22 +101,19 @@ pub async fn addpeer(
     Ok(serde_json::json!({ "ok": true }))
 }
 
-/// `shutdown {token?}`: stop the node cleanly (after answering).
-pub fn shutdown(ctx: &Context, mut p: Map<String, Value>, admin: bool) -> Result<Value, ApiError> {
-    check_admin(ctx, &mut p, admin)?;
+/// `shutdown {token}`: stop the node cleanly (after answering).
+pub fn shutdown(ctx: &Context, mut p: Map<String, Value>) -> Result<Value, ApiError> {
+    check_admin(ctx, &mut p)?;
     tracing::info!("shutdown requested over the API");
-    let token = ctx.shutdown.clone();
-    tokio::spawn(async move {
-        // Let the answer go out first.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        token.cancel();
-    });
+    // The node stops in order: answers in flight, this one included, go out first.
+    ctx.shutdown.cancel();
     Ok(serde_json::json!({ "ok": true }))
 }
 
 /// Ask a connected peer to open its NAT toward a client's endpoint (the rendezvous
-/// side of hole punching, docs/nat.md).
-pub async fn punch(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiError> {
+/// side of hole punching, docs/nat.md). Only toward the requester's own address:
+/// otherwise anyone could aim the peer's packets at a third party.
+pub async fn punch(ctx: &Context, p: Map<String, Value>, from: IpAddr) -> Result<Value, ApiError> {
     let PunchParams {
         peer_id,
         endpoint,
@@ -118,6 +122,12 @@ pub async fn punch(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiErr
     let peer: libp2p::PeerId = peer_id
         .parse()
         .map_err(|_| ApiError::Params(format!("peerId {peer_id:?} is not a peer id")))?;
+    if canonical(endpoint.ip()) != canonical(from) {
+        return Err(ApiError::PunchTarget {
+            endpoint: endpoint.ip(),
+            from,
+        });
+    }
     let req = peer::Request::Punch {
         endpoint,
         transport,
@@ -147,6 +157,13 @@ pub async fn relay(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiErr
         .ask_peer(peer, peer::Request::Relay(bytes.into()))
         .await?
     {
+        peer::Response::Relay(answer) if answer.len() > ctx.max_answer_bytes => {
+            Err(ApiError::TooLarge(format!(
+                "the peer's answer is {} bytes, over the budget of {} for one message",
+                answer.len(),
+                ctx.max_answer_bytes
+            )))
+        }
         peer::Response::Relay(answer) => serde_json::from_slice(&answer)
             .map_err(|e| ApiError::Peer(format!("the peer's answer is not JSON: {e}"))),
         peer::Response::Refused(why) => Err(ApiError::Peer(format!("the peer refused: {why}"))),
@@ -218,4 +235,12 @@ pub fn list(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiError> {
 pub fn getrating(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiError> {
     let GetRatingParams { target } = params(p)?;
     to_value(ctx.store.rating(&target)?)
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }

@@ -5,11 +5,13 @@
 //! → [`methods`] → response bytes. Errors become JSON-RPC errors in one place,
 //! [`error`].
 
+pub mod dashboard;
 pub mod dispatch;
 pub mod error;
 pub mod http;
 pub mod limits;
 pub mod methods;
+pub mod serve;
 pub mod udp;
 pub mod ws;
 
@@ -17,19 +19,29 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cirrus_proto::api::Ports;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::metrics::Metrics;
 use crate::p2p::P2pHandle;
 use crate::store::Store;
 use crate::store::writer::Writer;
 
-pub use dispatch::Dispatcher;
+pub use dispatch::{Answer, ApiTransport, Dispatcher, Origin};
 
 /// The API transports that also run on the per-peer STUN client ports: the UDP API
-/// on each client's UDP socket, WebSocket on a listener sharing each client's TCP port.
+/// on each client's UDP socket, WebSocket on a listener sharing each client's TCP
+/// port and on connections a TCP punch made. Same slots and timeouts as the fixed
+/// ports.
 pub struct DynamicPorts {
     pub udp: Arc<udp::UdpApi>,
     pub ws: axum::Router,
     pub connections: limits::ConnectionCounter,
+    pub timeouts: serve::Timeouts,
+    pub write_stall: std::time::Duration,
+    pub stop: CancellationToken,
+    pub tasks: TaskTracker,
 }
 
 impl crate::stun::client::DynamicApi for DynamicPorts {
@@ -37,40 +49,49 @@ impl crate::stun::client::DynamicApi for DynamicPorts {
         &self,
         sock: Arc<tokio::net::UdpSocket>,
         stun: tokio::sync::mpsc::Sender<udp::StunDatagram>,
-        stop: tokio_util::sync::CancellationToken,
+        stop: CancellationToken,
     ) {
-        tokio::spawn(self.udp.clone().serve(sock, Some(stun), stop));
+        self.tasks
+            .spawn(self.udp.clone().serve(sock, Some(stun), stop));
     }
 
     fn serve_tcp_stream(&self, stream: tokio::net::TcpStream) {
-        // A connection made by TCP simultaneous open belongs to no listener: serve
-        // the WebSocket endpoint on it directly.
+        // A connection made by TCP simultaneous open belongs to no listener: admit it
+        // like one, then serve the WebSocket endpoint on it.
         let Ok(remote) = stream.peer_addr() else {
             return;
         };
-        let service = hyper_util::service::TowerToHyperService::new(self.ws.clone().layer(
-            axum::Extension(axum::extract::ConnectInfo(limits::ClientAddr(remote))),
-        ));
-        tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "WebSocket over a punched connection ended");
+        let admitted = limits::LimitedStream::admit(
+            stream,
+            remote,
+            &self.connections,
+            "punched",
+            self.write_stall,
+        );
+        match admitted {
+            Ok(stream) => {
+                self.tasks.spawn(serve::serve_connection(
+                    stream,
+                    remote,
+                    self.ws.clone(),
+                    self.timeouts,
+                    self.stop.clone(),
+                ));
             }
-        });
+            Err(why) => tracing::debug!(%remote, ?why, "punched connection refused"),
+        }
     }
 
-    fn serve_tcp(
-        &self,
-        listener: tokio::net::TcpListener,
-        stop: tokio_util::sync::CancellationToken,
-    ) {
-        let router = self.ws.clone();
-        let listener = limits::LimitedListener::new(listener, self.connections.clone());
-        tokio::spawn(async move {
-            if let Err(e) = ws::serve(listener, router, stop).await {
+    fn serve_tcp(&self, listener: tokio::net::TcpListener, stop: CancellationToken) {
+        let listener = limits::LimitedListener::new(
+            listener,
+            self.connections.clone(),
+            "ws",
+            self.write_stall,
+        );
+        let (router, timeouts, tasks) = (self.ws.clone(), self.timeouts, self.tasks.clone());
+        self.tasks.spawn(async move {
+            if let Err(e) = serve::serve(listener, router, timeouts, stop, tasks).await {
                 tracing::debug!(error = %e, "WebSocket on a STUN client port stopped");
             }
         });
@@ -85,11 +106,86 @@ pub struct Context {
     pub started: Instant,
     pub ports: Ports,
     pub max_batch: usize,
+    /// Bytes the answer to one message may take; requests past it are not run.
+    pub max_answer_bytes: usize,
     pub p2p: P2pHandle,
     pub stun: std::sync::Arc<crate::stun::StunState>,
     pub limiter: Arc<limits::RateLimiter>,
-    /// Admin methods accept this in place of a loopback source.
+    /// Admin methods need this as their `token` param.
     pub admin_token: String,
     /// Fired by the `shutdown` method.
-    pub shutdown: tokio_util::sync::CancellationToken,
+    pub shutdown: CancellationToken,
+    pub metrics: Metrics,
+}
+
+/// `GET /health`.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    /// False: the node cannot serve reads and writes; `reasons` says why.
+    pub ok: bool,
+    pub status: &'static str,
+    pub reasons: Vec<String>,
+    pub peers: usize,
+    pub records: Option<u64>,
+}
+
+impl Context {
+    /// Set the gauges that are read rather than counted.
+    pub async fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        if let Ok(db) = self.store.db_hash() {
+            m.records.set(db.records as i64);
+            m.ratings_count.set(db.ratings.count as i64);
+            m.ratings_sum.set(db.ratings.sum as i64);
+        }
+        if let Ok(peers) = self.p2p.peers().await {
+            m.peers.set(peers.len() as i64);
+        }
+        let stun = self.stun.info(false);
+        for (t, list) in [("udp", &stun.udp), ("tcp", &stun.tcp)] {
+            m.stun_mappings
+                .get_or_create(&crate::metrics::ByTransport { transport: t })
+                .set(list.len() as i64);
+        }
+        let nat = serde_json::to_value(stun.nat).expect("serializes");
+        let nat = match nat.as_str() {
+            Some("none") => "none",
+            Some("endpoint-independent") => "endpoint-independent",
+            Some("endpoint-dependent") => "endpoint-dependent",
+            _ => "unknown",
+        };
+        m.set_nat(nat);
+    }
+
+    pub async fn health(&self) -> Health {
+        let mut reasons = Vec::new();
+        let records = match self.store.db_hash() {
+            Ok(db) => Some(db.records),
+            Err(e) => {
+                reasons.push(format!("the store cannot be read: {e}"));
+                None
+            }
+        };
+        if let Some(why) = self.writer.unavailable() {
+            reasons.push(why);
+        }
+        let peers = match self.p2p.peers().await {
+            Ok(p) => p.len(),
+            Err(e) => {
+                reasons.push(format!("the swarm: {e}"));
+                0
+            }
+        };
+        Health {
+            ok: reasons.is_empty(),
+            status: if reasons.is_empty() {
+                "ok"
+            } else {
+                "unavailable"
+            },
+            reasons,
+            peers,
+            records,
+        }
+    }
 }

@@ -1,12 +1,19 @@
 //! UDP transport (SPEC "UDP API"): one JSON-RPC message per datagram, large answers
 //! in fragments, the anti-amplification rule, and STUN on the same socket.
 //!
+//! A datagram's source address proves nothing, so until a source has returned a
+//! cookie the node treats it as possibly spoofed: it runs only a single plain read
+//! (no write, punch, relay, batch or session wait), sends back at most three times
+//! what it got, and all such sources together share one request budget
+//! (`udp-unvalidated-rate`), so faking many addresses buys no more work than one.
+//!
 //! The same code serves port 38083 and every per-peer STUN client socket; on the
 //! latter, STUN responses are handed to the STUN client that owns the socket.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use cirrus_proto::jsonrpc::{COOKIE_REQUIRED, ErrorObject, Response};
 use cirrus_proto::stun;
@@ -15,8 +22,10 @@ use serde_json::Value;
 use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::Dispatcher;
+use super::{Answer, ApiTransport, Dispatcher, Origin};
+use crate::metrics::Metrics;
 
 /// Largest datagram read; a JSON request larger than this cannot come by UDP.
 pub(crate) const MAX_DATAGRAM: usize = 65_507;
@@ -26,22 +35,56 @@ const IN_FLIGHT: usize = 256;
 /// A STUN datagram for the STUN client that owns a socket.
 pub type StunDatagram = (Vec<u8>, SocketAddr);
 
+/// A token bucket (requests per second, burst of one second's worth).
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 pub struct UdpApi {
     dispatcher: Dispatcher,
     guard: Mutex<AmplificationGuard>,
+    /// Requests from sources not yet validated, all together.
+    unvalidated: Mutex<Bucket>,
     message_no: AtomicU32,
     slots: Arc<Semaphore>,
+    metrics: Metrics,
+    tasks: TaskTracker,
 }
 
 impl UdpApi {
-    pub fn new(dispatcher: Dispatcher) -> Arc<UdpApi> {
+    pub fn new(dispatcher: Dispatcher, unvalidated_rate: f64, tasks: TaskTracker) -> Arc<UdpApi> {
         let mut secret = [0u8; 32];
         let _ = getrandom::fill(&mut secret);
+        let metrics = dispatcher.context().metrics.clone();
         Arc::new(UdpApi {
             dispatcher,
             guard: Mutex::new(AmplificationGuard::new(secret)),
+            unvalidated: Mutex::new(Bucket {
+                rate: unvalidated_rate,
+                tokens: unvalidated_rate,
+                at: Instant::now(),
+            }),
             message_no: AtomicU32::new(1),
             slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+            metrics,
+            tasks,
         })
     }
 
@@ -68,10 +111,11 @@ impl UdpApi {
                 continue;
             }
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                self.metrics.udp("dropped");
                 continue;
             };
             let (api, sock, bytes) = (self.clone(), sock.clone(), bytes.to_vec());
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 api.answer(&sock, &bytes, from).await;
                 drop(permit);
             });
@@ -86,7 +130,8 @@ impl UdpApi {
         stun_responses: Option<&mpsc::Sender<StunDatagram>>,
     ) {
         // Responses belong to our own STUN client; requests get a Binding answer
-        // (within the amplification budget); indications are hole punching: nothing to do.
+        // (never over 3x the request, by construction); indications are hole
+        // punching: nothing to do.
         if bytes[0] & 0x01 == 0x01 {
             if let Some(tx) = stun_responses {
                 let _ = tx.try_send((bytes.to_vec(), from));
@@ -94,32 +139,58 @@ impl UdpApi {
             return;
         }
         let a = stun::handle_binding(bytes, from, crate::stun::SOFTWARE);
-        if let Some(reply) = a.reply
-            && (reply.len() <= AMPLIFICATION * bytes.len() || self.is_validated(&from, None))
-        {
+        if let Some(reply) = a.reply {
+            self.metrics.udp("stun");
+            if !self.is_validated(&from, None) {
+                self.metrics
+                    .udp_unvalidated_bytes
+                    .inc_by(reply.len() as u64);
+            }
             let _ = sock.send_to(&reply, from).await;
         }
     }
 
     fn is_validated(&self, from: &SocketAddr, cookie: Option<&str>) -> bool {
-        let now = crate::p2p::unix_now();
+        let now = crate::clock::unix_secs();
         self.guard
             .lock()
-            .expect("guard lock")
+            .unwrap_or_else(|e| e.into_inner())
             .validated(from, cookie, now)
     }
 
     async fn answer(&self, sock: &UdpSocket, bytes: &[u8], from: SocketAddr) {
         let (body, cookie, id) = strip_cookie(bytes);
-        // Over its rate, a source gets the error (within the budget below) or nothing.
-        let answer = self
-            .dispatcher
-            .handle_from(from.ip(), body.as_deref().unwrap_or(bytes))
-            .await;
-        let Some(out) = answer.unwrap_or_else(Some) else {
+        let validated = self.is_validated(&from, cookie.as_deref());
+        if !validated
+            && !self
+                .unvalidated
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+        {
+            self.metrics.udp("dropped");
             return;
+        }
+        let origin = Origin::Client {
+            ip: from.ip(),
+            transport: ApiTransport::Udp,
+            validated,
         };
-        let budget = if self.is_validated(&from, cookie.as_deref()) {
+        let out = match self
+            .dispatcher
+            .handle(origin, body.as_deref().unwrap_or(bytes))
+            .await
+        {
+            Answer::Reply(out) | Answer::Limited(out) => out,
+            Answer::Nothing => {
+                self.metrics.udp("silent");
+                return;
+            }
+            Answer::NeedsCookie { id } => {
+                return self.send_cookie(sock, bytes.len(), from, id).await;
+            }
+        };
+        let budget = if validated {
             usize::MAX
         } else {
             AMPLIFICATION * bytes.len()
@@ -130,22 +201,40 @@ impl UdpApi {
         } else {
             out.len() + fragments * FRAGMENT_HEADER
         };
-        if on_wire <= budget {
-            let no = self.message_no.fetch_add(1, Ordering::Relaxed);
-            for d in datagrams(no, &out) {
-                let _ = sock.send_to(&d, from).await;
-            }
-            return;
+        if on_wire > budget {
+            return self.send_cookie(sock, bytes.len(), from, id).await;
         }
-        let now = crate::p2p::unix_now();
-        let cookie = self.guard.lock().expect("guard lock").cookie(&from, now);
+        self.metrics.udp("answered");
+        if !validated {
+            self.metrics.udp_unvalidated_bytes.inc_by(on_wire as u64);
+        }
+        let no = self.message_no.fetch_add(1, Ordering::Relaxed);
+        for d in datagrams(no, &out) {
+            let _ = sock.send_to(&d, from).await;
+        }
+    }
+
+    /// The -32010 answer with a cookie for `from`, if even that fits the budget of a
+    /// `request_len`-byte request; otherwise silence.
+    async fn send_cookie(&self, sock: &UdpSocket, request_len: usize, from: SocketAddr, id: Value) {
+        let now = crate::clock::unix_secs();
+        let cookie = self
+            .guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cookie(&from, now);
         // Kept short: it must fit three times a small request.
         let mut e = ErrorObject::new(COOKIE_REQUIRED, "cookie required");
         e.data = Some(serde_json::json!({ "cookie": cookie }));
         let reply = serde_json::to_vec(&Response::err(id, e)).expect("serializes");
-        // Even the cookie error must fit the budget; otherwise stay silent.
-        if reply.len() <= budget {
+        if reply.len() <= AMPLIFICATION * request_len {
+            self.metrics.udp("cookie");
+            self.metrics
+                .udp_unvalidated_bytes
+                .inc_by(reply.len() as u64);
             let _ = sock.send_to(&reply, from).await;
+        } else {
+            self.metrics.udp("silent");
         }
     }
 }

@@ -3,11 +3,15 @@
 //! come back as they are ready, matched by id. `subscribe` / `unsubscribe` (single
 //! requests only) switch on `record` and `peer` notifications.
 //!
-//! Each connection has a bounded outgoing queue. A client that does not read its
-//! notifications fast enough fills it and is disconnected, so it cannot slow the
-//! node or other clients. The server pings every 20 s and closes a connection that
-//! has sent nothing (not even a pong) for 60 s. A message over the size limit
-//! closes the connection with status 1009 (message too big).
+//! Memory per connection is bounded: at most `ws-max-in-flight` requests run at
+//! once (the next frame is not read until one finishes, so a fast sender is slowed
+//! by TCP itself), and answers and notifications wait to be sent in a queue of at
+//! most `ws-queue-bytes`. A client that does not read: an answer that cannot get
+//! into the queue within the write timeout, a notification that finds it full, or a
+//! write that makes no progress for that long closes the connection. The server
+//! pings every 20 s and closes a connection that has sent nothing (not even a pong)
+//! for 60 s. A message over the size limit closes the connection with status 1009
+//! (message too big).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,51 +27,56 @@ use cirrus_proto::api::RecordView;
 use cirrus_proto::jsonrpc::{ErrorObject, INVALID_PARAMS, Request, Response as RpcResponse};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-
-use super::limits::{ClientAddr, LimitedListener};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::Dispatcher;
+use super::limits::ClientAddr;
+use super::serve::Evicted;
+use super::{Answer, ApiTransport, Dispatcher, Origin};
 
-const QUEUE: usize = 256;
 const PING_EVERY: Duration = Duration::from_secs(20);
 const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// What one connection may hold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WsLimits {
+    /// Largest message or frame, in bytes.
+    pub max_message: usize,
+    /// Requests running at once.
+    pub in_flight: usize,
+    /// Bytes of answers and notifications waiting to be sent.
+    pub queue_bytes: usize,
+    /// How long an answer may wait for room in the queue.
+    pub send_timeout: Duration,
+}
 
 #[derive(Clone)]
 struct WsState {
     dispatcher: Dispatcher,
-    max_message: usize,
+    limits: WsLimits,
+    stop: CancellationToken,
 }
 
-pub fn router(dispatcher: Dispatcher, max_message: usize) -> Router {
+pub fn router(dispatcher: Dispatcher, limits: WsLimits, stop: CancellationToken) -> Router {
     Router::new().route("/", get(upgrade)).with_state(WsState {
         dispatcher,
-        max_message,
+        limits,
+        stop,
     })
-}
-
-pub async fn serve(
-    listener: LimitedListener,
-    router: Router,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<ClientAddr>(),
-    )
-    .with_graceful_shutdown(stop.cancelled_owned())
-    .await
 }
 
 async fn upgrade(
     ws: WebSocketUpgrade,
     State(st): State<WsState>,
     ConnectInfo(ClientAddr(from)): ConnectInfo<ClientAddr>,
+    evicted: Option<axum::Extension<Evicted>>,
 ) -> Response {
-    ws.max_message_size(st.max_message)
-        .max_frame_size(st.max_message)
-        .on_upgrade(move |socket| session(socket, st.dispatcher, from.ip()))
+    let evicted = evicted.map_or_else(CancellationToken::new, |e| e.0.0.clone());
+    let max = st.limits.max_message;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| session(socket, st, from.ip(), evicted))
 }
 
 /// What this connection is subscribed to. Records are delivered from the
@@ -91,26 +100,84 @@ impl Default for Subscriptions {
     }
 }
 
-async fn session(socket: WebSocket, dispatcher: Dispatcher, from: std::net::IpAddr) {
-    let (mut sink, mut stream) = socket.split();
-    let (out, mut out_rx) = mpsc::channel::<Message>(QUEUE);
-    let done = CancellationToken::new();
-    let subs = Arc::new(Subscriptions::default());
+/// The outgoing side: a message and the queue bytes it holds until sent.
+struct Outbox {
+    tx: mpsc::UnboundedSender<(Message, OwnedSemaphorePermit)>,
+    room: Arc<Semaphore>,
+    limits: WsLimits,
+}
 
-    let writer_done = done.clone();
+impl Outbox {
+    fn permits(&self, m: &Message) -> u32 {
+        let len = match m {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+            _ => 0,
+        };
+        len.clamp(1, self.limits.queue_bytes) as u32
+    }
+
+    /// Queue an answer, waiting for room up to the send timeout. False: the client
+    /// is not reading, close it.
+    async fn answer(&self, m: Message) -> bool {
+        let n = self.permits(&m);
+        let room = self.room.clone().acquire_many_owned(n);
+        match tokio::time::timeout(self.limits.send_timeout, room).await {
+            Ok(Ok(permit)) => self.tx.send((m, permit)).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Queue a notification if there is room now. False: the client is too slow.
+    fn notify(&self, m: Message) -> bool {
+        let n = self.permits(&m);
+        match self.room.clone().try_acquire_many_owned(n) {
+            Ok(permit) => self.tx.send((m, permit)).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+async fn session(
+    socket: WebSocket,
+    st: WsState,
+    from: std::net::IpAddr,
+    evicted: CancellationToken,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut out_rx) = mpsc::unbounded_channel::<(Message, OwnedSemaphorePermit)>();
+    let outbox = Arc::new(Outbox {
+        tx,
+        room: Arc::new(Semaphore::new(st.limits.queue_bytes)),
+        limits: st.limits,
+    });
+    let done = st.stop.child_token();
+    let subs = Arc::new(Subscriptions::default());
+    let mut tasks = JoinSet::new();
+
+    // The writer ends when every sender is gone (after sending what was queued),
+    // on a write error, or at once when the connection is evicted; ending, it ends
+    // the session.
+    let (writer_done, kill) = (done.clone(), evicted.clone());
     let writer = tokio::spawn(async move {
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         loop {
-            let msg = tokio::select! {
-                _ = writer_done.cancelled() => break,
-                m = out_rx.recv() => match m { Some(m) => m, None => break },
-                _ = ping.tick() => Message::Ping(Vec::new().into()),
+            let first = tokio::select! {
+                _ = kill.cancelled() => break,
+                m = out_rx.recv() => match m { Some((m, room)) => (m, Some(room)), None => break },
+                _ = ping.tick() => (Message::Ping(Vec::new().into()), None),
             };
-            // Whatever else is queued goes out with it, in one flush.
-            let mut batch = Some(msg);
+            // Whatever else is queued goes out with it, in one flush; the queue
+            // bytes are given back once it is out.
+            let mut held = Vec::new();
+            let mut next = Some(first);
             let mut sent = Ok(());
-            while let Some(m) = batch.take().or_else(|| out_rx.try_recv().ok()) {
+            while let Some((m, room)) = next
+                .take()
+                .or_else(|| out_rx.try_recv().ok().map(|(m, r)| (m, Some(r))))
+            {
+                held.extend(room);
                 sent = sink.feed(m).await;
                 if sent.is_err() {
                     break;
@@ -119,21 +186,32 @@ async fn session(socket: WebSocket, dispatcher: Dispatcher, from: std::net::IpAd
             if sent.is_err() || sink.flush().await.is_err() {
                 break;
             }
+            drop(held);
         }
         writer_done.cancel();
         sink
     });
-    tokio::spawn(notifications(
-        dispatcher.clone(),
+    tasks.spawn(notifications(
+        st.dispatcher.clone(),
         subs.clone(),
-        out.clone(),
+        outbox.clone(),
         done.clone(),
     ));
 
+    let in_flight = Arc::new(Semaphore::new(st.limits.in_flight));
     let mut close = None;
     loop {
+        // Reap finished requests, so the set holds only running ones.
+        while tasks.try_join_next().is_some() {}
+        // The next frame is read only when a request may run.
+        let permit = tokio::select! {
+            _ = done.cancelled() => break,
+            _ = evicted.cancelled() => break,
+            p = in_flight.clone().acquire_owned() => p.expect("never closed"),
+        };
         let next = tokio::select! {
             _ = done.cancelled() => break,
+            _ = evicted.cancelled() => break,
             n = tokio::time::timeout(IDLE_LIMIT, stream.next()) => n,
         };
         let text = match next {
@@ -150,37 +228,61 @@ async fn session(socket: WebSocket, dispatcher: Dispatcher, from: std::net::IpAd
                 );
                 let reply =
                     serde_json::to_string(&RpcResponse::err(Value::Null, e)).expect("serializes");
-                if out.send(Message::Text(reply.into())).await.is_err() {
+                if !outbox.answer(Message::Text(reply.into())).await {
                     break;
                 }
                 continue;
             }
             Ok(Some(Ok(_))) => continue, // ping / pong: the connection is alive
         };
-        let (dispatcher, subs, out) = (dispatcher.clone(), subs.clone(), out.clone());
-        tokio::spawn(async move {
+        let (dispatcher, subs, outbox, done) = (
+            st.dispatcher.clone(),
+            subs.clone(),
+            outbox.clone(),
+            done.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = permit;
             let next_seq = dispatcher.context().writer.next_seq();
             let reply = match subscription(&subs, next_seq, &text) {
                 Some(r) => Some(r),
-                None => dispatcher
-                    .handle_from(from, text.as_bytes())
+                None => match dispatcher
+                    .handle(Origin::client(from, ApiTransport::Ws), text.as_bytes())
                     .await
-                    .unwrap_or_else(Some),
+                {
+                    Answer::Reply(r) | Answer::Limited(r) => Some(r),
+                    Answer::Nothing | Answer::NeedsCookie { .. } => None,
+                },
             };
             if let Some(r) = reply {
                 // The dispatcher writes JSON, which is UTF-8.
                 let text = String::from_utf8(r)
                     .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-                let _ = out.send(Message::Text(text.into())).await;
+                if !outbox.answer(Message::Text(text.into())).await {
+                    tracing::debug!("WebSocket client does not read its answers; closing");
+                    done.cancel();
+                }
             }
         });
     }
+    // Stop reading and notifying; requests in flight may finish (for as long as an
+    // answer may wait), then the writer sends what is queued and closes.
     done.cancel();
-    if let Ok(mut sink) = writer.await {
+    let finish = async { while tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(st.limits.send_timeout, finish).await;
+    tasks.shutdown().await;
+    drop(outbox);
+    if let Ok(mut sink) = writer.await
+        && !evicted.is_cancelled()
+    {
         if let Some(frame) = close {
-            let _ = sink.send(Message::Close(Some(frame))).await;
+            let _ = tokio::time::timeout(
+                st.limits.send_timeout,
+                sink.send(Message::Close(Some(frame))),
+            )
+            .await;
         }
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(st.limits.send_timeout, sink.close()).await;
     }
 }
 
@@ -267,7 +369,7 @@ fn subscription(subs: &Subscriptions, next_seq: u64, text: &str) -> Option<Vec<u
 async fn notifications(
     dispatcher: Dispatcher,
     subs: Arc<Subscriptions>,
-    out: mpsc::Sender<Message>,
+    out: Arc<Outbox>,
     done: CancellationToken,
 ) {
     let ctx = dispatcher.context();
@@ -292,10 +394,7 @@ async fn notifications(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };
-        if out
-            .try_send(Message::Text(note.to_string().into()))
-            .is_err()
-        {
+        if !out.notify(Message::Text(note.to_string().into())) {
             tracing::debug!("WebSocket client too slow for its notifications; closing");
             done.cancel();
             return;

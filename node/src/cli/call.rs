@@ -28,15 +28,33 @@ pub struct CallArgs {
     /// How to reach --peer directly.
     #[arg(long, default_value = "udp", value_parser = ["udp", "tcp"])]
     transport: String,
+    /// The node's data dir: admin methods (addpeer, shutdown) get the token from
+    /// its admin.token.
+    #[arg(long, env = "CIRRUS_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     node: NodeArg,
 }
 
+/// Methods that need the node's admin token.
+const ADMIN: &[&str] = &["addpeer", "shutdown"];
+
 pub async fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
-    let params: Value = match &a.params {
+    let mut params: Value = match &a.params {
         Some(p) => serde_json::from_str(p).context("PARAMS_JSON is not valid JSON")?,
         None => Value::Object(Default::default()),
     };
+    if let Some(dir) = &a.data_dir
+        && ADMIN.contains(&a.method.as_str())
+    {
+        let path = dir.join("admin.token");
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the admin token {}", path.display()))?;
+        let Value::Object(p) = &mut params else {
+            anyhow::bail!("PARAMS_JSON must be an object");
+        };
+        p.insert("token".into(), token.trim().into());
+    }
     if let (Some(peer), Some(rendezvous)) = (&a.peer, &a.rendezvous) {
         use cirrus_node::rendezvous::{Path, call_peer};
         let transport: cirrus_proto::api::Transport =

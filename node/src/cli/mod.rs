@@ -61,7 +61,7 @@ pub struct IdentityArg {
 #[derive(Subcommand)]
 enum Command {
     /// Start a node.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Create an author key for signing records.
     Keygen {
         /// Where to write the key (default ~/.cirrus/identity.key).

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use std::net::IpAddr;
-
 use cirrus_proto::record::MAX_ENCODED_BYTES;
 use cirrus_proto::{peer, sync};
 use libp2p::core::Transport as _;
@@ -16,6 +14,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
     StreamProtocol, Swarm, SwarmBuilder, connection_limits, identify, noise, ping, tcp, yamux,
 };
+use prometheus_client::registry::Registry;
 use sha2::{Digest, Sha256};
 
 use super::P2pError;
@@ -28,11 +27,14 @@ pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/cirrus/sync/2");
 pub const PEER_PROTOCOL: StreamProtocol = StreamProtocol::new("/cirrus/peer/1");
 /// A sync request carries at most one answer's records (`sync::RECORD_BUDGET`) and
 /// the items around them; a response the same.
-const SYNC_REQUEST_MAX: u64 = 16 << 20;
-const SYNC_RESPONSE_MAX: u64 = 32 << 20;
+const SYNC_REQUEST_MAX: u64 = 8 << 20;
+const SYNC_RESPONSE_MAX: u64 = 16 << 20;
 /// A relayed request is one API message; its answer is one API answer.
 const PEER_REQUEST_MAX: u64 = 2 << 20;
 const PEER_RESPONSE_MAX: u64 = 8 << 20;
+/// Streams at once per connection (inbound and outbound together).
+const SYNC_STREAMS: usize = 4;
+const PEER_STREAMS: usize = 16;
 pub const IDENTIFY_PROTOCOL: &str = "/cirrus/id/1";
 /// Version 2: messages are anonymous (no gossipsub author or signature), which
 /// version 1 nodes refuse, so the two never share a mesh.
@@ -71,12 +73,14 @@ pub fn announce_topic() -> IdentTopic {
     IdentTopic::new(ANNOUNCE_TOPIC)
 }
 
-/// TCP (dialing from `bind`, see [`BoundTcp`]) and QUIC, with noise and yamux.
+/// TCP (dialing from `--bind`, see [`BoundTcp`]) and QUIC, with noise and yamux;
+/// libp2p's metrics (bandwidth, gossipsub) go into `registry`.
 pub fn build_swarm(
     key: Keypair,
-    bind: IpAddr,
-    max_peers: u32,
+    cfg: &crate::config::Config,
+    registry: &mut Registry,
 ) -> Result<Swarm<Behaviour>, P2pError> {
+    let bind = cfg.bind;
     let swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_quic()
@@ -90,42 +94,54 @@ pub fn build_swarm(
             )
         })
         .map_err(|e| P2pError::Build(e.to_string()))?
-        .with_behaviour(|key| behaviour(key, max_peers).map_err(Into::into))
+        .with_bandwidth_metrics(registry)
+        .with_behaviour(|key| behaviour(key, cfg, registry).map_err(Into::into))
         .map_err(|e| P2pError::Build(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
         .build();
     Ok(swarm)
 }
 
-fn behaviour(key: &Keypair, max_peers: u32) -> Result<Behaviour, P2pError> {
+fn behaviour(
+    key: &Keypair,
+    cfg: &crate::config::Config,
+    registry: &mut Registry,
+) -> Result<Behaviour, P2pError> {
     let limits = connection_limits::ConnectionLimits::default()
-        .with_max_established(Some(max_peers.saturating_mul(2)))
+        .with_max_established(Some(cfg.max_peers.saturating_mul(2)))
         .with_max_established_per_peer(Some(2))
-        .with_max_pending_incoming(Some(64));
+        .with_max_pending_incoming(Some(64))
+        .with_max_pending_outgoing(Some(cfg.max_pending_dials));
     let identify = identify::Behaviour::new(
         identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public()).with_agent_version(agent()),
     );
+    // A few streams per connection: each may hold a request of up to the codec's
+    // limit while it is served, and a peer may open two connections.
     let sync = request_response::Behaviour::with_codec(
         SyncCodec::new(SYNC_REQUEST_MAX, SYNC_RESPONSE_MAX),
         [(SYNC_PROTOCOL, ProtocolSupport::Full)],
-        request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
+        request_response::Config::default()
+            .with_request_timeout(Duration::from_secs(60))
+            .with_max_concurrent_streams(SYNC_STREAMS),
     );
     let peer = request_response::Behaviour::with_codec(
         PeerCodec::new(PEER_REQUEST_MAX, PEER_RESPONSE_MAX),
         [(PEER_PROTOCOL, ProtocolSupport::Full)],
-        request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+        request_response::Config::default()
+            .with_request_timeout(Duration::from_secs(30))
+            .with_max_concurrent_streams(PEER_STREAMS),
     );
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),
         identify,
         ping: ping::Behaviour::new(ping::Config::new()),
-        gossipsub: gossipsub()?,
+        gossipsub: gossipsub(registry)?,
         sync,
         peer,
     })
 }
 
-fn gossipsub() -> Result<gossipsub::Behaviour, P2pError> {
+fn gossipsub(registry: &mut Registry) -> Result<gossipsub::Behaviour, P2pError> {
     let config = gossipsub::ConfigBuilder::default()
         // No gossipsub author or signature: a record is signed by its author, an
         // announcement by its node (`announce`), and checking an envelope signature
@@ -142,7 +158,11 @@ fn gossipsub() -> Result<gossipsub::Behaviour, P2pError> {
         .build()
         .map_err(|e| P2pError::Build(e.to_string()))?;
     let mut gs = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, config)
-        .map_err(|e| P2pError::Build(e.to_string()))?;
+        .map_err(|e| P2pError::Build(e.to_string()))?
+        .with_metrics(
+            registry.sub_registry_with_prefix("libp2p_gossipsub"),
+            gossipsub::MetricsConfig::default(),
+        );
     gs.with_peer_score(score_params(), gossipsub::PeerScoreThresholds::default())
         .map_err(|e| P2pError::Build(e.to_string()))?;
     Ok(gs)

@@ -23,7 +23,10 @@ use super::behaviour::{Behaviour, BehaviourEvent, announce_topic, build_swarm, r
 use super::codec::Inbound;
 use super::gossip::ip_of;
 use super::peers::Connected;
-use super::{Command, InboundRelay, P2pConfig, P2pError, P2pHandle, unix_now};
+use super::{Command, InboundRelay, P2pError, P2pHandle};
+use crate::clock;
+use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::writer::{Applied, Writer};
 use crate::stun::StunState;
@@ -57,14 +60,16 @@ pub struct Started {
 /// the event loop. Returns once the swarm listens on TCP and QUIC.
 pub async fn start(
     key: Keypair,
-    cfg: P2pConfig,
+    cfg: Arc<Config>,
     store: Arc<Store>,
     writer: Writer,
     stun: StunLink,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<Started, P2pError> {
     let local = key.public().to_peer_id();
-    let mut swarm = build_swarm(key.clone(), cfg.bind, cfg.max_peers)?;
+    let mut swarm = metrics.with_registry(|r| build_swarm(key.clone(), &cfg, r))?;
+    let recorder = metrics.with_registry(libp2p::metrics::Metrics::new);
     for topic in [records_topic(), announce_topic()] {
         swarm
             .behaviour_mut()
@@ -76,11 +81,11 @@ pub async fn start(
         std::net::IpAddr::V4(ip) => format!("/ip4/{ip}"),
         std::net::IpAddr::V6(ip) => format!("/ip6/{ip}"),
     };
-    let listen = wait_listening(&mut swarm, &ip, cfg.port).await?;
+    let listen = wait_listening(&mut swarm, &ip, cfg.p2p_port).await?;
 
     // Without redial, only peers met in this run (through the bootstrap list) are
     // dialed; the remembered ones stay in the store for a later start.
-    let known = if cfg.redial {
+    let known = if cfg.redial() {
         load_known(&store)
     } else {
         HashMap::new()
@@ -122,6 +127,8 @@ pub async fn start(
         stun_version: stun.state.version(),
         stun,
         cfg,
+        metrics,
+        recorder,
         shutdown,
     };
     let task = tokio::spawn(event_loop.run());
@@ -213,14 +220,17 @@ pub(super) struct EventLoop {
     pub(super) stun: StunLink,
     /// STUN state version last announced.
     pub(super) stun_version: u64,
-    pub(super) cfg: P2pConfig,
+    pub(super) cfg: Arc<Config>,
+    pub(super) metrics: Metrics,
+    /// libp2p's own metrics (swarm, gossipsub, identify, ping).
+    pub(super) recorder: libp2p::metrics::Metrics,
     pub(super) shutdown: CancellationToken,
 }
 
 impl EventLoop {
     async fn run(mut self) {
         let mut announce_tick = tokio::time::interval(Duration::from_secs(1));
-        let mut sync_tick = tokio::time::interval(self.cfg.sync_interval);
+        let mut sync_tick = tokio::time::interval(self.cfg.sync_interval());
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
@@ -267,7 +277,7 @@ impl EventLoop {
                 // A peer that is reconciling with us now does the work for both.
                 let busy = c
                     .inbound_sync
-                    .is_some_and(|t| t.elapsed() < self.cfg.sync_interval);
+                    .is_some_and(|t| t.elapsed() < self.cfg.sync_interval());
                 !busy && !self.syncing.contains(p) && c.db_root != Some(db.root)
             })
             .map(|(p, _)| *p)
@@ -284,12 +294,28 @@ impl EventLoop {
         }
         let (handle, store, writer) =
             (self.handle.clone(), self.store.clone(), self.writer.clone());
+        let (metrics, timeout) = (self.metrics.clone(), self.cfg.sync_timeout());
         tokio::spawn(async move {
-            match crate::sync::reconcile(&handle, &store, &writer, peer).await {
-                Ok(stats) if stats.records_received > 0 || stats.rounds > 1 => {
-                    tracing::info!(%peer, ?stats, "reconciled");
+            let result = tokio::time::timeout(
+                timeout,
+                crate::sync::reconcile(&handle, &store, &writer, peer),
+            )
+            .await
+            .unwrap_or(Err(crate::sync::SyncError::TimedOut(timeout)));
+            metrics
+                .syncs
+                .get_or_create(&crate::metrics::ByResult {
+                    result: if result.is_ok() { "done" } else { "failed" },
+                })
+                .inc();
+            match result {
+                Ok(stats) => {
+                    metrics.sync_rounds.inc_by(stats.rounds as u64);
+                    metrics.sync_records.inc_by(stats.records_received as u64);
+                    if stats.records_received > 0 || stats.rounds > 1 {
+                        tracing::info!(%peer, ?stats, "reconciled");
+                    }
                 }
-                Ok(_) => {}
                 Err(crate::sync::SyncError::Protocol(why)) => {
                     let _ = handle
                         .commands
@@ -392,6 +418,14 @@ impl EventLoop {
     }
 
     fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        use libp2p::metrics::Recorder;
+        self.recorder.record(&ev);
+        match &ev {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.recorder.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.recorder.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.recorder.record(e),
+            _ => {}
+        }
         match ev {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
@@ -442,7 +476,7 @@ impl EventLoop {
                     "addr": endpoint.get_remote_address().to_string(),
                 }));
                 self.peers
-                    .insert(peer_id, Connected::new(&endpoint, unix_now()));
+                    .insert(peer_id, Connected::new(&endpoint, clock::unix_secs()));
                 self.exchange_peers(peer_id);
                 // The dialing side starts anti-entropy, so a pair does not do it twice.
                 if dialer && self.syncing.len() < MAX_SYNCS {

@@ -3,14 +3,16 @@
 
 use std::time::Instant;
 
+use cirrus_proto::api::PutStatus;
 use cirrus_proto::record::Record;
 use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::{Multiaddr, PeerId};
 
+use super::Command;
 use super::announce::{self, Announce};
 use super::behaviour::{announce_topic, records_topic};
 use super::event_loop::{ANNOUNCE_EVERY, EventLoop};
-use super::{Command, unix_now};
+use crate::clock;
 use crate::store::writer::{Applied, Origin};
 use crate::store::{KnownPeer, Stored};
 use crate::stun::manager::PeerEvent;
@@ -38,7 +40,7 @@ impl EventLoop {
         let body = announce::Body {
             root: db.root,
             records: db.records,
-            at: unix_now_ms(),
+            at: clock::unix_millis(),
             stun_port: self.stun.port,
             stun: self.stun.state.info(false),
         };
@@ -133,13 +135,18 @@ impl EventLoop {
                 .report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
             return;
         }
-        let (handle, writer) = (self.handle.clone(), self.writer.clone());
+        let (handle, writer, metrics) = (
+            self.handle.clone(),
+            self.writer.clone(),
+            self.metrics.clone(),
+        );
         tokio::spawn(async move {
             let checked = Record::decode(&message.data).and_then(|r| r.verify().map(|()| r));
             let acceptance = match &checked {
                 Ok(_) => MessageAcceptance::Accept,
                 Err(e) => {
                     tracing::warn!(peer = %source, error = %e, "dropping invalid gossip record");
+                    metrics.gossip("invalid");
                     MessageAcceptance::Reject
                 }
             };
@@ -153,11 +160,20 @@ impl EventLoop {
                 .await;
             if let Ok(record) = checked {
                 let id = record.id();
-                if let Err(e) = writer
+                match writer
                     .apply(vec![Stored { record, id }], Origin::Gossip)
                     .await
                 {
-                    tracing::warn!(error = %e, "cannot store gossip record");
+                    Ok(statuses) => {
+                        for s in statuses {
+                            metrics.gossip(match s {
+                                PutStatus::Applied => "applied",
+                                PutStatus::Duplicate => "duplicate",
+                                PutStatus::Stale => "stale",
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot store gossip record"),
                 }
             }
         });
@@ -189,7 +205,7 @@ impl EventLoop {
                 let known = KnownPeer {
                     peer: from.to_bytes(),
                     addrs: c.listen.iter().map(|a| a.to_string()).collect(),
-                    last_seen: unix_now(),
+                    last_seen: clock::unix_secs(),
                     stun: c.stun.clone(),
                 };
                 self.save_known(known);
@@ -204,10 +220,4 @@ pub(super) fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
         libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
         _ => None,
     })
-}
-
-pub(super) fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -17,9 +17,6 @@ mod peers;
 mod requests;
 mod transport;
 
-use std::net::IpAddr;
-use std::time::Duration;
-
 use cirrus_proto::api::PeerInfo;
 use cirrus_proto::{peer, sync};
 use libp2p::{Multiaddr, PeerId};
@@ -46,18 +43,6 @@ pub enum P2pError {
     Request { peer: PeerId, reason: String },
     #[error("the swarm has stopped")]
     Stopped,
-}
-
-#[derive(Debug, Clone)]
-pub struct P2pConfig {
-    pub bind: IpAddr,
-    pub port: u16,
-    pub bootstrap: Vec<Multiaddr>,
-    pub max_peers: u32,
-    /// Dial the peers remembered in the store (at start and to keep enough peers).
-    pub redial: bool,
-    /// How often to pick a peer whose root differs and reconcile with it.
-    pub sync_interval: Duration,
 }
 
 /// What the rest of the node (and the loop's own tasks) may ask of the swarm.
@@ -191,10 +176,4 @@ impl P2pHandle {
             .await
             .map_err(|_| P2pError::Stopped)
     }
-}
-
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -15,7 +15,8 @@ use tokio::sync::oneshot;
 use super::announce;
 use super::codec::Inbound;
 use super::event_loop::{EventLoop, Pending};
-use super::{Command, InboundRelay, P2pError, unix_now};
+use super::{Command, InboundRelay, P2pError};
+use crate::clock;
 use crate::store::KnownPeer;
 
 /// What the two protocols' events have in common.
@@ -319,7 +320,7 @@ impl EventLoop {
         let known = KnownPeer {
             peer: peer.to_bytes(),
             addrs: addrs.iter().map(|a| a.to_string()).collect(),
-            last_seen: unix_now(),
+            last_seen: clock::unix_secs(),
             stun: self.peers.get(&peer).and_then(|c| c.stun.clone()),
         };
         self.save_known(known);

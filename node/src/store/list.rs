@@ -70,7 +70,7 @@ impl Store {
             .map(|c| decode_cursor(c, tag))
             .transpose()?;
 
-        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let txn = self.db()?.begin_read().map_err(StoreError::from)?;
         let records = txn.open_table(RECORDS).map_err(StoreError::from)?;
         let index = txn.open_table(BY_KEY).map_err(StoreError::from)?;
         let mut page: Vec<(Vec<u8>, Stored)> = Vec::with_capacity(q.limit + 1);

@@ -12,9 +12,9 @@ mod tables;
 mod trie;
 pub mod writer;
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 use cirrus_proto::api::{DbHash, PutStatus, RatingResult, RatingTotals};
 use cirrus_proto::merkle::{self, Hash, Proof};
@@ -36,6 +36,24 @@ pub enum StoreError {
     Db(#[from] redb::Error),
     #[error("database is corrupt: {0}")]
     Corrupt(String),
+    #[error("the database is being reopened after a failure")]
+    Reopening,
+}
+
+impl StoreError {
+    /// An I/O failure, after which redb refuses writes until the file is reopened.
+    pub fn is_io(&self) -> bool {
+        match self {
+            StoreError::Db(e) => matches!(
+                e,
+                redb::Error::Io(_)
+                    | redb::Error::PreviousIo
+                    | redb::Error::TransactionPoisoned
+                    | redb::Error::DatabaseClosed
+            ),
+            _ => false,
+        }
+    }
 }
 
 macro_rules! from_redb {
@@ -62,7 +80,10 @@ pub struct Stored {
 }
 
 pub struct Store {
-    db: Database,
+    path: PathBuf,
+    cache_bytes: Option<usize>,
+    /// `None` only while [`Store::reopen`] runs.
+    db: RwLock<Option<Database>>,
     /// Commits so far, and the last [`DbHash`] read with the commit count it was read
     /// at: `getdbhash` is the question clients ask most, and between commits its
     /// answer cannot change.
@@ -70,20 +91,71 @@ pub struct Store {
     hash: Mutex<Option<(u64, DbHash)>>,
 }
 
+/// The open database, for one transaction's start.
+struct Db<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for Db<'_> {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        self.0.as_ref().expect("checked by Store::db")
+    }
+}
+
 impl Store {
     /// Open (or create) the database file with redb's default page cache (1 GiB);
     /// for tools and tests. The node uses [`Store::open_cached`].
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Self::init(Database::create(path)?)
+        Self::start(path, None)
     }
 
     /// Open (or create) the database file; redb's page cache (read cache and write
     /// buffer together) holds at most `cache_bytes`.
     pub fn open_cached(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
-        Self::init(Builder::new().set_cache_size(cache_bytes).create(path)?)
+        Self::start(path, Some(cache_bytes))
     }
 
-    fn init(db: Database) -> Result<Store, StoreError> {
+    fn start(path: &Path, cache_bytes: Option<usize>) -> Result<Store, StoreError> {
+        let db = Self::create(path, cache_bytes)?;
+        Ok(Store {
+            path: path.to_owned(),
+            cache_bytes,
+            db: RwLock::new(Some(db)),
+            commits: AtomicU64::new(0),
+            hash: Mutex::new(None),
+        })
+    }
+
+    fn db(&self) -> Result<Db<'_>, StoreError> {
+        let g = self.db.read().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            return Err(StoreError::Reopening);
+        }
+        Ok(Db(g))
+    }
+
+    /// Close and open the file again: after an I/O error redb refuses every write
+    /// until then. Read transactions still open keep the old file (and its lock)
+    /// until they end, so this may fail for a moment; the caller retries.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let mut g = self.db.write().unwrap_or_else(|e| e.into_inner());
+        *g = None;
+        let db = Self::create(&self.path, self.cache_bytes)?;
+        *g = Some(db);
+        self.commits.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Bytes free for unprivileged writers on the file system holding the database.
+    pub fn free_space(&self) -> std::io::Result<u64> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        free_space(dir)
+    }
+
+    fn create(path: &Path, cache_bytes: Option<usize>) -> Result<Database, StoreError> {
+        let db = match cache_bytes {
+            Some(c) => Builder::new().set_cache_size(c).create(path)?,
+            None => Database::create(path)?,
+        };
         let txn = db.begin_write()?;
         {
             // Create every table so that readers never meet a missing one.
@@ -96,11 +168,7 @@ impl Store {
             txn.open_table(META)?;
         }
         txn.commit()?;
-        Ok(Store {
-            db,
-            commits: AtomicU64::new(0),
-            hash: Mutex::new(None),
-        })
+        Ok(db)
     }
 
     /// Apply verified records in one transaction, in order; returns one status each.
@@ -118,7 +186,7 @@ impl Store {
         records: &[Stored],
         fsync: bool,
     ) -> Result<Vec<PutStatus>, StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         if !fsync {
             txn.set_durability(Durability::None)?;
         }
@@ -146,7 +214,7 @@ impl Store {
     }
 
     fn read_db_hash(&self) -> Result<DbHash, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let meta = txn.open_table(META)?;
         let counter = |k| -> Result<u64, StoreError> { Ok(meta.get(k)?.map_or(0, |v| v.value())) };
         Ok(DbHash {
@@ -160,14 +228,14 @@ impl Store {
     }
 
     pub fn get(&self, slot: &Slot) -> Result<Option<Stored>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         read_stored(&txn.open_table(RECORDS)?, &primary_key(slot))
     }
 
     /// The record in `slot` (if any), a proof of presence or absence, and the root
     /// the proof is against, all from one snapshot.
     pub fn get_with_proof(&self, slot: &Slot) -> Result<(Option<Stored>, Proof, Hash), StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let stored = read_stored(&txn.open_table(RECORDS)?, &primary_key(slot))?;
         let mut trie = TrieReader(txn.open_table(TRIE)?);
         let proof = merkle::prove(&mut trie, &slot.hash())?;
@@ -176,7 +244,7 @@ impl Store {
     }
 
     pub fn rating(&self, target: &str) -> Result<RatingResult, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let (count, sum) = txn
             .open_table(RATINGS)?
             .get(target)?
@@ -299,4 +367,17 @@ fn decode_stored(bytes: &[u8]) -> Result<Stored, StoreError> {
         record,
         id: id.try_into().expect("32 bytes"),
     })
+}
+
+/// `statvfs(2)`: blocks available to unprivileged users, times the fragment size.
+fn free_space(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("path holds a NUL byte"))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }

@@ -27,7 +27,7 @@ pub struct KnownPeer {
 
 impl Store {
     pub fn save_peer(&self, p: &KnownPeer) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut t = txn.open_table(PEERS)?;
             let json = serde_json::to_vec(p).expect("serializes");
@@ -43,7 +43,7 @@ impl Store {
     }
 
     pub fn known_peers(&self) -> Result<Vec<KnownPeer>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let t = txn.open_table(PEERS)?;
         let mut out = Vec::new();
         for entry in t.iter()? {

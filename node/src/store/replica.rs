@@ -22,7 +22,7 @@ pub struct Snapshot {
 
 impl Store {
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         Ok(Snapshot {
             trie: TrieReader(txn.open_table(TRIE)?),
             by_slot: txn.open_table(BY_SLOT)?,
@@ -35,7 +35,7 @@ impl Store {
     /// (at least one record), and the cursor to continue from.
     pub fn range_page(&self, after: Option<&[u8]>, max_bytes: usize) -> Result<Page, StoreError> {
         use std::ops::Bound;
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let records = txn.open_table(RECORDS)?;
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut out = Vec::new();

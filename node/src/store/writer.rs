@@ -28,7 +28,7 @@ const MAX_RECORDS_PER_COMMIT: usize = 4096;
 /// Longest a commit without fsync waits for a durable one.
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-type Reply = oneshot::Sender<Result<Vec<PutStatus>, String>>;
+type Reply = oneshot::Sender<Result<Vec<PutStatus>, WriteError>>;
 enum Job {
     /// Records to apply, where they came from, and who waits for their statuses.
     Write(Vec<Stored>, Origin, Reply),
@@ -65,6 +65,7 @@ pub struct Writer {
     applied: broadcast::Sender<Arc<Applied>>,
     next_seq: Arc<AtomicU64>,
     client_writes: ClientWrites,
+    state: Arc<State>,
 }
 
 /// Where the writer hands records from clients to the swarm for publishing, once
@@ -76,23 +77,58 @@ type ClientWrites = Arc<std::sync::Mutex<Option<mpsc::Sender<Arc<Applied>>>>>;
 /// Client records waiting to be published; beyond this, anti-entropy carries them.
 const CLIENT_WRITES_QUEUE: usize = 8192;
 
+/// How often a failed store is reopened, and for how long, before the writer gives
+/// up and stops the node.
+const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+const REOPEN_TRIES: u32 = 120;
+
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("the writer has stopped")]
     Stopped,
     #[error("write failed: {0}")]
     Failed(String),
+    /// Writes are refused for now (disk below the floor, or the store is being
+    /// reopened); reads still work.
+    #[error("cannot write now: {0}")]
+    Unavailable(String),
+}
+
+/// What the writer shares with its handles.
+#[derive(Default)]
+struct State {
+    /// Why writes are refused now, if they are.
+    unavailable: std::sync::Mutex<Option<String>>,
+    /// Fired when the store failed for good: the node must stop.
+    fatal: tokio_util::sync::CancellationToken,
+}
+
+/// How the writer runs.
+#[derive(Clone)]
+pub struct WriterConfig {
+    /// Free bytes below which writes are refused.
+    pub min_free: u64,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Writer {
     /// Start the writer thread. It ends when every `Writer` handle is dropped, after
     /// committing what was queued.
-    pub fn spawn(store: Arc<Store>) -> (Writer, std::thread::JoinHandle<()>) {
+    pub fn spawn(store: Arc<Store>, cfg: WriterConfig) -> (Writer, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(1024);
         let (applied, _) = broadcast::channel(4096);
         let next_seq = Arc::new(AtomicU64::new(0));
         let client_writes = ClientWrites::default();
-        let (announce, seq, clients) = (applied.clone(), next_seq.clone(), client_writes.clone());
+        let state = Arc::new(State::default());
+        let committer = Committer {
+            store,
+            cfg,
+            announce: applied.clone(),
+            next_seq: next_seq.clone(),
+            client_writes: client_writes.clone(),
+            state: state.clone(),
+            dirty: false,
+        };
         let flush = tx.downgrade();
         std::thread::Builder::new()
             .name("cirrus-flush".into())
@@ -100,13 +136,14 @@ impl Writer {
             .expect("spawn flush thread");
         let handle = std::thread::Builder::new()
             .name("cirrus-writer".into())
-            .spawn(move || run(store, rx, announce, seq, clients))
+            .spawn(move || committer.run(rx))
             .expect("spawn writer thread");
         let writer = Writer {
             jobs: tx,
             applied,
             next_seq,
             client_writes,
+            state,
         };
         (writer, handle)
     }
@@ -122,9 +159,7 @@ impl Writer {
             .send(Job::Write(records, origin, tx))
             .await
             .map_err(|_| WriteError::Stopped)?;
-        rx.await
-            .map_err(|_| WriteError::Stopped)?
-            .map_err(WriteError::Failed)
+        rx.await.map_err(|_| WriteError::Stopped)?
     }
 
     /// Follow every record applied from now on.
@@ -144,6 +179,23 @@ impl Writer {
     pub fn next_seq(&self) -> u64 {
         self.next_seq.load(Ordering::Acquire)
     }
+
+    /// Why writes are refused now, if they are.
+    pub fn unavailable(&self) -> Option<String> {
+        if self.jobs.is_closed() {
+            return Some("the writer has stopped".into());
+        }
+        self.state
+            .unavailable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Fires when the store failed and could not be reopened: the node must stop.
+    pub fn fatal(&self) -> tokio_util::sync::CancellationToken {
+        self.state.fatal.clone()
+    }
 }
 
 /// Every [`FLUSH_EVERY`], a [`Job::Flush`]. Ends when the writer has.
@@ -156,33 +208,89 @@ fn flush_ticker(jobs: mpsc::WeakSender<Job>) {
     }
 }
 
-fn run(
+/// The writer thread's state.
+struct Committer {
     store: Arc<Store>,
-    mut rx: mpsc::Receiver<Job>,
+    cfg: WriterConfig,
     announce: broadcast::Sender<Arc<Applied>>,
     next_seq: Arc<AtomicU64>,
     client_writes: ClientWrites,
-) {
-    // A commit without fsync happened since the last durable one.
-    let mut dirty = false;
-    while let Some(first) = rx.blocking_recv() {
-        let (mut writes, mut flush, mut total) = (Vec::new(), false, 0);
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            match job {
-                Job::Write(records, origin, reply) => {
-                    total += records.len();
-                    writes.push((records, origin, reply));
+    state: Arc<State>,
+    /// A commit without fsync happened since the last durable one.
+    dirty: bool,
+}
+
+impl Committer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let (mut writes, mut flush, mut total) = (Vec::new(), false, 0);
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Write(records, origin, reply) => {
+                        total += records.len();
+                        writes.push((records, origin, reply));
+                    }
+                    Job::Flush => flush = true,
                 }
-                Job::Flush => flush = true,
+                if total < MAX_RECORDS_PER_COMMIT {
+                    next = rx.try_recv().ok();
+                }
             }
-            if total < MAX_RECORDS_PER_COMMIT {
-                next = rx.try_recv().ok();
+            if writes.is_empty() && !self.dirty {
+                continue; // a flush with nothing to flush
+            }
+            if !writes.is_empty()
+                && let Some(why) = self.refuse()
+            {
+                for (_, _, reply) in writes {
+                    let _ = reply.send(Err(WriteError::Unavailable(why.clone())));
+                }
+                continue;
+            }
+            self.commit(writes, flush);
+            if self.state.fatal.is_cancelled() {
+                break;
             }
         }
-        if writes.is_empty() && !dirty {
-            continue; // a flush with nothing to flush
+        // redb also makes a pending commit durable when the database closes, but the
+        // store may be held open longer than the writer runs.
+        if self.dirty
+            && let Err(e) = self.store.apply_with(&[], true)
+        {
+            tracing::error!(error = %e, "final flush failed; the last gossip records may need anti-entropy again");
         }
+    }
+
+    /// Why this commit may not happen: the disk is below the floor. Checked before
+    /// every commit (one `statvfs`), so the node stops writing before the disk is
+    /// full, and starts again as soon as space is back.
+    fn refuse(&self) -> Option<String> {
+        let why = match self.store.free_space() {
+            Ok(free) if free < self.cfg.min_free => Some(format!(
+                "the disk holding the database has {} MiB free, under the floor of {} MiB (min-free-disk)",
+                free >> 20,
+                self.cfg.min_free >> 20
+            )),
+            _ => None,
+        };
+        let mut g = self
+            .state
+            .unavailable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if why.is_some() != g.is_some() {
+            match &why {
+                Some(w) => tracing::warn!("refusing writes: {w}"),
+                None => tracing::info!("disk space is back above the floor; writing again"),
+            }
+        }
+        g.clone_from(&why);
+        why
+    }
+
+    fn commit(&mut self, writes: Vec<(Vec<Stored>, Origin, Reply)>, flush: bool) {
+        let total = writes.iter().map(|(r, _, _)| r.len()).sum();
         let fsync = flush || writes.iter().any(|(_, origin, _)| *origin == Origin::Api);
         let mut all = Vec::with_capacity(total);
         let mut origins = Vec::with_capacity(total);
@@ -192,58 +300,98 @@ fn run(
             origins.extend(std::iter::repeat_n(origin, records.len()));
             all.extend(records);
         }
-        match store.apply_with(&all, fsync) {
-            Ok(statuses) => {
-                dirty = !fsync;
-                let applied: Vec<Applied> = all
-                    .into_iter()
-                    .zip(origins)
-                    .zip(&statuses)
-                    .filter(|(_, status)| **status == PutStatus::Applied)
-                    .map(|((stored, origin), _)| Applied {
-                        stored,
-                        origin,
-                        seq: next_seq.fetch_add(1, Ordering::AcqRel),
-                    })
-                    .collect();
-                let mut rest = statuses.as_slice();
-                for (n, reply) in replies {
-                    let (mine, tail) = rest.split_at(n);
-                    rest = tail;
-                    let _ = reply.send(Ok(mine.to_vec()));
+        let started = std::time::Instant::now();
+        let result = self.store.apply_with(&all, fsync);
+        self.cfg
+            .metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.cfg.metrics.commit_records.observe(all.len() as f64);
+        let statuses = match result {
+            Ok(statuses) => statuses,
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed; nothing from this group was stored");
+                let why = if e.is_io() {
+                    self.recover(&e)
+                } else {
+                    e.to_string()
+                };
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(WriteError::Failed(why.clone())));
                 }
-                let clients = client_writes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                for a in applied {
-                    let a = Arc::new(a);
-                    if a.origin == Origin::Api
-                        && let Some(c) = &clients
-                        && c.try_send(a.clone()).is_err()
-                    {
-                        tracing::debug!(
-                            "publish queue full or closed; anti-entropy will carry the record"
-                        );
-                    }
-                    // No subscribers is fine: nothing to tell.
-                    let _ = announce.send(a);
-                }
+                return;
             }
-            Err(e) => fail_all(replies, &e),
+        };
+        self.dirty = !fsync;
+        let applied: Vec<Applied> = all
+            .into_iter()
+            .zip(origins)
+            .zip(&statuses)
+            .filter(|(_, s)| **s == PutStatus::Applied)
+            .map(|((stored, origin), _)| Applied {
+                stored,
+                origin,
+                seq: self.next_seq.fetch_add(1, Ordering::AcqRel),
+            })
+            .collect();
+        let mut rest = statuses.as_slice();
+        for (n, reply) in replies {
+            let (mine, tail) = rest.split_at(n);
+            rest = tail;
+            let _ = reply.send(Ok(mine.to_vec()));
+        }
+        let clients = self
+            .client_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for a in applied {
+            let a = Arc::new(a);
+            if a.origin == Origin::Api
+                && let Some(c) = &clients
+                && c.try_send(a.clone()).is_err()
+            {
+                tracing::debug!("publish queue full or closed; anti-entropy will carry the record");
+            }
+            // No subscribers is fine: nothing to tell.
+            let _ = self.announce.send(a);
         }
     }
-    // redb also makes a pending commit durable when the database closes, but the
-    // store may be held open longer than the writer runs.
-    if dirty && let Err(e) = store.apply_with(&[], true) {
-        tracing::error!(error = %e, "final flush failed; the last gossip records may need anti-entropy again");
-    }
-}
 
-fn fail_all(replies: Vec<(usize, Reply)>, e: &StoreError) {
-    tracing::error!(error = %e, "commit failed; nothing from this group was stored");
-    for (_, reply) in replies {
-        let _ = reply.send(Err(e.to_string()));
+    /// After an I/O failure redb takes no more writes until the file is reopened:
+    /// reopen it (read transactions still open hold the old one, so retry), or stop
+    /// the node loudly. Returns what to tell the writers of the failed commit.
+    fn recover(&mut self, e: &StoreError) -> String {
+        let why = format!("the database failed ({e}) and is being reopened");
+        *self
+            .state
+            .unavailable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+        // A commit that failed took nothing with it, but anything committed without
+        // fsync before it is no longer sure to be on disk: peers hold it, and
+        // anti-entropy fetches again whatever the reopened file lacks.
+        self.dirty = false;
+        for attempt in 1..=REOPEN_TRIES {
+            match self.store.reopen() {
+                Ok(()) => {
+                    tracing::warn!(attempt, "database reopened after a failure; writing again");
+                    *self
+                        .state
+                        .unavailable
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = None;
+                    return format!("the database failed ({e}); nothing of this write was stored");
+                }
+                Err(err) => {
+                    tracing::warn!(attempt, error = %err, "cannot reopen the database yet");
+                    std::thread::sleep(REOPEN_EVERY);
+                }
+            }
+        }
+        tracing::error!("the database cannot be reopened; stopping the node");
+        self.state.fatal.cancel();
+        why
     }
 }
 
@@ -269,7 +417,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.redb");
         let store = Arc::new(Store::open(&path).unwrap());
-        let (writer, thread) = Writer::spawn(store.clone());
+        let cfg = WriterConfig {
+            min_free: 0,
+            metrics: crate::metrics::Metrics::new(),
+        };
+        let (writer, thread) = Writer::spawn(store.clone(), cfg);
         let (g, s, a) = (stored(1), stored(2), stored(3));
         for (r, origin) in [(&g, Origin::Gossip), (&s, Origin::Sync)] {
             let got = writer.apply(vec![r.clone()], origin).await.unwrap();

@@ -57,7 +57,7 @@ impl StunState {
         primary: bool,
     ) {
         let mut g = self.inner.lock().expect("stun state lock");
-        let now = crate::p2p::unix_now();
+        let now = crate::clock::unix_secs();
         if g.observations.insert((local, server), mapped) != Some(mapped) {
             g.version += 1;
         }
@@ -96,7 +96,7 @@ impl StunState {
         }
         g.heard += 1;
         let n = g.heard;
-        g.seen.insert(key, (observed, crate::p2p::unix_now(), n));
+        g.seen.insert(key, (observed, crate::clock::unix_secs(), n));
     }
 
     /// Bumped whenever our mappings change, so the swarm knows when to announce.

@@ -18,6 +18,8 @@ use cirrus_proto::stun;
 use tokio::net::UdpSocket;
 
 use super::client::{DynamicApi, connect_from};
+use crate::api::limits::{LimitsConfig, RateLimiter};
+use crate::metrics::Metrics;
 
 /// How long a punch keeps trying: the client is sending meanwhile.
 const PUNCH_FOR: Duration = Duration::from_secs(5);
@@ -32,13 +34,35 @@ struct TcpPort {
     api: Arc<dyn DynamicApi>,
 }
 
-#[derive(Default)]
 pub struct Punchers {
     /// By local port.
     udp: Mutex<HashMap<u16, Arc<UdpSocket>>>,
     tcp: Mutex<HashMap<u16, TcpPort>>,
     /// Punches under way: endpoint and transport (true for UDP).
     running: Mutex<Vec<(SocketAddr, bool)>>,
+    /// Packets (and connection attempts) per second toward one IP.
+    per_ip: RateLimiter,
+    metrics: Metrics,
+}
+
+impl Punchers {
+    /// `rate`: packets per second this node sends toward one IP, whatever asks.
+    pub fn new(rate: f64, metrics: Metrics) -> Punchers {
+        Punchers {
+            udp: Mutex::default(),
+            tcp: Mutex::default(),
+            running: Mutex::default(),
+            per_ip: RateLimiter::new(LimitsConfig {
+                rate,
+                burst: rate,
+                relay_rate: rate,
+                max_connections: 0,
+                max_connections_per_ip: 0,
+                limit_loopback: true,
+            }),
+            metrics,
+        }
+    }
 }
 
 /// Removes its socket from [`Punchers`] when the client that owns it stops.
@@ -92,18 +116,19 @@ impl Punchers {
     /// sent when this returns; the rest run in the background for [`PUNCH_FOR`]. A
     /// punch toward an endpoint that one already runs toward adds nothing.
     pub async fn punch(self: &Arc<Self>, endpoint: SocketAddr, udp: bool) -> usize {
+        let transport = if udp { "udp" } else { "tcp" };
         {
             let mut running = lock(&self.running);
             if running.contains(&(endpoint, udp)) || running.len() >= MAX_RUNNING {
+                self.metrics.punch(transport, "refused");
                 return 0;
             }
             running.push((endpoint, udp));
         }
+        self.metrics.punch(transport, "started");
         if udp {
             let socks: Vec<_> = lock(&self.udp).values().cloned().collect();
-            for s in &socks {
-                send_indication(s, endpoint).await;
-            }
+            self.round(&socks, endpoint).await;
             let (me, n) = (self.clone(), socks.len());
             tokio::spawn(async move {
                 let until = tokio::time::Instant::now() + PUNCH_FOR;
@@ -112,9 +137,7 @@ impl Punchers {
                     if tokio::time::Instant::now() >= until {
                         break;
                     }
-                    for s in &socks {
-                        send_indication(s, endpoint).await;
-                    }
+                    me.round(&socks, endpoint).await;
                 }
                 me.finished(endpoint, true);
             });
@@ -129,7 +152,7 @@ impl Punchers {
             tokio::spawn(async move {
                 let mut tries = tokio::task::JoinSet::new();
                 for (port, bind, api) in ports {
-                    tries.spawn(punch_tcp(api, bind, port, endpoint));
+                    tries.spawn(punch_tcp(me.clone(), api, bind, port, endpoint));
                 }
                 while tries.join_next().await.is_some() {}
                 me.finished(endpoint, false);
@@ -140,6 +163,18 @@ impl Punchers {
 
     fn finished(&self, endpoint: SocketAddr, udp: bool) {
         lock(&self.running).retain(|r| *r != (endpoint, udp));
+    }
+
+    /// One packet from each socket toward `endpoint`, as far as the per-IP rate
+    /// allows.
+    async fn round(&self, socks: &[Arc<UdpSocket>], endpoint: SocketAddr) {
+        for s in socks {
+            if !self.per_ip.allow(endpoint.ip(), 1) {
+                self.metrics.punch("udp", "throttled");
+                return;
+            }
+            send_indication(s, endpoint).await;
+        }
     }
 }
 
@@ -152,10 +187,21 @@ async fn send_indication(sock: &UdpSocket, endpoint: SocketAddr) {
 }
 
 /// TCP simultaneous open toward a client, from a STUN client's port: the first
-/// connection that forms is served as WebSocket.
-async fn punch_tcp(api: Arc<dyn DynamicApi>, bind: IpAddr, port: u16, endpoint: SocketAddr) {
+/// connection that forms is served as WebSocket (with a connection slot, like any).
+async fn punch_tcp(
+    punchers: Arc<Punchers>,
+    api: Arc<dyn DynamicApi>,
+    bind: IpAddr,
+    port: u16,
+    endpoint: SocketAddr,
+) {
     let until = tokio::time::Instant::now() + PUNCH_FOR;
     while tokio::time::Instant::now() < until {
+        if !punchers.per_ip.allow(endpoint.ip(), 1) {
+            punchers.metrics.punch("tcp", "throttled");
+            tokio::time::sleep(PUNCH_EVERY).await;
+            continue;
+        }
         let attempt =
             tokio::time::timeout(Duration::from_secs(1), connect_from(bind, port, endpoint));
         if let Ok(Ok(stream)) = attempt.await {
@@ -184,7 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn first_packets_are_out_when_punch_returns() {
-        let punchers = Arc::new(Punchers::default());
+        let punchers = Arc::new(Punchers::new(100.0, Metrics::new()));
         let (a, b) = (socket().await, socket().await);
         let _ra = punchers.register_udp(a.clone()).unwrap();
         let rb = punchers.register_udp(b.clone()).unwrap();

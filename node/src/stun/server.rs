@@ -1,7 +1,8 @@
 //! The STUN server on the STUN port, UDP and TCP. It answers any Binding request
-//! (stock clients included); a request that proves a peer id is also remembered
-//! in [`StunState`]. Anything that is not a STUN request gets no answer; a TCP
-//! stream that is not STUN is closed.
+//! (stock clients included), never with more than three times the request's bytes
+//! and at most `stun-rate-limit` times a second per source; a request that proves a
+//! peer id is also remembered in [`StunState`]. Anything that is not a Binding
+//! request gets no answer; a TCP stream that is not STUN is closed.
 //!
 //! TCP slots are bounded, so a stranger could try to hold them all with connections
 //! that send nothing, or send slowly. Four rules keep them free for honest
@@ -27,6 +28,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{SOFTWARE, StunState, Transport};
+use crate::api::limits::{LimitsConfig, RateLimiter};
+use crate::metrics::Metrics;
+use tokio_util::task::TaskTracker;
 
 /// TCP connections served at once; when all are taken, a newcomer evicts the
 /// connection quiet longest.
@@ -44,19 +48,55 @@ const TCP_IDLE: Duration = Duration::from_secs(60);
 /// reader that never reads) from holding a slot.
 const TCP_MESSAGE: Duration = Duration::from_secs(10);
 
-fn answer(state: &StunState, bytes: &[u8], from: SocketAddr, t: Transport) -> Option<Vec<u8>> {
-    let a = stun::handle_binding(bytes, from, SOFTWARE);
-    if let Some(p) = a.peer
-        && let Ok(peer) = PeerId::from_bytes(&p.peer_id)
-    {
-        state.saw(peer, t, p.observed);
+/// What the server shares between its UDP and TCP sides.
+pub struct Server {
+    pub state: Arc<StunState>,
+    /// Answers per second per source: a source that asks faster (or a flood of
+    /// spoofed requests in one victim's name) gets silence.
+    pub per_source: RateLimiter,
+    pub metrics: Metrics,
+}
+
+impl Server {
+    pub fn new(state: Arc<StunState>, rate: f64, limit_loopback: bool, metrics: Metrics) -> Self {
+        Server {
+            state,
+            per_source: RateLimiter::new(LimitsConfig {
+                rate,
+                burst: rate * 2.0,
+                relay_rate: rate,
+                max_connections: 0,
+                max_connections_per_ip: 0,
+                limit_loopback,
+            }),
+            metrics,
+        }
     }
-    a.reply
+
+    fn answer(&self, bytes: &[u8], from: SocketAddr, t: Transport) -> Option<Vec<u8>> {
+        let a = stun::handle_binding(bytes, from, SOFTWARE);
+        a.reply.as_ref()?;
+        if !self.per_source.allow(from.ip(), 1) {
+            return None;
+        }
+        if let Some(p) = a.peer
+            && let Ok(peer) = PeerId::from_bytes(&p.peer_id)
+        {
+            self.state.saw(peer, t, p.observed);
+        }
+        self.metrics
+            .stun_bindings
+            .get_or_create(&crate::metrics::ByTransport {
+                transport: t.as_str(),
+            })
+            .inc();
+        a.reply
+    }
 }
 
 pub async fn serve_udp(
     sock: UdpSocket,
-    state: Arc<StunState>,
+    server: Arc<Server>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; stun::MAX_MESSAGE + 1];
@@ -72,7 +112,7 @@ pub async fn serve_udp(
         if n > stun::MAX_MESSAGE {
             continue;
         }
-        if let Some(reply) = answer(&state, &buf[..n], from, Transport::Udp) {
+        if let Some(reply) = server.answer(&buf[..n], from, Transport::Udp) {
             let _ = sock.send_to(&reply, from).await;
         }
     }
@@ -151,8 +191,9 @@ type Table = Mutex<IdleTable<IpAddr, (CancellationToken, SocketAddr)>>;
 
 pub async fn serve_tcp(
     listener: TcpListener,
-    state: Arc<StunState>,
+    server: Arc<Server>,
     shutdown: CancellationToken,
+    tasks: TaskTracker,
 ) -> std::io::Result<()> {
     // The table picks whom to close; the semaphore makes the newcomer wait until
     // that one has really closed, so no more than MAX_TCP are ever served.
@@ -191,11 +232,11 @@ pub async fn serve_tcp(
             .lock()
             .expect("stun tcp table lock")
             .open(from.ip(), (conn.clone(), from));
-        let (state, table) = (state.clone(), table.clone());
-        tokio::spawn(async move {
+        let (server, table) = (server.clone(), table.clone());
+        tasks.spawn(async move {
             tokio::select! {
                 _ = conn.cancelled() => {}
-                _ = serve_stream(stream, from, &state, &table, id) => {}
+                _ = serve_stream(stream, from, &server, &table, id) => {}
             }
             table.lock().expect("stun tcp table lock").close(id);
             drop(permit);
@@ -206,7 +247,7 @@ pub async fn serve_tcp(
 async fn serve_stream(
     mut stream: TcpStream,
     from: SocketAddr,
-    state: &StunState,
+    server: &Server,
     table: &Table,
     id: u64,
 ) {
@@ -238,7 +279,7 @@ async fn serve_stream(
             } else {
                 TCP_MESSAGE
             };
-        if let Some(reply) = answer(state, &frame, from, Transport::Tcp) {
+        if let Some(reply) = server.answer(&frame, from, Transport::Tcp) {
             match tokio::time::timeout(TCP_MESSAGE, stream.write_all(&reply)).await {
                 Ok(Ok(())) => {}
                 _ => return,

@@ -47,32 +47,25 @@ pub fn binding_indication(txid: [u8; 12]) -> Vec<u8> {
     Message::new(Class::Indication, BINDING, txid).encode(true)
 }
 
-/// The server side: answer one message that arrived from `from`. Malformed input
-/// and anything that is not a request get no reply (§6.3: silently discarded).
+/// A server answers a request with at most this many times its size, whatever
+/// the request: the source may be spoofed, and a bigger answer would make the
+/// server an amplifier toward whoever it names (QUIC's factor, RFC 9000 §8).
+pub const AMPLIFICATION: usize = 3;
+
+/// The server side: answer one message that arrived from `from`. Malformed input,
+/// anything that is not a request and methods other than Binding get no reply
+/// (§6.3: silently discarded). A success carries XOR-MAPPED-ADDRESS and FINGERPRINT,
+/// then MAPPED-ADDRESS and SOFTWARE as far as [`AMPLIFICATION`] allows (a request
+/// of a stock client always leaves room for all four).
 pub fn handle_binding(bytes: &[u8], from: SocketAddr, software: &str) -> BindingAnswer {
     let Ok(msg) = Message::decode(bytes) else {
         return BindingAnswer::default();
     };
-    if msg.class != Class::Request {
+    if msg.class != Class::Request || msg.method != BINDING {
         return BindingAnswer::default();
     }
-    let error = |code: u16, reason: &str, extra: Option<Attribute>| {
-        let mut m =
-            Message::new(Class::Error, msg.method, msg.transaction_id).with(Attribute::ErrorCode {
-                code,
-                reason: reason.into(),
-            });
-        if let Some(a) = extra {
-            m = m.with(a);
-        }
-        m.with(Attribute::Software(software.into())).encode(true)
-    };
-    if msg.method != BINDING {
-        return BindingAnswer {
-            reply: Some(error(400, "Bad Request: unsupported method", None)),
-            peer: None,
-        };
-    }
+    let budget = AMPLIFICATION * bytes.len();
+    let fits = |reply: Vec<u8>| (reply.len() <= budget).then_some(reply);
     let unknown: Vec<u16> = msg
         .attributes
         .iter()
@@ -82,21 +75,34 @@ pub fn handle_binding(bytes: &[u8], from: SocketAddr, software: &str) -> Binding
         })
         .collect();
     if !unknown.is_empty() {
-        let reply = error(
-            420,
-            "Unknown Attribute",
-            Some(Attribute::UnknownAttributes(unknown)),
-        );
+        let reply = Message::new(Class::Error, msg.method, msg.transaction_id)
+            .with(Attribute::ErrorCode {
+                code: 420,
+                reason: "Unknown Attribute".into(),
+            })
+            .with(Attribute::UnknownAttributes(unknown))
+            .encode(true);
         return BindingAnswer {
-            reply: Some(reply),
+            reply: fits(reply),
             peer: None,
         };
     }
-    let reply = Message::new(Class::Success, BINDING, msg.transaction_id)
-        .with(Attribute::XorMappedAddress(from))
+    let base = Message::new(Class::Success, BINDING, msg.transaction_id)
+        .with(Attribute::XorMappedAddress(from));
+    let full = base
+        .clone()
         .with(Attribute::MappedAddress(from))
         .with(Attribute::Software(software.into()))
         .encode(true);
+    let reply = fits(full)
+        .or_else(|| {
+            fits(
+                base.clone()
+                    .with(Attribute::MappedAddress(from))
+                    .encode(true),
+            )
+        })
+        .unwrap_or_else(|| base.encode(true));
     let peer = proven_peer(&msg).map(|peer_id| ProvenPeer {
         peer_id,
         observed: from,

@@ -14,7 +14,7 @@ pub mod nat;
 
 pub use attribute::{Attribute, attr};
 pub use binding::{
-    BindingAnswer, ProvenPeer, binding_indication, binding_request, handle_binding,
+    AMPLIFICATION, BindingAnswer, ProvenPeer, binding_indication, binding_request, handle_binding,
     parse_binding_response, peer_signing_message,
 };
 pub use message::{Class, Message, StunError, frame_len, is_stun};
