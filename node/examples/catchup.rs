@@ -115,14 +115,14 @@ async fn one_k(root: &Path, base: &Path, records: &[Stored], k: usize) -> anyhow
         .find(|m| m.iter().any(|p| matches!(p, Protocol::Tcp(_))))
         .context("B has no tcp address")?
         .clone();
-    a.p2p().dial(b_addr).await?;
+    a.network().dial(b_addr).await?;
     let t = Instant::now();
     while !a
-        .p2p()
-        .peers()
+        .network()
+        .connections()
         .await?
         .iter()
-        .any(|p| p.peer_id == b.peer_id.to_string())
+        .any(|c| c.peer == b.peer_id)
     {
         ensure!(
             t.elapsed() < Duration::from_secs(10),
@@ -143,7 +143,7 @@ async fn one_k(root: &Path, base: &Path, records: &[Stored], k: usize) -> anyhow
     ensure!(before.records as usize == n - k && b.store().db_hash()?.records as usize == n);
 
     let t = Instant::now();
-    let stats = reconcile(a.p2p(), a.store(), a.writer(), b.peer_id).await?;
+    let stats = reconcile(a.network(), a.store(), a.writer(), b.peer_id).await?;
     let secs = t.elapsed().as_secs_f64();
 
     let (ha, hb) = (a.store().db_hash()?, b.store().db_hash()?);

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod metrics;
 pub mod node;
 pub mod p2p;
+pub mod peers;
 pub mod rendezvous;
 pub mod store;
 pub mod stun;

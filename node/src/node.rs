@@ -27,10 +27,12 @@ use crate::api::{self, Answer, Context, Dispatcher, DynamicPorts, Origin, http};
 use crate::config::Config;
 use crate::identity::{self, IdentityError};
 use crate::metrics::Metrics;
-use crate::p2p::{self, InboundRelay, P2pError, P2pHandle, StunLink};
+use crate::p2p::{self, Network, P2pError};
+use crate::peers::{self, InboundRelay, PeerTable, Peers, StunLink};
 use crate::store::writer::{Writer, WriterConfig};
 use crate::store::{Store, StoreError};
 use crate::stun::{self, StunState, client::ClientCtx, punch::Punchers};
+use crate::sync::schedule::{self, Scheduler};
 
 pub const DB_FILE: &str = "cirrus.redb";
 
@@ -72,14 +74,15 @@ pub struct Node {
     /// Swarm listen addresses, with `/p2p/<peer id>` so they can be dialed as is.
     pub listen: Vec<Multiaddr>,
     shutdown: CancellationToken,
-    /// The listeners, the STUN server and clients, the relay server.
+    /// The listeners, the STUN server and clients, the relay server, the peers
+    /// loop and anti-entropy.
     services: JoinSet<Result<(), NodeError>>,
     /// Connections, UDP answers and other short tasks the services start.
     tasks: TaskTracker,
     swarm: tokio::task::JoinHandle<()>,
     swarm_stop: CancellationToken,
     writer_thread: std::thread::JoinHandle<()>,
-    p2p: P2pHandle,
+    network: Network,
     store: Arc<Store>,
     writer: Writer,
     metrics: Metrics,
@@ -117,29 +120,30 @@ impl Node {
         let (stun_events, stun_events_rx) = mpsc::channel(256);
         let (stun_servers, stun_servers_rx) = watch::channel(Vec::new());
         let punchers = Arc::new(Punchers::new(cfg.punch_rate_limit, metrics.clone()));
-        let stun_link = StunLink {
-            state: stun_state.clone(),
-            port: stun_port,
-            events: stun_events,
-            punchers: punchers.clone(),
-        };
         // The swarm stops after the API, so requests in flight can still reach it.
         let swarm_stop = CancellationToken::new();
+        let remembered = if cfg.redial() {
+            peers::remembered(&store)
+        } else {
+            // Without redial only peers met in this run (through the bootstrap
+            // list) are dialed; the remembered ones stay for a later start.
+            Vec::new()
+        };
         let p2p = p2p::start(
             key.clone(),
             cfg.clone(),
-            store.clone(),
-            writer.clone(),
-            stun_link,
+            remembered,
             metrics.clone(),
             swarm_stop.clone(),
         )
         .await?;
+        let network = p2p.network.clone();
         let listen: Vec<Multiaddr> = p2p
             .listen
             .iter()
             .map(|a| a.clone().with(Protocol::P2p(peer_id)))
             .collect();
+        let table = Arc::new(PeerTable::default());
 
         let sockets = ApiSockets::bind(&cfg).await?;
         let (http, ws, udp) = sockets.addrs();
@@ -162,7 +166,8 @@ impl Node {
             },
             max_batch: cfg.max_batch,
             max_answer_bytes: cfg.max_answer_bytes,
-            p2p: p2p.handle.clone(),
+            network: network.clone(),
+            peers: table.clone(),
             stun: stun_state.clone(),
             metrics: metrics.clone(),
         });
@@ -222,9 +227,10 @@ impl Node {
         serve(&mut services, "stun tcp", async move {
             stun::server::serve_tcp(stun_tcp, srv, token, t).await
         });
+        let (stun_link_state, stun_punchers) = (stun_state.clone(), punchers.clone());
         let stun_clients = ClientCtx {
             state: stun_state,
-            key,
+            key: key.clone(),
             bind: cfg.bind,
             keepalive: cfg.stun_keepalive(),
             servers: stun_servers_rx,
@@ -245,9 +251,50 @@ impl Node {
             Ok(())
         });
 
+        // Anti-entropy, and the node's answers to the swarm's events.
+        let (sync_tx, sync_rx) = tokio::sync::mpsc::unbounded_channel();
+        let scheduler = Scheduler {
+            network: network.clone(),
+            store: store.clone(),
+            writer: writer.clone(),
+            metrics: metrics.clone(),
+            interval: cfg.sync_interval(),
+            timeout: cfg.sync_timeout(),
+        };
+        let token = shutdown.clone();
+        services.spawn(async move {
+            schedule::run(scheduler, sync_rx, token).await;
+            Ok(())
+        });
+        let (relays_tx, relays_rx) = mpsc::channel(64);
+        let peers = Peers {
+            network: network.clone(),
+            table,
+            store: store.clone(),
+            writer: writer.clone(),
+            key,
+            stun: StunLink {
+                state: stun_link_state,
+                port: stun_port,
+                events: stun_events,
+                punchers: stun_punchers,
+            },
+            sync: sync_tx,
+            relays: relays_tx,
+            listen: p2p.listen.clone(),
+            max_known_peers: cfg.max_known_peers,
+            metrics: metrics.clone(),
+            tasks: tasks.clone(),
+            announces: Default::default(),
+        };
+        let (events, token) = (p2p.events, shutdown.clone());
+        services.spawn(async move {
+            peers::run(peers, events, token).await;
+            Ok(())
+        });
         // The requests peers relay to us.
-        let (relays, d, t, stop) = (p2p.relays, dispatcher, tasks.clone(), shutdown.clone());
-        services.spawn(serve_relays(relays, d, t, stop));
+        let (d, t, stop) = (dispatcher, tasks.clone(), shutdown.clone());
+        services.spawn(serve_relays(relays_rx, d, t, stop));
 
         tracing::info!(%peer_id, %http, data_dir = %cfg.data_dir.display(), "node started");
         Ok(Node {
@@ -262,7 +309,7 @@ impl Node {
             swarm: p2p.task,
             swarm_stop,
             writer_thread,
-            p2p: p2p.handle,
+            network,
             store,
             writer,
             metrics,
@@ -271,8 +318,8 @@ impl Node {
 
     /// The swarm handle, store and writer, for programs that embed a node and drive
     /// parts of it themselves (e.g. a benchmark calling [`crate::sync::reconcile`]).
-    pub fn p2p(&self) -> &P2pHandle {
-        &self.p2p
+    pub fn network(&self) -> &Network {
+        &self.network
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -321,7 +368,7 @@ impl Node {
         let _ = (&mut self.swarm).await;
         // The swarm and the API held the last writer handles; the writer now drains
         // and exits, and the store closes with the last of its handles.
-        drop(self.p2p);
+        drop(self.network);
         drop(self.writer);
         let writer = self.writer_thread;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;

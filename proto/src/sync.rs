@@ -127,6 +127,11 @@ pub fn answer<R: Replica>(
         }
     }
     for item in items {
+        // Every item kind's records count against the budget; what is left
+        // unanswered is found again by the next reconciliation.
+        if out.bytes >= RECORD_BUDGET {
+            break;
+        }
         match item {
             Item::Records(_) => {}
             Item::Branch {
@@ -166,6 +171,13 @@ impl Out {
     fn record(&mut self, rec: Vec<u8>) {
         self.bytes += rec.len();
         self.records.push(ByteBuf::from(rec));
+    }
+
+    fn item(&mut self, item: Item) {
+        if let Item::Leaf { record, .. } = &item {
+            self.bytes += record.len();
+        }
+        self.items.push(item);
     }
 }
 
@@ -241,7 +253,10 @@ fn compare_branch<R: Replica>(
                         path: ByteBuf::from(child.to_key()),
                     }),
                     (None, Some(_)) => send_all(r, out, &child, None)?,
-                    (Some(_), Some(_)) => out.items.push(describe(r, &child)?),
+                    (Some(_), Some(_)) => {
+                        let d = describe(r, &child)?;
+                        out.item(d);
+                    }
                 }
             }
         }
@@ -255,7 +270,7 @@ fn compare_branch<R: Replica>(
                     }
                 } else if i == mine {
                     let record = ByteBuf::from(must_record(r, &slot)?);
-                    out.items.push(Item::Leaf {
+                    out.item(Item::Leaf {
                         path: ByteBuf::from(child.to_key()),
                         record,
                     });
@@ -296,7 +311,10 @@ fn send_all<R: Replica>(
                 }
             }
         }
-        None => out.items.push(describe(r, path)?),
+        None => {
+            let d = describe(r, path)?;
+            out.item(d);
+        }
     }
     Ok(())
 }

@@ -42,13 +42,13 @@ pub fn prepare_put(p: Map<String, Value>) -> Result<Stored, ApiError> {
 
 pub async fn getnodeinfo(ctx: &Context) -> Result<Value, ApiError> {
     let listen = ctx
-        .p2p
+        .network
         .listen_addrs()
         .await?
         .iter()
         .map(ToString::to_string)
         .collect();
-    let peers = ctx.p2p.peers().await?.len();
+    let peers = ctx.network.connections().await?.len();
     to_value(NodeInfo {
         peer_id: ctx.peer_id.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -62,7 +62,7 @@ pub async fn getnodeinfo(ctx: &Context) -> Result<Value, ApiError> {
 }
 
 pub async fn getpeerinfo(ctx: &Context) -> Result<Value, ApiError> {
-    to_value(ctx.p2p.peers().await?)
+    to_value(ctx.peers.info(&ctx.network).await?)
 }
 
 /// Admin methods change the node, not the data: they need the token from
@@ -97,7 +97,7 @@ pub async fn addpeer(ctx: &Context, mut p: Map<String, Value>) -> Result<Value, 
     let addr: libp2p::Multiaddr = addr
         .parse()
         .map_err(|_| ApiError::Params(format!("{addr:?} is not a multiaddr")))?;
-    ctx.p2p.dial(addr).await?;
+    ctx.network.dial(addr).await?;
     Ok(serde_json::json!({ "ok": true }))
 }
 
@@ -132,7 +132,7 @@ pub async fn punch(ctx: &Context, p: Map<String, Value>, from: IpAddr) -> Result
         endpoint,
         transport,
     };
-    match ctx.p2p.ask_peer(peer, req).await? {
+    match ctx.network.ask_peer(peer, req).await? {
         peer::Response::Punching => Ok(serde_json::json!({ "ok": true })),
         peer::Response::Refused(why) => Err(ApiError::Peer(format!("the peer refused: {why}"))),
         _ => Err(ApiError::Peer("the peer answered something else".into())),
@@ -153,7 +153,7 @@ pub async fn relay(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiErr
     }
     let bytes = serde_json::to_vec(&request).expect("serializes");
     match ctx
-        .p2p
+        .network
         .ask_peer(peer, peer::Request::Relay(bytes.into()))
         .await?
     {

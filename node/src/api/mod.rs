@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
-use crate::p2p::P2pHandle;
+use crate::p2p::Network;
+use crate::peers::PeerTable;
 use crate::store::Store;
 use crate::store::writer::Writer;
 
@@ -108,7 +109,8 @@ pub struct Context {
     pub max_batch: usize,
     /// Bytes the answer to one message may take; requests past it are not run.
     pub max_answer_bytes: usize,
-    pub p2p: P2pHandle,
+    pub network: Network,
+    pub peers: Arc<PeerTable>,
     pub stun: std::sync::Arc<crate::stun::StunState>,
     pub limiter: Arc<limits::RateLimiter>,
     /// Admin methods need this as their `token` param.
@@ -138,7 +140,7 @@ impl Context {
             m.ratings_count.set(db.ratings.count as i64);
             m.ratings_sum.set(db.ratings.sum as i64);
         }
-        if let Ok(peers) = self.p2p.peers().await {
+        if let Ok(peers) = self.network.connections().await {
             m.peers.set(peers.len() as i64);
         }
         let stun = self.stun.info(false);
@@ -169,7 +171,7 @@ impl Context {
         if let Some(why) = self.writer.unavailable() {
             reasons.push(why);
         }
-        let peers = match self.p2p.peers().await {
+        let peers = match self.network.connections().await {
             Ok(p) => p.len(),
             Err(e) => {
                 reasons.push(format!("the swarm: {e}"));

@@ -374,7 +374,7 @@ async fn notifications(
 ) {
     let ctx = dispatcher.context();
     let mut records = ctx.writer.subscribe();
-    let mut peers = ctx.p2p.peer_events();
+    let mut peers = ctx.peers.notices();
     loop {
         let note = tokio::select! {
             _ = done.cancelled() => return,

@@ -1,18 +1,17 @@
-//! The task that owns the swarm: reacts to swarm events and to commands, keeps
-//! enough peers, and starts anti-entropy with peers whose root differs. Gossip
-//! (publishing, announcing, verifying) is in `gossip.rs`; answering and sending
-//! requests, peer exchange and identify are in `requests.rs`.
+//! The task that owns the swarm: turns swarm events into [`Event`]s for the node,
+//! carries out the node's [`Command`]s, and keeps the node connected (redials known
+//! peers while it has too few, exchanges peers, answers peer exchange).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cirrus_proto::merkle::Hash;
-use cirrus_proto::{peer, sync};
+use cirrus_proto::peer::{self, PeerEntry};
+use cirrus_proto::sync;
 use futures::StreamExt;
-use libp2p::gossipsub;
+use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::identity::Keypair;
-use libp2p::request_response::OutboundRequestId;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, ping};
@@ -21,54 +20,41 @@ use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent, announce_topic, build_swarm, records_topic};
 use super::codec::Inbound;
-use super::gossip::ip_of;
-use super::peers::Connected;
-use super::{Command, InboundRelay, P2pError, P2pHandle};
+use super::connections::{ADDRS_PER_PEER, Connected, EXCHANGE_ENTRIES, Known, Reach, usable};
+use super::{Command, Event, Network, P2pError, Topic, random_index};
 use crate::clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::Store;
-use crate::store::writer::{Applied, Writer};
-use crate::stun::StunState;
-use crate::stun::manager::PeerEvent;
-
-/// What the swarm shares with the STUN side: our state to announce, our server's
-/// port, and where to report peers coming and going.
-pub struct StunLink {
-    pub state: Arc<StunState>,
-    pub port: u16,
-    pub events: mpsc::Sender<PeerEvent>,
-    /// Our STUN client sockets, to punch from when a rendezvous asks.
-    pub punchers: Arc<crate::stun::punch::Punchers>,
-}
 
 /// Keep dialing known peers while fewer than this many are connected.
 const TARGET_PEERS: usize = 8;
-/// Re-announce an unchanged root this often, so new peers learn it.
-pub(super) const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
-/// Reconciliations in flight at once.
-const MAX_SYNCS: usize = 2;
+/// Gossip messages handed to the node and not yet validated; beyond this, new
+/// ones are ignored (neither forwarded nor held against their sender).
+const MAX_UNVALIDATED: usize = 4096;
+/// How often to check the number of peers and ask one for more.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Started {
-    pub handle: P2pHandle,
-    pub relays: mpsc::Receiver<InboundRelay>,
+    pub network: Network,
+    pub events: mpsc::UnboundedReceiver<Event>,
     pub listen: Vec<Multiaddr>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Build the swarm, start listening, dial bootstrap and remembered peers, and spawn
-/// the event loop. Returns once the swarm listens on TCP and QUIC.
+/// Callers waiting for the answers to our requests of one protocol.
+type Pending<R> = HashMap<OutboundRequestId, oneshot::Sender<Result<R, P2pError>>>;
+
+/// Build the swarm, start listening, dial the bootstrap peers and `known` ones,
+/// and spawn the event loop. Returns once the swarm listens on TCP and QUIC.
 pub async fn start(
     key: Keypair,
     cfg: Arc<Config>,
-    store: Arc<Store>,
-    writer: Writer,
-    stun: StunLink,
+    known: Vec<(PeerId, Vec<Multiaddr>)>,
     metrics: Metrics,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) -> Result<Started, P2pError> {
     let local = key.public().to_peer_id();
-    let mut swarm = metrics.with_registry(|r| build_swarm(key.clone(), &cfg, r))?;
+    let mut swarm = metrics.with_registry(|r| build_swarm(key, &cfg, r))?;
     let recorder = metrics.with_registry(libp2p::metrics::Metrics::new);
     for topic in [records_topic(), announce_topic()] {
         swarm
@@ -82,59 +68,49 @@ pub async fn start(
         std::net::IpAddr::V6(ip) => format!("/ip6/{ip}"),
     };
     let listen = wait_listening(&mut swarm, &ip, cfg.p2p_port).await?;
+    let reach = Reach::of(cfg.bind, &listen);
 
-    // Without redial, only peers met in this run (through the bootstrap list) are
-    // dialed; the remembered ones stay in the store for a later start.
-    let known = if cfg.redial() {
-        load_known(&store)
-    } else {
-        HashMap::new()
-    };
     for addr in &cfg.bootstrap {
         if let Err(e) = swarm.dial(addr.clone()) {
             tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
         }
     }
-    for (peer, addrs) in known.iter().take(cfg.max_peers as usize) {
-        if *peer != local {
-            let _ = swarm.dial(DialOpts::peer_id(*peer).addresses(addrs.clone()).build());
+    let mut remembered = Known::new(cfg.max_known_peers);
+    for (peer, addrs) in known {
+        if peer != local {
+            remembered.learn(peer, addrs);
         }
+    }
+    for (peer, addrs) in remembered.candidates(cfg.max_peers as usize, |_| false) {
+        let _ = swarm.dial(DialOpts::peer_id(peer).addresses(addrs).build());
     }
 
     let (tx, rx) = mpsc::channel(256);
-    let (relay_tx, relay_rx) = mpsc::channel(64);
-    let handle = P2pHandle {
-        commands: tx.clone(),
+    let (events, events_rx) = mpsc::unbounded_channel();
+    let network = Network {
+        commands: tx,
         local_peer_id: local,
-        peer_events: tokio::sync::broadcast::channel(256).0,
     };
     let event_loop = EventLoop {
         swarm,
-        key,
         commands: rx,
-        handle: handle.clone(),
-        client_writes: writer.client_writes(),
-        store,
-        writer,
-        relays: relay_tx,
-        peers: HashMap::new(),
-        known,
+        events,
+        connected: HashMap::new(),
+        known: remembered,
+        reach,
         pending_sync: HashMap::new(),
         pending_peer: HashMap::new(),
-        syncing: HashSet::new(),
-        announced: None,
-        announced_at: Instant::now(),
-        stun_version: stun.state.version(),
-        stun,
+        exchanges: HashSet::new(),
+        unvalidated: 0,
         cfg,
         metrics,
         recorder,
-        shutdown,
+        stop,
     };
     let task = tokio::spawn(event_loop.run());
     Ok(Started {
-        handle,
-        relays: relay_rx,
+        network,
+        events: events_rx,
         listen,
         task,
     })
@@ -178,154 +154,107 @@ async fn wait_listening(
     Ok(listen)
 }
 
-fn load_known(store: &Store) -> HashMap<PeerId, Vec<Multiaddr>> {
-    let peers = store.known_peers().unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cannot read known peers");
-        Vec::new()
-    });
-    let mut known = HashMap::new();
-    for p in peers {
-        let Ok(peer) = PeerId::from_bytes(&p.peer) else {
-            continue;
-        };
-        let addrs: Vec<Multiaddr> = p.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-        if !addrs.is_empty() {
-            known.insert(peer, addrs);
-        }
-    }
-    known
-}
-
-/// Callers waiting for the answers to our requests of one protocol.
-pub(super) type Pending<R> = HashMap<OutboundRequestId, oneshot::Sender<Result<R, P2pError>>>;
-
-pub(super) struct EventLoop {
-    pub(super) swarm: Swarm<Behaviour>,
-    /// Signs our announcements.
-    pub(super) key: Keypair,
-    pub(super) commands: mpsc::Receiver<Command>,
-    pub(super) handle: P2pHandle,
-    /// Records clients wrote on this node, to publish.
-    pub(super) client_writes: mpsc::Receiver<Arc<Applied>>,
-    pub(super) store: Arc<Store>,
-    pub(super) writer: Writer,
-    pub(super) relays: mpsc::Sender<InboundRelay>,
-    pub(super) peers: HashMap<PeerId, Connected>,
-    pub(super) known: HashMap<PeerId, Vec<Multiaddr>>,
-    pub(super) pending_sync: Pending<sync::Response>,
-    pub(super) pending_peer: Pending<peer::Response>,
-    pub(super) syncing: HashSet<PeerId>,
-    pub(super) announced: Option<Hash>,
-    pub(super) announced_at: Instant,
-    pub(super) stun: StunLink,
-    /// STUN state version last announced.
-    pub(super) stun_version: u64,
-    pub(super) cfg: Arc<Config>,
-    pub(super) metrics: Metrics,
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+    connected: HashMap<PeerId, Connected>,
+    known: Known,
+    reach: Reach,
+    pending_sync: Pending<sync::Response>,
+    pending_peer: Pending<peer::Response>,
+    /// Our own peer-exchange requests in flight.
+    exchanges: HashSet<OutboundRequestId>,
+    /// Gossip messages handed out and not yet validated.
+    unvalidated: usize,
+    cfg: Arc<Config>,
+    metrics: Metrics,
     /// libp2p's own metrics (swarm, gossipsub, identify, ping).
-    pub(super) recorder: libp2p::metrics::Metrics,
-    pub(super) shutdown: CancellationToken,
+    recorder: libp2p::metrics::Metrics,
+    stop: CancellationToken,
 }
 
 impl EventLoop {
     async fn run(mut self) {
-        let mut announce_tick = tokio::time::interval(Duration::from_secs(1));
-        let mut sync_tick = tokio::time::interval(self.cfg.sync_interval());
+        let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
         loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => break,
+                _ = self.stop.cancelled() => break,
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 Some(cmd) = self.commands.recv() => self.on_command(cmd),
-                Some(a) = self.client_writes.recv() => self.on_applied(&a),
-                _ = announce_tick.tick() => self.announce(),
-                _ = sync_tick.tick() => self.maintain(),
+                _ = maintain.tick() => self.maintain(),
             }
         }
         tracing::debug!("swarm stopped");
     }
 
-    /// Periodic upkeep: keep enough peers, and reconcile with one whose root differs.
+    fn emit(&self, ev: Event) {
+        // The node stops after the swarm; until then it takes every event.
+        let _ = self.events.send(ev);
+    }
+
+    /// Keep enough peers: dial known ones, and ask a connected one whom it knows.
     fn maintain(&mut self) {
-        if self.peers.len() < TARGET_PEERS.min(self.cfg.max_peers as usize) {
-            let local = *self.swarm.local_peer_id();
-            let candidates: Vec<(PeerId, Vec<Multiaddr>)> = self
-                .known
+        self.metrics.peers.set(self.connected.len() as i64);
+        if self.connected.len() >= TARGET_PEERS.min(self.cfg.max_peers as usize) {
+            return;
+        }
+        let local = *self.swarm.local_peer_id();
+        let connected = &self.connected;
+        for (peer, addrs) in self
+            .known
+            .candidates(2, |p| *p == local || connected.contains_key(p))
+        {
+            let _ = self
+                .swarm
+                .dial(DialOpts::peer_id(peer).addresses(addrs).build());
+        }
+        let peers: Vec<PeerId> = self.connected.keys().copied().collect();
+        if !peers.is_empty() {
+            self.exchange_peers(peers[random_index(peers.len())]);
+        }
+    }
+
+    fn exchange_peers(&mut self, peer: PeerId) {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .peer
+            .send_request(&peer, Inbound::Valid(peer::Request::Peers));
+        self.exchanges.insert(id);
+    }
+
+    /// Take a peer-exchange answer: a bounded number of entries, usable addresses
+    /// only, and a bounded number of new dials.
+    fn learn(&mut self, entries: Vec<PeerEntry>) {
+        let local = *self.swarm.local_peer_id();
+        let mut dials = 0;
+        for e in entries.into_iter().take(EXCHANGE_ENTRIES) {
+            let Ok(peer) = PeerId::from_bytes(&e.peer) else {
+                continue;
+            };
+            let addrs: Vec<Multiaddr> = e
+                .addrs
                 .iter()
-                .filter(|(p, _)| **p != local && !self.peers.contains_key(p))
-                .take(2)
-                .map(|(p, a)| (*p, a.clone()))
+                .filter_map(|a| Multiaddr::try_from(a.to_vec()).ok())
+                .filter(|a| usable(self.reach, a))
+                .take(ADDRS_PER_PEER)
                 .collect();
-            for (peer, addrs) in candidates {
+            if peer == local || addrs.is_empty() {
+                continue;
+            }
+            let new = self.known.learn(peer, addrs.clone());
+            if new
+                && dials < self.cfg.exchange_dials
+                && !self.connected.contains_key(&peer)
+                && self.connected.len() < self.cfg.max_peers as usize
+            {
+                dials += 1;
                 let _ = self
                     .swarm
                     .dial(DialOpts::peer_id(peer).addresses(addrs).build());
             }
-            // Ask a connected peer whom it knows: the network grows past the bootstrap node.
-            let connected: Vec<PeerId> = self.peers.keys().copied().collect();
-            if !connected.is_empty() {
-                self.exchange_peers(connected[random_index(connected.len())]);
-            }
         }
-        if self.syncing.len() >= MAX_SYNCS {
-            return;
-        }
-        let Ok(db) = self.store.db_hash() else { return };
-        let differing: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(p, c)| {
-                // A peer that is reconciling with us now does the work for both.
-                let busy = c
-                    .inbound_sync
-                    .is_some_and(|t| t.elapsed() < self.cfg.sync_interval());
-                !busy && !self.syncing.contains(p) && c.db_root != Some(db.root)
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        if !differing.is_empty() {
-            let pick = differing[random_index(differing.len())];
-            self.start_sync(pick);
-        }
-    }
-
-    fn start_sync(&mut self, peer: PeerId) {
-        if !self.syncing.insert(peer) {
-            return;
-        }
-        let (handle, store, writer) =
-            (self.handle.clone(), self.store.clone(), self.writer.clone());
-        let (metrics, timeout) = (self.metrics.clone(), self.cfg.sync_timeout());
-        tokio::spawn(async move {
-            let result = tokio::time::timeout(
-                timeout,
-                crate::sync::reconcile(&handle, &store, &writer, peer),
-            )
-            .await
-            .unwrap_or(Err(crate::sync::SyncError::TimedOut(timeout)));
-            metrics
-                .syncs
-                .get_or_create(&crate::metrics::ByResult {
-                    result: if result.is_ok() { "done" } else { "failed" },
-                })
-                .inc();
-            match result {
-                Ok(stats) => {
-                    metrics.sync_rounds.inc_by(stats.rounds as u64);
-                    metrics.sync_records.inc_by(stats.records_received as u64);
-                    if stats.records_received > 0 || stats.rounds > 1 {
-                        tracing::info!(%peer, ?stats, "reconciled");
-                    }
-                }
-                Err(crate::sync::SyncError::Protocol(why)) => {
-                    let _ = handle
-                        .commands
-                        .send(Command::Misbehaved { peer, why })
-                        .await;
-                }
-                Err(e) => tracing::debug!(%peer, error = %e, "reconciliation stopped"),
-            }
-            let _ = handle.commands.send(Command::SyncDone { peer }).await;
-        });
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -362,34 +291,6 @@ impl EventLoop {
                     .send_request(&peer, Inbound::Valid(request));
                 self.pending_peer.insert(id, reply);
             }
-            Command::Peers { reply } => {
-                let gs = &self.swarm.behaviour().gossipsub;
-                let mut list: Vec<_> = self
-                    .peers
-                    .iter()
-                    .map(|(p, c)| c.info(p, gs.peer_score(p)))
-                    .collect();
-                list.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
-                let _ = reply.send(list);
-            }
-            Command::Listen { reply } => {
-                let _ = reply.send(self.swarm.listeners().cloned().collect());
-            }
-            Command::Dial { addr } => {
-                if let Err(e) = self.swarm.dial(addr.clone()) {
-                    tracing::warn!(%addr, error = %e, "dial failed");
-                }
-            }
-            Command::Validated {
-                id,
-                source,
-                acceptance,
-            } => {
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&id, &source, acceptance);
-            }
             // The peer may have gone meanwhile; nothing to do then.
             Command::RespondSync { channel, response } => {
                 let _ = self
@@ -405,15 +306,56 @@ impl EventLoop {
                     .peer
                     .send_response(channel, response);
             }
+            Command::Publish { topic, data } => {
+                let t = match topic {
+                    Topic::Records => records_topic(),
+                    Topic::Announce => announce_topic(),
+                };
+                if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(t, data) {
+                    tracing::trace!(error = %e, ?topic, "not published; anti-entropy will carry it");
+                }
+            }
+            Command::Validated {
+                id,
+                source,
+                acceptance,
+            } => {
+                self.unvalidated = self.unvalidated.saturating_sub(1);
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &source, acceptance);
+            }
+            Command::Connections { reply } => {
+                let gs = &self.swarm.behaviour().gossipsub;
+                let mut list: Vec<_> = self
+                    .connected
+                    .values()
+                    .map(|c| {
+                        let mut facts = c.facts.clone();
+                        facts.score = gs.peer_score(&facts.peer);
+                        facts
+                    })
+                    .collect();
+                list.sort_by_key(|c| c.peer.to_string());
+                let _ = reply.send(list);
+            }
+            Command::Listen { reply } => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Dial { addr } => {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    tracing::warn!(%addr, error = %e, "dial failed");
+                }
+            }
             Command::Misbehaved { peer, why } => {
-                tracing::warn!(%peer, %why, "peer broke the sync protocol; disconnecting");
+                tracing::warn!(%peer, %why, "peer broke a protocol; disconnecting");
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
-            Command::Learned { entries } => self.learn(entries),
-            Command::SyncDone { peer } => {
-                self.syncing.remove(&peer);
+            Command::External { addr } => {
+                tracing::info!(%addr, "external address candidate from STUN");
+                self.swarm.add_external_address(addr);
             }
-            Command::Hello { peer, sealed } => self.on_hello(peer, &sealed),
         }
     }
 
@@ -444,8 +386,8 @@ impl EventLoop {
                 result: Ok(rtt),
                 ..
             })) => {
-                if let Some(c) = self.peers.get_mut(&peer) {
-                    c.ping = Some(rtt);
+                if let Some(c) = self.connected.get_mut(&peer) {
+                    c.facts.ping = Some(rtt);
                 }
             }
             SwarmEvent::ConnectionEstablished {
@@ -455,33 +397,24 @@ impl EventLoop {
                 ..
             } => {
                 if num_established.get() > 1 {
-                    if let Some(c) = self.peers.get_mut(&peer_id) {
+                    if let Some(c) = self.connected.get_mut(&peer_id) {
                         c.connections += 1;
                     }
                     return;
                 }
-                tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer connected");
-                let dialer = endpoint.is_dialer();
-                if let Some(remote) = ip_of(endpoint.get_remote_address()) {
-                    let _ = self.stun.events.try_send(PeerEvent::Up {
-                        peer: peer_id,
-                        remote,
-                    });
-                }
-                // Its root and STUN port now, rather than whenever gossip brings them.
-                self.hello(peer_id);
-                let _ = self.handle.peer_events.send(serde_json::json!({
-                    "peerId": peer_id.to_string(),
-                    "event": "connected",
-                    "addr": endpoint.get_remote_address().to_string(),
-                }));
-                self.peers
-                    .insert(peer_id, Connected::new(&endpoint, clock::unix_secs()));
+                let remote = endpoint.get_remote_address().clone();
+                tracing::info!(peer = %peer_id, addr = %remote, "peer connected");
+                self.connected.insert(
+                    peer_id,
+                    Connected::new(peer_id, &endpoint, clock::unix_secs()),
+                );
+                self.metrics.peers.set(self.connected.len() as i64);
                 self.exchange_peers(peer_id);
-                // The dialing side starts anti-entropy, so a pair does not do it twice.
-                if dialer && self.syncing.len() < MAX_SYNCS {
-                    self.start_sync(peer_id);
-                }
+                self.emit(Event::PeerUp {
+                    peer: peer_id,
+                    remote,
+                    dialer: endpoint.is_dialer(),
+                });
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -489,14 +422,11 @@ impl EventLoop {
                 ..
             } => {
                 if num_established == 0 {
-                    self.peers.remove(&peer_id);
-                    let _ = self.stun.events.try_send(PeerEvent::Down { peer: peer_id });
-                    let _ = self.handle.peer_events.send(serde_json::json!({
-                        "peerId": peer_id.to_string(),
-                        "event": "disconnected",
-                    }));
+                    self.connected.remove(&peer_id);
+                    self.metrics.peers.set(self.connected.len() as i64);
                     tracing::info!(peer = %peer_id, "peer disconnected");
-                } else if let Some(c) = self.peers.get_mut(&peer_id) {
+                    self.emit(Event::PeerDown { peer: peer_id });
+                } else if let Some(c) = self.connected.get_mut(&peer_id) {
                     c.connections = c.connections.saturating_sub(1);
                 }
             }
@@ -507,10 +437,169 @@ impl EventLoop {
             _ => {}
         }
     }
-}
 
-fn random_index(n: usize) -> usize {
-    let mut b = [0u8; 8];
-    let _ = getrandom::fill(&mut b);
-    (u64::from_le_bytes(b) % n as u64) as usize
+    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        let topic = if message.topic == records_topic().hash() {
+            Some(Topic::Records)
+        } else if message.topic == announce_topic().hash() {
+            Some(Topic::Announce)
+        } else {
+            None
+        };
+        let Some(topic) = topic.filter(|_| self.unvalidated < MAX_UNVALIDATED) else {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&id, &source, MessageAcceptance::Ignore);
+            return;
+        };
+        self.unvalidated += 1;
+        self.emit(Event::Gossip {
+            topic,
+            id,
+            source,
+            data: message.data,
+        });
+    }
+
+    fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
+        let listen: Vec<Multiaddr> = info
+            .listen_addrs
+            .into_iter()
+            .filter(|a| usable(self.reach, a))
+            .take(ADDRS_PER_PEER)
+            .collect();
+        if let Some(c) = self.connected.get_mut(&peer) {
+            c.facts.agent = Some(info.agent_version);
+            c.facts.listen = listen.clone();
+        }
+        for a in &listen {
+            self.swarm.add_peer_address(peer, a.clone());
+        }
+        if !listen.is_empty() {
+            self.known.learn(peer, listen.clone());
+        }
+        self.emit(Event::Identified { peer, listen });
+    }
+
+    fn on_sync(&mut self, ev: request_response::Event<Inbound<sync::Request>, sync::Response>) {
+        if let Some((peer, request, channel)) = self.triage(ev, Self::sync_reply) {
+            self.emit(Event::InboundSync {
+                peer,
+                request,
+                channel,
+            });
+        }
+    }
+
+    fn on_peer(&mut self, ev: request_response::Event<Inbound<peer::Request>, peer::Response>) {
+        let Some((peer, request, channel)) = self.triage(ev, Self::peer_reply) else {
+            return;
+        };
+        if let peer::Request::Peers = request {
+            let entries = self
+                .connected
+                .values()
+                .filter(|c| c.facts.peer != peer && !c.facts.listen.is_empty())
+                .take(EXCHANGE_ENTRIES)
+                .map(|c| PeerEntry {
+                    peer: c.facts.peer.to_bytes().into(),
+                    addrs: c.facts.listen.iter().map(|a| a.to_vec().into()).collect(),
+                })
+                .collect();
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .peer
+                .send_response(channel, peer::Response::Peers(entries));
+            return;
+        }
+        self.emit(Event::InboundPeer {
+            peer,
+            request,
+            channel,
+        });
+    }
+
+    fn sync_reply(&mut self, id: OutboundRequestId, r: Result<sync::Response, P2pError>) {
+        if let Some(reply) = self.pending_sync.remove(&id) {
+            let _ = reply.send(r);
+        }
+    }
+
+    fn peer_reply(&mut self, id: OutboundRequestId, r: Result<peer::Response, P2pError>) {
+        if self.exchanges.remove(&id) {
+            if let Ok(peer::Response::Peers(entries)) = r {
+                self.learn(entries);
+            }
+            return;
+        }
+        if let Some(reply) = self.pending_peer.remove(&id) {
+            let _ = reply.send(r);
+        }
+    }
+
+    /// Answers and failures go to `reply`; a malformed request or an unreadable
+    /// answer disconnects the peer; a valid request comes back.
+    fn triage<Req, Resp>(
+        &mut self,
+        ev: request_response::Event<Inbound<Req>, Resp>,
+        reply: fn(&mut Self, OutboundRequestId, Result<Resp, P2pError>),
+    ) -> Option<(PeerId, Req, ResponseChannel<Resp>)> {
+        use request_response::{Event, InboundFailure, Message, OutboundFailure};
+        match ev {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => match request {
+                Inbound::Valid(request) => return Some((peer, request, channel)),
+                Inbound::Malformed(why) => {
+                    tracing::warn!(%peer, %why, "peer sent a malformed request; disconnecting");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+            },
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => reply(self, request_id, Ok(response)),
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                // An unreadable answer is a protocol violation; a peer that went
+                // away meanwhile shows up here too, and is gone already.
+                if let OutboundFailure::Io(e) = &error
+                    && e.kind() == std::io::ErrorKind::InvalidData
+                {
+                    tracing::warn!(%peer, error = %e, "peer sent an unreadable response; disconnecting");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+                let failed = P2pError::Request {
+                    peer,
+                    reason: error.to_string(),
+                };
+                reply(self, request_id, Err(failed));
+            }
+            Event::InboundFailure {
+                peer,
+                error: InboundFailure::Io(e),
+                ..
+            } => {
+                tracing::warn!(%peer, error = %e, "peer sent an unreadable request; disconnecting");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            _ => {}
+        }
+        None
+    }
 }

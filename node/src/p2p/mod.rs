@@ -1,24 +1,23 @@
-//! The libp2p swarm: who we are connected to, gossip of records and announcements,
-//! and the request-response protocol that anti-entropy, peer exchange and `relay`
-//! use.
+//! The libp2p swarm, as the rest of the node sees it: a cloneable [`Network`]
+//! handle of commands, and a stream of [`Event`]s that the node answers (the
+//! rust-libp2p file-sharing shape). One task ([`event_loop`]) owns the `Swarm`,
+//! its channels and the requests in flight, and what libp2p itself tells about
+//! connections; what peers *say* (their announcements, their records) is the
+//! node's business (`crate::peers`), as is answering their requests.
 //!
-//! One task ([`event_loop`]) owns the `Swarm`; everything else holds a cloneable
-//! [`P2pHandle`] and sends it commands, with answers on oneshot channels (the
-//! rust-libp2p file-sharing pattern). Slow work (signature checks, store reads,
-//! reconciliation) runs in spawned tasks that report back through the same command
-//! channel, so the loop itself never waits.
+//! The loop also keeps the node connected: it remembers peers it learns (by
+//! identify and peer exchange, within limits), redials them while it has too few,
+//! and answers peer exchange itself.
 
-mod announce;
 mod behaviour;
 mod codec;
+mod connections;
 mod event_loop;
-mod gossip;
-mod peers;
-mod requests;
 mod transport;
 
-use cirrus_proto::api::PeerInfo;
 use cirrus_proto::{peer, sync};
+use libp2p::gossipsub::{MessageAcceptance, MessageId};
+use libp2p::request_response::ResponseChannel;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,7 +26,8 @@ pub use behaviour::{
     build_swarm, records_topic,
 };
 pub use codec::{CborCodec, Inbound};
-pub use event_loop::{Started, StunLink, start};
+pub use connections::{Connection, usable};
+pub use event_loop::{Started, start};
 
 #[derive(Debug, thiserror::Error)]
 pub enum P2pError {
@@ -45,7 +45,53 @@ pub enum P2pError {
     Stopped,
 }
 
-/// What the rest of the node (and the loop's own tasks) may ask of the swarm.
+/// The gossip topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    Records,
+    Announce,
+}
+
+/// What the swarm tells the node. Requests carry the channel to answer on
+/// ([`Network::respond_sync`], [`Network::respond_peer`]); gossip messages wait for
+/// [`Network::validated`].
+#[derive(Debug)]
+pub enum Event {
+    /// The first connection to a peer is up.
+    PeerUp {
+        peer: PeerId,
+        /// The connection's remote address.
+        remote: Multiaddr,
+        /// We dialed it.
+        dialer: bool,
+    },
+    /// The last connection to a peer closed.
+    PeerDown { peer: PeerId },
+    /// Identify told the addresses the peer listens on.
+    Identified {
+        peer: PeerId,
+        listen: Vec<Multiaddr>,
+    },
+    Gossip {
+        topic: Topic,
+        id: MessageId,
+        source: PeerId,
+        data: Vec<u8>,
+    },
+    InboundSync {
+        peer: PeerId,
+        request: sync::Request,
+        channel: ResponseChannel<sync::Response>,
+    },
+    /// Hello, relay or punch (the loop answers peer exchange itself).
+    InboundPeer {
+        peer: PeerId,
+        request: peer::Request,
+        channel: ResponseChannel<peer::Response>,
+    },
+}
+
+/// What the node asks of the swarm.
 pub(crate) enum Command {
     Sync {
         peer: PeerId,
@@ -57,8 +103,25 @@ pub(crate) enum Command {
         request: peer::Request,
         reply: oneshot::Sender<Result<peer::Response, P2pError>>,
     },
-    Peers {
-        reply: oneshot::Sender<Vec<PeerInfo>>,
+    RespondSync {
+        channel: ResponseChannel<sync::Response>,
+        response: sync::Response,
+    },
+    RespondPeer {
+        channel: ResponseChannel<peer::Response>,
+        response: peer::Response,
+    },
+    Publish {
+        topic: Topic,
+        data: Vec<u8>,
+    },
+    Validated {
+        id: MessageId,
+        source: PeerId,
+        acceptance: MessageAcceptance,
+    },
+    Connections {
+        reply: oneshot::Sender<Vec<Connection>>,
     },
     Listen {
         reply: oneshot::Sender<Vec<Multiaddr>>,
@@ -66,57 +129,25 @@ pub(crate) enum Command {
     Dial {
         addr: Multiaddr,
     },
-    /// A gossip message was checked: forward it, or drop it and penalise its sender.
-    Validated {
-        id: libp2p::gossipsub::MessageId,
-        source: PeerId,
-        acceptance: libp2p::gossipsub::MessageAcceptance,
-    },
-    /// The answer to an inbound sync request is ready.
-    RespondSync {
-        channel: libp2p::request_response::ResponseChannel<sync::Response>,
-        response: sync::Response,
-    },
-    /// The answer to an inbound peer request is ready.
-    RespondPeer {
-        channel: libp2p::request_response::ResponseChannel<peer::Response>,
-        response: peer::Response,
-    },
-    /// A peer broke the protocol: disconnect it.
+    /// A peer broke a protocol: disconnect it.
     Misbehaved {
         peer: PeerId,
         why: String,
     },
-    /// Peers learned by peer exchange.
-    Learned {
-        entries: Vec<peer::PeerEntry>,
+    /// Peers may reach us at this address (STUN found it).
+    External {
+        addr: Multiaddr,
     },
-    SyncDone {
-        peer: PeerId,
-    },
-    /// A peer answered our hello with its signed announcement.
-    Hello {
-        peer: PeerId,
-        sealed: Vec<u8>,
-    },
-}
-
-/// A JSON-RPC request relayed to this node by a peer; answer on `reply`.
-pub struct InboundRelay {
-    pub from: PeerId,
-    pub request: Vec<u8>,
-    pub reply: oneshot::Sender<Vec<u8>>,
 }
 
 /// Cloneable handle to the swarm task.
 #[derive(Clone)]
-pub struct P2pHandle {
+pub struct Network {
     commands: mpsc::Sender<Command>,
     pub local_peer_id: PeerId,
-    peer_events: tokio::sync::broadcast::Sender<serde_json::Value>,
 }
 
-impl P2pHandle {
+impl Network {
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -127,6 +158,11 @@ impl P2pHandle {
             .await
             .map_err(|_| P2pError::Stopped)?;
         rx.await.map_err(|_| P2pError::Stopped)
+    }
+
+    async fn tell(&self, cmd: Command) {
+        // After the swarm stopped there is nobody to tell.
+        let _ = self.commands.send(cmd).await;
     }
 
     /// Send a sync request to a connected peer and wait for its response.
@@ -143,7 +179,7 @@ impl P2pHandle {
         .await?
     }
 
-    /// Send a peer request (relay, punch, peer exchange) and wait for the response.
+    /// Send a peer request (hello, relay, punch) and wait for the response.
     pub async fn ask_peer(
         &self,
         peer: PeerId,
@@ -157,17 +193,43 @@ impl P2pHandle {
         .await?
     }
 
-    pub async fn peers(&self) -> Result<Vec<PeerInfo>, P2pError> {
-        self.ask(|reply| Command::Peers { reply }).await
+    pub async fn respond_sync(
+        &self,
+        channel: ResponseChannel<sync::Response>,
+        response: sync::Response,
+    ) {
+        self.tell(Command::RespondSync { channel, response }).await
+    }
+
+    pub async fn respond_peer(
+        &self,
+        channel: ResponseChannel<peer::Response>,
+        response: peer::Response,
+    ) {
+        self.tell(Command::RespondPeer { channel, response }).await
+    }
+
+    pub async fn publish(&self, topic: Topic, data: Vec<u8>) {
+        self.tell(Command::Publish { topic, data }).await
+    }
+
+    /// A gossip message was checked: forward it, or drop it and penalise its sender.
+    pub async fn validated(&self, id: MessageId, source: PeerId, acceptance: MessageAcceptance) {
+        self.tell(Command::Validated {
+            id,
+            source,
+            acceptance,
+        })
+        .await
+    }
+
+    /// The connections as libp2p knows them, one per connected peer.
+    pub async fn connections(&self) -> Result<Vec<Connection>, P2pError> {
+        self.ask(|reply| Command::Connections { reply }).await
     }
 
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, P2pError> {
         self.ask(|reply| Command::Listen { reply }).await
-    }
-
-    /// Peers connecting and leaving: `{"peerId", "event": "connected"|"disconnected", "addr"}`.
-    pub fn peer_events(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
-        self.peer_events.subscribe()
     }
 
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), P2pError> {
@@ -176,4 +238,28 @@ impl P2pHandle {
             .await
             .map_err(|_| P2pError::Stopped)
     }
+
+    pub async fn misbehaved(&self, peer: PeerId, why: String) {
+        self.tell(Command::Misbehaved { peer, why }).await
+    }
+
+    pub async fn external_address(&self, addr: Multiaddr) {
+        self.tell(Command::External { addr }).await
+    }
+}
+
+/// The IP of a multiaddr, if it has one.
+pub fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
+}
+
+/// A uniformly random index below `n` (for picking one of several peers).
+pub fn random_index(n: usize) -> usize {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    (u64::from_le_bytes(b) % n.max(1) as u64) as usize
 }

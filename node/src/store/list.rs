@@ -126,13 +126,25 @@ impl Store {
     }
 }
 
-/// Key and value bytes in one page at most (JSON escaping can make the answer up to
-/// six times larger): a page of 1000 records of 64 KiB would otherwise be hundreds
-/// of megabytes built in memory for one request.
+/// Key and value bytes in one page at most, as JSON writes them: a page of 1000
+/// records of 64 KiB would otherwise be hundreds of megabytes built in memory for
+/// one request, and escaping can make a value six times its size.
 pub const PAGE_BYTES: usize = 1 << 20;
 
 fn size(s: &Stored) -> usize {
-    s.record.key.len() + s.record.value.as_ref().map_or(0, String::len)
+    json_len(&s.record.key) + s.record.value.as_deref().map_or(0, json_len)
+}
+
+/// Bytes of `s` as a JSON string body: `"` and `\` take two, control characters
+/// up to six (`\u00XX`).
+fn json_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 fn encode_cursor(tag: u8, key: &[u8]) -> String {

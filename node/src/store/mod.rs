@@ -232,6 +232,16 @@ impl Store {
         read_stored(&txn.open_table(RECORDS)?, &primary_key(slot))
     }
 
+    /// The records in `slots`, from one snapshot.
+    pub fn get_many(&self, slots: &[Slot]) -> Result<Vec<Option<Stored>>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let records = txn.open_table(RECORDS)?;
+        slots
+            .iter()
+            .map(|s| read_stored(&records, &primary_key(s)))
+            .collect()
+    }
+
     /// The record in `slot` (if any), a proof of presence or absence, and the root
     /// the proof is against, all from one snapshot.
     pub fn get_with_proof(&self, slot: &Slot) -> Result<(Option<Stored>, Proof, Hash), StoreError> {

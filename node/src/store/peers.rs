@@ -7,9 +7,6 @@ use serde::{Deserialize, Serialize};
 use super::tables::PEERS;
 use super::{Store, StoreError};
 
-/// Most peers remembered; the least recently seen are forgotten first.
-pub const MAX_KNOWN_PEERS: usize = 1000;
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KnownPeer {
@@ -26,15 +23,25 @@ pub struct KnownPeer {
 }
 
 impl Store {
-    pub fn save_peer(&self, p: &KnownPeer) -> Result<(), StoreError> {
-        let txn = self.db()?.begin_write()?;
+    /// Remember `peers` in one transaction, keeping at most `max` (the least
+    /// recently seen are forgotten first). Not made durable at once: these are
+    /// dialing hints, and the next durable commit takes them along.
+    pub fn save_peers(&self, peers: &[KnownPeer], max: usize) -> Result<(), StoreError> {
+        if peers.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db()?.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
         {
             let mut t = txn.open_table(PEERS)?;
-            let json = serde_json::to_vec(p).expect("serializes");
-            t.insert(p.peer.as_slice(), json.as_slice())?;
-            if t.len()? as usize > MAX_KNOWN_PEERS
-                && let Some(oldest) = oldest_peer(&t)?
-            {
+            for p in peers {
+                let json = serde_json::to_vec(p).expect("serializes");
+                t.insert(p.peer.as_slice(), json.as_slice())?;
+            }
+            while t.len()? as usize > max {
+                let Some(oldest) = oldest_peer(&t)? else {
+                    break;
+                };
                 t.remove(oldest.as_slice())?;
             }
         }

@@ -1,5 +1,5 @@
 //! Anti-entropy: drives the reconciliation of `proto::sync` over the swarm, and
-//! answers peers that reconcile with us.
+//! answers peers that reconcile with us; [`schedule`] decides with whom and when.
 //!
 //! A node that holds nothing first streams the peer's whole database in pages of a
 //! few megabytes. Then the two walk their tries until nothing differs. The walk
@@ -9,6 +9,9 @@
 //! peer that sends an invalid record or a malformed message is reported as
 //! misbehaving and disconnected.
 
+pub mod schedule;
+
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use cirrus_proto::api::PutStatus;
@@ -18,7 +21,7 @@ use cirrus_proto::sync::{self as proto, Item, Request, Response};
 use libp2p::PeerId;
 use serde_bytes::ByteBuf;
 
-use crate::p2p::{P2pError, P2pHandle};
+use crate::p2p::{Network, P2pError};
 use crate::store::writer::{Origin, WriteError, Writer};
 use crate::store::{Store, StoreError, Stored};
 
@@ -61,14 +64,14 @@ pub struct SyncStats {
 
 /// Reconcile our store with `peer`'s until the tries agree.
 pub async fn reconcile(
-    p2p: &P2pHandle,
+    p2p: &Network,
     store: &Arc<Store>,
     writer: &Writer,
     peer: PeerId,
 ) -> Result<SyncStats, SyncError> {
     let mut st = SyncStats::default();
     if store.db_hash()?.records == 0 {
-        stream_all(p2p, writer, peer, &mut st).await?;
+        stream_all(p2p, store, writer, peer, &mut st).await?;
     }
     let mut msg = blocking(store, proto::opening).await?;
     while !msg.is_empty() {
@@ -123,7 +126,7 @@ pub async fn serve(
 }
 
 async fn ask(
-    p2p: &P2pHandle,
+    p2p: &Network,
     peer: PeerId,
     req: Request,
     st: &mut SyncStats,
@@ -144,7 +147,8 @@ pub fn wire_len<T: serde::Serialize>(msg: &T) -> usize {
 }
 
 async fn stream_all(
-    p2p: &P2pHandle,
+    p2p: &Network,
+    store: &Arc<Store>,
     writer: &Writer,
     peer: PeerId,
     st: &mut SyncStats,
@@ -161,7 +165,8 @@ async fn stream_all(
         st.pages += 1;
         let raw: Vec<Vec<u8>> = records.into_iter().map(ByteBuf::into_vec).collect();
         st.record_bytes += raw.iter().map(Vec::len).sum::<usize>();
-        let stored = verify_all(raw).await?;
+        let (fresh, _) = sort_out(store, raw).await?;
+        let stored = verify_all(fresh).await?;
         st.records_received += stored.len();
         if !stored.is_empty() {
             writer.apply(stored, Origin::Sync).await?;
@@ -185,21 +190,60 @@ async fn receive(
         .map(<[u8]>::to_vec)
         .collect();
     st.record_bytes += raw.iter().map(Vec::len).sum::<usize>();
-    let stored = verify_all(raw).await?;
+    let (fresh, mut lost) = sort_out(store, raw).await?;
+    let stored = verify_all(fresh).await?;
     st.records_received += stored.len();
-    let mut lost: Vec<Hash> = Vec::new();
     if !stored.is_empty() {
         let slots: Vec<Hash> = stored.iter().map(|s| s.record.slot().hash()).collect();
         let statuses = writer.apply(stored, Origin::Sync).await?;
-        lost = slots
-            .into_iter()
-            .zip(statuses)
-            .filter(|(_, s)| *s == PutStatus::Stale)
-            .map(|(h, _)| h)
-            .collect();
+        lost.extend(
+            slots
+                .into_iter()
+                .zip(statuses)
+                .filter(|(_, s)| *s == PutStatus::Stale)
+                .map(|(h, _)| h),
+        );
     }
     let items = items.to_vec();
     blocking(store, move |snap| proto::answer(snap, &items, &lost)).await
+}
+
+/// Decode carried records and set aside, before any signature is checked, those
+/// that change nothing here: copies of one record (a peer may repeat them), records
+/// we hold already, and older versions of what we hold (their slots are returned,
+/// so ours are sent back). What is left needs verifying.
+async fn sort_out(
+    store: &Arc<Store>,
+    raw: Vec<Vec<u8>>,
+) -> Result<(Vec<Record>, Vec<Hash>), SyncError> {
+    if raw.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut seen = HashSet::new();
+        let mut records = Vec::with_capacity(raw.len());
+        for bytes in raw {
+            let r = Record::decode(&bytes)
+                .map_err(|e| SyncError::Protocol(format!("invalid record: {e}")))?;
+            if seen.insert(r.id()) {
+                records.push(r);
+            }
+        }
+        let slots: Vec<_> = records.iter().map(Record::slot).collect();
+        let held = store.get_many(&slots)?;
+        let (mut fresh, mut lost) = (Vec::new(), Vec::new());
+        for (r, h) in records.into_iter().zip(held) {
+            match h {
+                Some(h) if h.id == r.id() => {}
+                Some(h) if !r.supersedes(&r.id(), &h.record, &h.id) => lost.push(r.slot().hash()),
+                _ => fresh.push(r),
+            }
+        }
+        Ok((fresh, lost))
+    })
+    .await
+    .map_err(|e| SyncError::Protocol(format!("sync task failed: {e}")))?
 }
 
 /// Run a read-only step on a fresh snapshot, off the async threads.
@@ -221,22 +265,21 @@ async fn blocking<T: Send + 'static>(
     .map_err(|e| SyncError::Protocol(format!("sync task failed: {e}")))?
 }
 
-/// Decode and verify records on all cores; any invalid record is a protocol violation.
-async fn verify_all(raw: Vec<Vec<u8>>) -> Result<Vec<Stored>, SyncError> {
-    if raw.is_empty() {
+/// Verify records on all cores; any invalid record is a protocol violation.
+async fn verify_all(records: Vec<Record>) -> Result<Vec<Stored>, SyncError> {
+    if records.is_empty() {
         return Ok(Vec::new());
     }
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = raw.len().div_ceil(workers).max(64);
+    let chunk = records.len().div_ceil(workers).max(64);
     let mut tasks = Vec::new();
-    let mut rest = raw;
+    let mut rest = records;
     while !rest.is_empty() {
         let tail = rest.split_off(chunk.min(rest.len()));
         let part = std::mem::replace(&mut rest, tail);
         tasks.push(tokio::task::spawn_blocking(move || {
             part.into_iter()
-                .map(|bytes| {
-                    let record = Record::decode(&bytes).map_err(|e| e.to_string())?;
+                .map(|record| {
                     record.verify().map_err(|e| e.to_string())?;
                     let id = record.id();
                     Ok(Stored { record, id })

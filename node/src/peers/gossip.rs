@@ -1,0 +1,151 @@
+//! Gossip from peers: records (checked before they are forwarded or stored) and
+//! announcements (at most [`ANNOUNCES_PER_SOURCE`] a second from one peer, checked,
+//! kept for connected peers).
+
+use std::collections::HashMap;
+
+use cirrus_proto::api::PutStatus;
+use cirrus_proto::record::Record;
+use libp2p::PeerId;
+use libp2p::gossipsub::{MessageAcceptance, MessageId};
+
+use super::Peers;
+use super::announce::{self, Announce};
+use crate::store::writer::Origin;
+use crate::store::{KnownPeer, Stored};
+use crate::stun::manager::PeerEvent;
+use crate::sync::schedule::SyncEvent;
+
+/// Announcements one peer may pass us per second (its own and those it forwards);
+/// beyond this they are ignored before any signature is checked.
+pub(super) const ANNOUNCES_PER_SOURCE: u32 = 100;
+
+/// Check a gossiped record and store it; report the verdict to gossipsub. A record
+/// the store already holds (a duplicate copy) is not verified again: its id is the
+/// hash of its signed bytes, and those were verified when it was stored.
+pub(super) fn record(p: &Peers, id: MessageId, source: PeerId, data: Vec<u8>) {
+    let (network, writer, store, metrics) = (
+        p.network.clone(),
+        p.writer.clone(),
+        p.store.clone(),
+        p.metrics.clone(),
+    );
+    p.tasks.spawn(async move {
+        let record = match Record::decode(&data) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(peer = %source, error = %e, "dropping an undecodable gossip record");
+                metrics.gossip("invalid");
+                return network
+                    .validated(id, source, MessageAcceptance::Reject)
+                    .await;
+            }
+        };
+        let rid = record.id();
+        let slot = record.slot();
+        let held = tokio::task::spawn_blocking(move || store.get(&slot))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        match held {
+            Some(h) if h.id == rid => {
+                metrics.gossip("duplicate");
+                return network
+                    .validated(id, source, MessageAcceptance::Accept)
+                    .await;
+            }
+            // We hold a newer version: this one changes nothing here, and whether
+            // it is even valid is not worth a signature check.
+            Some(h) if !record.supersedes(&rid, &h.record, &h.id) => {
+                metrics.gossip("stale");
+                return network
+                    .validated(id, source, MessageAcceptance::Ignore)
+                    .await;
+            }
+            _ => {}
+        }
+        let record =
+            match tokio::task::spawn_blocking(move || record.verify().map(|()| record)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %source, error = %e, "dropping an invalid gossip record");
+                    metrics.gossip("invalid");
+                    return network
+                        .validated(id, source, MessageAcceptance::Reject)
+                        .await;
+                }
+                Err(_) => {
+                    return network
+                        .validated(id, source, MessageAcceptance::Ignore)
+                        .await;
+                }
+            };
+        network
+            .validated(id, source, MessageAcceptance::Accept)
+            .await;
+        match writer
+            .apply(vec![Stored { record, id: rid }], Origin::Gossip)
+            .await
+        {
+            Ok(statuses) => {
+                for s in statuses {
+                    metrics.gossip(match s {
+                        PutStatus::Applied => "applied",
+                        PutStatus::Duplicate => "duplicate",
+                        PutStatus::Stale => "stale",
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot store a gossip record"),
+        }
+    });
+}
+
+/// A gossiped announcement: taken if it is a connected peer's own, newer than the
+/// last, and not too soon after it. Returns the verdict for gossipsub.
+pub(super) fn announcement(
+    p: &Peers,
+    source: PeerId,
+    data: &[u8],
+    dirty: &mut HashMap<PeerId, KnownPeer>,
+) -> MessageAcceptance {
+    match announce::open(data) {
+        Ok(a) => {
+            take(p, a, dirty);
+            MessageAcceptance::Accept
+        }
+        Err(e) => {
+            tracing::warn!(peer = %source, error = %e, "dropping an invalid announcement");
+            MessageAcceptance::Reject
+        }
+    }
+}
+
+/// Keep what a connected peer announced (by gossip or in its hello), and tell the
+/// STUN clients and anti-entropy what changed.
+pub(super) fn take(p: &Peers, a: Announce, dirty: &mut HashMap<PeerId, KnownPeer>) {
+    let (from, b) = (a.from, a.body);
+    let Some(before) = p
+        .table
+        .take(&from, b.at, b.root, b.stun.clone(), b.stun_port)
+    else {
+        return;
+    };
+    if before.stun_port != Some(b.stun_port) {
+        let _ = p.stun.events.try_send(PeerEvent::StunPort {
+            peer: from,
+            port: b.stun_port,
+        });
+    }
+    let _ = p.sync.send(SyncEvent::Root {
+        peer: from,
+        root: b.root,
+    });
+    // Saved with the peer's addresses, which identify brings.
+    if before.stun.as_ref() != Some(&b.stun)
+        && let Some(k) = dirty.get_mut(&from)
+    {
+        k.stun = Some(b.stun);
+    }
+}

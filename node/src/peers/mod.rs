@@ -1,0 +1,411 @@
+//! The node's dealings with its peers: it answers the swarm's [`Event`]s. Records
+//! that come by gossip are checked and stored; announcements are checked and kept
+//! ([`PeerTable`]); a new connection is greeted (hello) so both learn each other's
+//! root and STUN server at once; the node's own announcement goes out when it
+//! changes; peers' requests go to whoever answers them (anti-entropy, the relay
+//! dispatcher, the punchers); and what the STUN clients and anti-entropy need to
+//! know of peers coming and going is passed on.
+//!
+//! One task runs this ([`run`]); slow work (signature checks, store reads, punches)
+//! runs in tasks of its tracker, so the loop never waits on it.
+
+pub mod announce;
+mod gossip;
+pub mod table;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cirrus_proto::api::Transport;
+use cirrus_proto::peer;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock;
+use crate::metrics::Metrics;
+use crate::p2p::{Event, Network, Topic, ip_of};
+use crate::store::writer::Writer;
+use crate::store::{KnownPeer, Store};
+use crate::stun::StunState;
+use crate::stun::manager::PeerEvent;
+use crate::stun::punch::Punchers;
+use crate::sync::schedule::SyncEvent;
+
+pub use table::{PeerNotice, PeerTable};
+
+/// Re-announce an unchanged root this often, so new peers learn it.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
+/// How often changes to known peers are saved (in one transaction).
+const SAVE_EVERY: Duration = Duration::from_secs(10);
+
+/// A JSON-RPC request relayed to this node by a peer; answer on `reply`.
+pub struct InboundRelay {
+    pub from: PeerId,
+    pub request: Vec<u8>,
+    pub reply: oneshot::Sender<Vec<u8>>,
+}
+
+/// Where the STUN side of the node is reached.
+pub struct StunLink {
+    pub state: Arc<StunState>,
+    /// Our STUN server's port, which our announcements name.
+    pub port: u16,
+    pub events: mpsc::Sender<PeerEvent>,
+    pub punchers: Arc<Punchers>,
+}
+
+/// What [`run`] works with.
+pub struct Peers {
+    pub network: Network,
+    pub table: Arc<PeerTable>,
+    pub store: Arc<Store>,
+    pub writer: Writer,
+    /// Signs our announcements.
+    pub key: Keypair,
+    pub stun: StunLink,
+    pub sync: mpsc::UnboundedSender<SyncEvent>,
+    pub relays: mpsc::Sender<InboundRelay>,
+    /// The swarm's listen addresses, to offer at our external IP.
+    pub listen: Vec<Multiaddr>,
+    pub max_known_peers: usize,
+    pub metrics: Metrics,
+    pub tasks: TaskTracker,
+    /// Announcements each peer passed us this second.
+    pub announces: HashMap<PeerId, (tokio::time::Instant, u32)>,
+}
+
+/// What a hello task brings back.
+struct Hello {
+    peer: PeerId,
+    sealed: Vec<u8>,
+}
+
+/// Answer the swarm's events until `stop`, then save what is pending.
+pub async fn run(
+    mut p: Peers,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    stop: CancellationToken,
+) {
+    let (hellos_tx, mut hellos) = mpsc::channel::<Hello>(64);
+    let mut client_writes = p.writer.client_writes();
+    let mut announce_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut save_tick = tokio::time::interval(SAVE_EVERY);
+    let mut state = Announcing::default();
+    let mut dirty: HashMap<PeerId, KnownPeer> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            ev = events.recv() => match ev {
+                Some(ev) => p.on_event(ev, &hellos_tx, &mut dirty).await,
+                None => break,
+            },
+            Some(h) = hellos.recv() => p.on_hello(h.peer, &h.sealed, &mut dirty).await,
+            Some(a) = client_writes.recv() => {
+                // A record a client wrote here. (Records from gossip are forwarded by
+                // gossipsub itself; records from sync reached us because a peer held
+                // them: the writer hands us neither.)
+                p.network.publish(Topic::Records, a.stored.record.encode()).await;
+            }
+            _ = announce_tick.tick() => p.announce(&mut state).await,
+            _ = save_tick.tick() => p.save(&mut dirty),
+        }
+    }
+    p.save(&mut dirty);
+}
+
+/// What was last announced, to tell when to announce again.
+#[derive(Default)]
+struct Announcing {
+    root: Option<cirrus_proto::merkle::Hash>,
+    at: Option<tokio::time::Instant>,
+    stun_version: Option<u64>,
+}
+
+impl Peers {
+    async fn on_event(
+        &mut self,
+        ev: Event,
+        hellos: &mpsc::Sender<Hello>,
+        dirty: &mut HashMap<PeerId, KnownPeer>,
+    ) {
+        match ev {
+            Event::PeerUp {
+                peer,
+                remote,
+                dialer,
+            } => {
+                self.table.up(peer, remote.to_string());
+                if let Some(remote) = ip_of(&remote) {
+                    let _ = self.stun.events.try_send(PeerEvent::Up { peer, remote });
+                }
+                let _ = self.sync.send(SyncEvent::Up { peer, dialer });
+                // Its root and STUN port now, rather than whenever gossip brings them.
+                let (network, hellos) = (self.network.clone(), hellos.clone());
+                self.tasks.spawn(async move {
+                    match network.ask_peer(peer, peer::Request::Hello).await {
+                        Ok(peer::Response::Hello(sealed)) => {
+                            let sealed = sealed.into_vec();
+                            let _ = hellos.send(Hello { peer, sealed }).await;
+                        }
+                        Ok(other) => tracing::debug!(%peer, ?other, "peer did not answer hello"),
+                        Err(e) => tracing::debug!(%peer, error = %e, "hello failed"),
+                    }
+                });
+            }
+            Event::PeerDown { peer } => {
+                self.table.down(&peer);
+                let _ = self.stun.events.try_send(PeerEvent::Down { peer });
+                let _ = self.sync.send(SyncEvent::Down { peer });
+            }
+            Event::Identified { peer, listen } => {
+                let ips = listen.iter().filter_map(ip_of).collect();
+                let _ = self.stun.events.try_send(PeerEvent::Listen { peer, ips });
+                if !listen.is_empty() {
+                    let stun = self.table.said(&peer).and_then(|s| s.stun);
+                    dirty.insert(peer, known(peer, &listen, stun));
+                }
+            }
+            Event::Gossip {
+                topic: Topic::Records,
+                id,
+                source,
+                data,
+            } => gossip::record(self, id, source, data),
+            Event::Gossip {
+                topic: Topic::Announce,
+                id,
+                source,
+                data,
+            } => {
+                let acceptance = if self.announce_budget(source) {
+                    gossip::announcement(self, source, &data, dirty)
+                } else {
+                    libp2p::gossipsub::MessageAcceptance::Ignore
+                };
+                self.network.validated(id, source, acceptance).await;
+            }
+            Event::InboundSync {
+                peer,
+                request,
+                channel,
+            } => {
+                let _ = self.sync.send(SyncEvent::Inbound {
+                    peer,
+                    request,
+                    channel,
+                });
+            }
+            Event::InboundPeer {
+                peer,
+                request,
+                channel,
+            } => self.on_peer_request(peer, request, channel).await,
+        }
+    }
+
+    async fn on_peer_request(
+        &mut self,
+        peer: PeerId,
+        request: peer::Request,
+        channel: libp2p::request_response::ResponseChannel<peer::Response>,
+    ) {
+        let network = self.network.clone();
+        match request {
+            peer::Request::Hello => {
+                let response = match self.announcement() {
+                    Some(sealed) => peer::Response::Hello(sealed.into()),
+                    None => peer::Response::Refused("the store cannot be read".into()),
+                };
+                network.respond_peer(channel, response).await;
+            }
+            // The swarm answers peer exchange itself.
+            peer::Request::Peers => {
+                let refused = peer::Response::Refused("not here".into());
+                network.respond_peer(channel, refused).await;
+            }
+            peer::Request::Punch {
+                endpoint,
+                transport,
+            } => {
+                tracing::info!(%peer, %endpoint, %transport, "punching toward a client");
+                let punchers = self.stun.punchers.clone();
+                // Answer only once our first packets are out: the client starts
+                // sending when it has the answer (see stun::punch).
+                self.tasks.spawn(async move {
+                    let sockets = punchers.punch(endpoint, transport == Transport::Udp).await;
+                    tracing::debug!(%endpoint, sockets, "punch under way");
+                    network
+                        .respond_peer(channel, peer::Response::Punching)
+                        .await;
+                });
+            }
+            peer::Request::Relay(bytes) => {
+                let (tx, rx) = oneshot::channel();
+                let relay = InboundRelay {
+                    from: peer,
+                    request: bytes.into_vec(),
+                    reply: tx,
+                };
+                if self.relays.try_send(relay).is_err() {
+                    self.metrics.relay("busy");
+                    let busy = peer::Response::Refused("relay queue is full".into());
+                    network.respond_peer(channel, busy).await;
+                    return;
+                }
+                self.tasks.spawn(async move {
+                    let response = match rx.await {
+                        Ok(bytes) => peer::Response::Relay(bytes.into()),
+                        Err(_) => peer::Response::Refused("the node is shutting down".into()),
+                    };
+                    network.respond_peer(channel, response).await;
+                });
+            }
+        }
+    }
+
+    /// A peer's answer to our hello: its announcement, signed by itself.
+    async fn on_hello(
+        &mut self,
+        peer: PeerId,
+        sealed: &[u8],
+        dirty: &mut HashMap<PeerId, KnownPeer>,
+    ) {
+        match announce::open(sealed) {
+            Ok(a) if a.from == peer => gossip::take(self, a, dirty),
+            Ok(a) => {
+                let why = format!("hello signed by another node ({})", a.from);
+                self.network.misbehaved(peer, why).await;
+            }
+            Err(e) => {
+                self.network
+                    .misbehaved(peer, format!("invalid hello: {e}"))
+                    .await
+            }
+        }
+    }
+
+    /// Whether `source` may pass us one more announcement this second.
+    fn announce_budget(&mut self, source: PeerId) -> bool {
+        let now = tokio::time::Instant::now();
+        // Only connected peers pass us gossip, so this stays small; a bound anyway.
+        if self.announces.len() > 4 * self.max_known_peers {
+            self.announces.clear();
+        }
+        let (since, n) = self.announces.entry(source).or_insert((now, 0));
+        if now.duration_since(*since) >= Duration::from_secs(1) {
+            (*since, *n) = (now, 0);
+        }
+        *n += 1;
+        *n <= gossip::ANNOUNCES_PER_SOURCE
+    }
+
+    /// Our announcement as of now: signed, as gossip carries it and hello answers.
+    fn announcement(&self) -> Option<Vec<u8>> {
+        let db = self.store.db_hash().ok()?;
+        let body = announce::Body {
+            root: db.root,
+            records: db.records,
+            at: clock::unix_millis(),
+            stun_port: self.stun.port,
+            stun: self.stun.state.info(false),
+        };
+        Some(announce::seal(&self.key, body))
+    }
+
+    async fn announce(&mut self, last: &mut Announcing) {
+        let Ok(db) = self.store.db_hash() else { return };
+        let stun_version = self.stun.state.version();
+        let fresh = last.at.is_some_and(|at| at.elapsed() < ANNOUNCE_EVERY);
+        if last.root == Some(db.root) && last.stun_version == Some(stun_version) && fresh {
+            return;
+        }
+        let Some(sealed) = self.announcement() else {
+            return;
+        };
+        if last.stun_version != Some(stun_version) {
+            self.offer_external_address().await;
+        }
+        self.network.publish(Topic::Announce, sealed).await;
+        *last = Announcing {
+            root: Some(db.root),
+            at: Some(tokio::time::Instant::now()),
+            stun_version: Some(stun_version),
+        };
+    }
+
+    /// Behind NAT, peers reach our swarm (if at all) at the external address STUN
+    /// found: offer it, with our swarm ports, as an external address candidate
+    /// (identify then tells peers about it).
+    async fn offer_external_address(&self) {
+        let Some(ip) = self.stun.state.info(false).address else {
+            return;
+        };
+        if self.listen.iter().any(|a| ip_of(a) == Some(ip)) {
+            return; // not behind NAT: our listen address is what peers see
+        }
+        for a in &self.listen {
+            let rewritten: Multiaddr = a
+                .iter()
+                .map(|p| match p {
+                    Protocol::Ip4(_) | Protocol::Ip6(_) => match ip {
+                        std::net::IpAddr::V4(v4) => Protocol::Ip4(v4),
+                        std::net::IpAddr::V6(v6) => Protocol::Ip6(v6),
+                    },
+                    other => other,
+                })
+                .collect();
+            self.network.external_address(rewritten).await;
+        }
+    }
+
+    /// Save changes to known peers in one transaction, off the async threads.
+    fn save(&self, dirty: &mut HashMap<PeerId, KnownPeer>) {
+        if dirty.is_empty() {
+            return;
+        }
+        let batch: Vec<KnownPeer> = dirty.drain().map(|(_, k)| k).collect();
+        let (store, max) = (self.store.clone(), self.max_known_peers);
+        self.tasks.spawn_blocking(move || {
+            if let Err(e) = store.save_peers(&batch, max) {
+                tracing::warn!(error = %e, "cannot save known peers");
+            }
+        });
+    }
+}
+
+fn known(
+    peer: PeerId,
+    listen: &[Multiaddr],
+    stun: Option<cirrus_proto::api::StunInfo>,
+) -> KnownPeer {
+    KnownPeer {
+        peer: peer.to_bytes(),
+        addrs: listen.iter().map(ToString::to_string).collect(),
+        last_seen: clock::unix_secs(),
+        stun,
+    }
+}
+
+/// The known peers remembered in the store, to redial at start.
+pub fn remembered(store: &Store) -> Vec<(PeerId, Vec<Multiaddr>)> {
+    let peers = store.known_peers().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read known peers");
+        Vec::new()
+    });
+    let mut out: Vec<(u64, PeerId, Vec<Multiaddr>)> = peers
+        .into_iter()
+        .filter_map(|p| {
+            let peer = PeerId::from_bytes(&p.peer).ok()?;
+            let addrs: Vec<Multiaddr> = p.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+            (!addrs.is_empty()).then_some((p.last_seen, peer, addrs))
+        })
+        .collect();
+    // Most recently seen last, so the LRU keeps them longest.
+    out.sort_by_key(|(seen, _, _)| *seen);
+    out.into_iter().map(|(_, p, a)| (p, a)).collect()
+}
