@@ -165,7 +165,7 @@ impl Metrics {
         );
         r.register(
             "udp_datagrams",
-            "Datagrams received on the UDP API ports, by what became of them",
+            "Datagrams received on the UDP API ports, each counted once its answer (if any) is sent: answered, cookie, silent, dropped, stun, stun_silent, stun_response",
             m.udp_datagrams.clone(),
         );
         r.register_with_unit(

@@ -1,11 +1,11 @@
 //! The HTTP JSON-RPC API of one real node: methods, batches, conflict rule, proofs.
 
-mod common;
+mod support;
 
 use cirrus_proto::api::GetResult;
 use cirrus_proto::record::{Kind, Slot};
-use common::*;
 use serde_json::{Value, json};
+use support::*;
 
 #[test]
 fn put_get_list_rating_and_dbhash() {

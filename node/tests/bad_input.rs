@@ -1,11 +1,11 @@
 //! Bad input over HTTP: every case gets a clear JSON-RPC error, nothing is stored,
 //! and the node keeps serving with its data unchanged.
 
-mod common;
+mod support;
 
 use cirrus_proto::record::{MAX_KEY_BYTES, MAX_VALUE_BYTES, Record};
-use common::*;
 use serde_json::{Value, json};
+use support::*;
 
 fn put_raw(record: Value) -> Vec<u8> {
     serde_json::to_vec(

@@ -1,18 +1,13 @@
 //! The `cirrus` client commands against real nodes.
 
-mod common;
+mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::*;
+use support::*;
 
 fn cirrus(home: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("HOME", home)
-        .env_remove("CIRRUS_NODE")
-        .output()
-        .unwrap()
+    cirrus_in(home, args)
 }
 
 fn stdout(o: &Output) -> String {
@@ -30,10 +25,8 @@ fn keygen_put_rate_get_with_proof_call_and_compare() {
     assert!(out.status.success());
     let author = stdout(&out).trim().to_string();
     assert_eq!(author.len(), 64);
-    assert!(
-        !cirrus(h, &["keygen"]).status.success(),
-        "keygen does not overwrite"
-    );
+    let err = fails(&cirrus(h, &["keygen"]));
+    assert!(err.contains("exists"), "keygen does not overwrite: {err}");
 
     for n in [&n1, &n2] {
         let out = cirrus(
@@ -108,18 +101,21 @@ fn keygen_put_rate_get_with_proof_call_and_compare() {
     let out = cirrus(h, &["call", "nosuch", "--node", &n1.url]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("-32601"));
-    let out = cirrus(h, &["rate", "film", "9", "--node", &n1.url]);
-    assert!(!out.status.success());
-    let out = cirrus(h, &["call", "getdbhash", "{not json", "--node", &n1.url]);
-    assert!(!out.status.success());
+    let err = fails(&cirrus(h, &["rate", "film", "9", "--node", &n1.url]));
+    assert!(err.contains("1 to 5"), "{err}");
+    let err = fails(&cirrus(
+        h,
+        &["call", "getdbhash", "{not json", "--node", &n1.url],
+    ));
+    assert!(err.contains("JSON"), "{err}");
     let out = cirrus(
         h,
         &["compare", "--node", &n1.url, "--node", "http://127.0.0.1:1"],
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("unreachable"));
-    let out = cirrus(h, &["call", "getdbhash", "--node", "gopher://x"]);
-    assert!(!out.status.success());
+    let err = fails(&cirrus(h, &["call", "getdbhash", "--node", "gopher://x"]));
+    assert!(err.contains("gopher://x"), "{err}");
 }
 
 #[test]
@@ -141,14 +137,7 @@ fn cache_size_flag_is_accepted_and_bad_values_are_refused() {
         (&["--cache-size", "18446744073709551615"][..], "cache-size"),
         (&["--config", cfg][..], "cache-size"),
     ] {
-        let out = Command::new(BIN)
-            .arg("run")
-            .args(args)
-            .args(["--data-dir", data])
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{args:?} was accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = must_not_start(&[args, &["--data-dir", data]].concat());
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! Nothing waits a fixed time: conditions are polled until they hold or [`TIMEOUT`].
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use cirrus_proto::merkle::{self, EMPTY, Hash, NibblePath, Node, NodeSource, NodeStore};
 use cirrus_proto::record::{Id, Kind, Record};
-use common::*;
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
+use support::*;
 
 const CYCLES: usize = 3;
 /// Acknowledged writes per cycle before the kill.
@@ -369,17 +369,17 @@ fn check_node(node: &TestNode, ledger: &Ledger, acked: &[&[Record]], label: &str
 
 #[test]
 fn sigkill_mid_stream_loses_no_acknowledged_write() {
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let b = TestNode::start(dir_b.path());
+    // Node 1 is B, node 2 is A.
+    let mut net = TestNet::start(2, &[]);
     let mut ledger = Ledger::default();
 
     // A meets B, so it remembers B; both hold a few records.
-    let a = TestNode::start_with(dir_a.path(), &["--bootstrap", &b.listen[0]]);
+    let (a, b) = (net.node(1), net.node(0));
     let peer_id = a.peer_id.clone();
     let first = author(140);
     for i in 0..5 {
-        ledger.put(&a, &doc(&first, &format!("before-{i}"), 1, "v"), true);
-        ledger.put(&b, &doc(&first, &format!("before-b-{i}"), 1, "v"), true);
+        ledger.put(a, &doc(&first, &format!("before-{i}"), 1, "v"), true);
+        ledger.put(b, &doc(&first, &format!("before-b-{i}"), 1, "v"), true);
     }
     wait_until("A and B converge before the crashes", || {
         let (da, db) = (a.db(), b.db());
@@ -389,7 +389,7 @@ fn sigkill_mid_stream_loses_no_acknowledged_write() {
             Err(format!("A {da}, B {db}"))
         }
     });
-    a.stop();
+    net.stop(1);
 
     let mut streams: Vec<(Stream, bool)> = vec![
         (Stream::new(author(141), "single-1"), false),
@@ -399,25 +399,26 @@ fn sigkill_mid_stream_loses_no_acknowledged_write() {
     let contested = author(149);
     let b_writer = author(148);
     for cycle in 0..CYCLES {
-        let a = TestNode::start_with(dir_a.path(), &["--no-redial"]);
+        net.up(1, &["--no-redial"]);
+        let (a, b) = (net.node(1), net.node(0));
         assert_eq!(a.peer_id, peer_id, "same identity after a crash");
         if cycle == 0 {
             // Conflicting versions while apart: A's wins one slot, B's the other.
-            ledger.put(&a, &doc(&contested, "slot-1", 5, "A wins"), true);
-            ledger.put(&b, &doc(&contested, "slot-1", 4, "B loses"), false);
-            ledger.put(&a, &doc(&contested, "slot-2", 2, "A loses"), true);
-            ledger.put(&b, &doc(&contested, "slot-2", 6, "B wins"), false);
+            ledger.put(a, &doc(&contested, "slot-1", 5, "A wins"), true);
+            ledger.put(b, &doc(&contested, "slot-1", 4, "B loses"), false);
+            ledger.put(a, &doc(&contested, "slot-2", 2, "A loses"), true);
+            ledger.put(b, &doc(&contested, "slot-2", 6, "B wins"), false);
         }
         // B keeps taking writes of its own.
         for i in 0..10 {
             ledger.put(
-                &b,
+                b,
                 &doc(&b_writer, &format!("b/c{cycle}/{i}"), 1, "on B"),
                 false,
             );
         }
         let r = rating(&b_writer, "film-0", cycle as u64 + 1, Some(3));
-        ledger.put(&b, &r, false);
+        ledger.put(b, &r, false);
 
         let acked = Arc::new(AtomicUsize::new(0));
         let writers: Vec<_> = std::mem::take(&mut streams)
@@ -440,7 +441,9 @@ fn sigkill_mid_stream_loses_no_acknowledged_write() {
                 }
             },
         );
-        a.kill();
+        // The kill must be ours: a node that crashed by itself under the load
+        // would pass as killed (TestNet::kill asserts it is still running).
+        net.kill(1);
 
         let (mut cut, mut acked_now) = (Vec::new(), 0);
         for (i, w) in writers.into_iter().enumerate() {
@@ -460,7 +463,8 @@ fn sigkill_mid_stream_loses_no_acknowledged_write() {
             "cycle {cycle}: only {acked_now} acknowledged before the writers stopped"
         );
 
-        let a = TestNode::start_with(dir_a.path(), &["--no-redial"]);
+        net.up(1, &["--no-redial"]);
+        let a = net.node(1);
         assert_eq!(a.peer_id, peer_id, "same identity after SIGKILL");
         assert_eq!(
             a.ok("getpeerinfo", json!({})),
@@ -468,12 +472,12 @@ fn sigkill_mid_stream_loses_no_acknowledged_write() {
             "A is isolated, so nothing can refill what it lost"
         );
         check_node(
-            &a,
+            a,
             &ledger,
             &[&ledger.on_a],
             &format!("after kill {}", cycle + 1),
         );
-        let held: HashSet<Id> = list_all(&a).iter().map(Record::id).collect();
+        let held: HashSet<Id> = list_all(a).iter().map(Record::id).collect();
         let committed = cut.iter().filter(|id| held.contains(*id)).count();
         eprintln!(
             "cycle {cycle}: {acked_now} acknowledged; {} in requests cut by the kill, \
@@ -481,11 +485,13 @@ fn sigkill_mid_stream_loses_no_acknowledged_write() {
             cut.len(),
             held.len()
         );
-        a.stop();
+        net.stop(1);
     }
 
     // A rejoins B, which kept running: one root, which both can justify.
-    let a = TestNode::start_with(dir_a.path(), &["--bootstrap", &b.listen[0]]);
+    let boot = net.boot();
+    net.up(1, &["--bootstrap", &boot]);
+    let (a, b) = (net.node(1), net.node(0));
     assert_eq!(a.peer_id, peer_id);
     let root = wait_until("A and B converge after A rejoins", || {
         let (da, db) = (a.db(), b.db());
@@ -496,8 +502,8 @@ fn sigkill_mid_stream_loses_no_acknowledged_write() {
         }
     });
     let both: [&[Record]; 2] = [&ledger.on_a, &ledger.on_b];
-    assert_eq!(check_node(&a, &ledger, &both, "A after rejoining"), root);
-    assert_eq!(check_node(&b, &ledger, &both, "B after A rejoined"), root);
+    assert_eq!(check_node(a, &ledger, &both, "A after rejoining"), root);
+    assert_eq!(check_node(b, &ledger, &both, "B after A rejoined"), root);
     let ck = hex::encode(contested.verifying_key().to_bytes());
     for node in [&a, &b] {
         for (key, want) in [("slot-1", "A wins"), ("slot-2", "B wins")] {

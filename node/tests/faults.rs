@@ -14,13 +14,13 @@
 //!
 //! Nothing waits a fixed time: conditions are polled until they hold or [`TIMEOUT`].
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, HashSet};
 
 use cirrus_proto::record::{Author, Id, Kind, Record};
-use common::*;
 use serde_json::{Value, json};
+use support::*;
 
 /// The winner of every slot by the SPEC conflict rule (higher `seq`, then higher id).
 #[derive(Default, Clone)]
@@ -93,67 +93,50 @@ fn docs(a: &ed25519_dalek::SigningKey, prefix: &str, n: usize) -> Vec<Record> {
         .collect()
 }
 
-fn node(nodes: &[Option<TestNode>], i: usize) -> &TestNode {
-    nodes[i].as_ref().expect("node is running")
-}
-
 #[test]
 fn partition_heal_and_a_wiped_node_resyncs() {
-    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
-    let first = TestNode::start(dirs[0].path());
-    let boot = first.listen[0].clone();
-    let mut nodes: Vec<Option<TestNode>> = vec![Some(first)];
-    for d in &dirs[1..] {
-        nodes.push(Some(TestNode::start_with(
-            d.path(),
-            &["--bootstrap", &boot],
-        )));
-    }
+    let mut net = TestNet::start(5, &[]);
 
     // One network, one database.
     let mut model = Model::default();
     for i in 0..5 {
         put_all(
-            node(&nodes, i),
+            net.node(i),
             &mut model,
             &docs(&author(150 + i as u8), "joined", 20),
         );
     }
     let x = author(160); // writes the contested slots on both sides
     put_all(
-        node(&nodes, 0),
+        net.node(0),
         &mut model,
         &[doc(&x, "seq", 1, "before"), rating(&x, "film", 1, Some(2))],
     );
-    let all: Vec<&TestNode> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
-    wait_converged(&all, &model.totals(), "before the partition");
+    wait_converged(&net.nodes(), &model.totals(), "before the partition");
 
     // Partition: 4 and 5 come back on new ports, knowing only each other.
-    let side_a_ids: HashSet<String> = (0..3).map(|i| node(&nodes, i).peer_id.clone()).collect();
-    let (old4, old5) = (nodes[3].take().unwrap(), nodes[4].take().unwrap());
-    let side_b_ids: HashSet<String> = [old4.peer_id.clone(), old5.peer_id.clone()].into();
-    old4.stop();
-    old5.stop();
-    let n4 = TestNode::start_with(dirs[3].path(), &["--no-redial"]);
-    let n5 = TestNode::start_with(
-        dirs[4].path(),
-        &["--no-redial", "--bootstrap", &n4.listen[0]],
-    );
+    let side_a_ids: HashSet<String> = (0..3).map(|i| net.node(i).peer_id.clone()).collect();
+    let side_b_ids: HashSet<String> =
+        [net.node(3).peer_id.clone(), net.node(4).peer_id.clone()].into();
+    net.stop(3);
+    net.stop(4);
+    net.up(3, &["--no-redial"]);
+    let four = net.node(3).listen[0].clone();
+    net.up(4, &["--no-redial", "--bootstrap", &four]);
+    let (n4, n5) = (net.node(3), net.node(4));
     assert!(side_b_ids.contains(&n4.peer_id) && side_b_ids.contains(&n5.peer_id));
     wait_until("4 and 5 are each other's only peer", || {
-        let (p4, p5) = (peer_ids(&n4), peer_ids(&n5));
+        let (p4, p5) = (n4.peer_ids(), n5.peer_ids());
         if p4 == HashSet::from([n5.peer_id.clone()]) && p5 == HashSet::from([n4.peer_id.clone()]) {
             Ok(())
         } else {
             Err(format!("4 has {p4:?}, 5 has {p5:?}"))
         }
     });
-    nodes[3] = Some(n4);
-    nodes[4] = Some(n5);
-    let side_a: Vec<&TestNode> = (0..3).map(|i| node(&nodes, i)).collect();
-    let side_b: Vec<&TestNode> = (3..5).map(|i| node(&nodes, i)).collect();
+    let side_a: Vec<&TestNode> = (0..3).map(|i| net.node(i)).collect();
+    let side_b: Vec<&TestNode> = (3..5).map(|i| net.node(i)).collect();
     wait_until("side A lists no peer of side B", || {
-        let seen: Vec<HashSet<String>> = side_a.iter().map(|n| peer_ids(n)).collect();
+        let seen: Vec<HashSet<String>> = side_a.iter().map(|n| n.peer_ids()).collect();
         if seen.iter().all(|s| s.is_disjoint(&side_b_ids)) {
             Ok(())
         } else {
@@ -196,14 +179,14 @@ fn partition_heal_and_a_wiped_node_resyncs() {
     // Still apart: no peer across, and nothing crossed.
     for n in &side_a {
         assert!(
-            peer_ids(n).is_disjoint(&side_b_ids),
+            n.peer_ids().is_disjoint(&side_b_ids),
             "{} reached side B",
             n.peer_id
         );
     }
     for n in &side_b {
         assert!(
-            peer_ids(n).is_disjoint(&side_a_ids),
+            n.peer_ids().is_disjoint(&side_a_ids),
             "{} reached side A",
             n.peer_id
         );
@@ -212,14 +195,12 @@ fn partition_heal_and_a_wiped_node_resyncs() {
     }
 
     // Heal: node 4 restarts with redial and a bootstrap address on side A.
-    nodes[3].take().unwrap().stop();
-    nodes[3] = Some(TestNode::start_with(
-        dirs[3].path(),
-        &["--bootstrap", &node(&nodes, 0).listen[0]],
-    ));
+    net.stop(3);
+    let boot = net.boot();
+    net.up(3, &["--bootstrap", &boot]);
     model = on_a.clone();
     model.merge(&on_b);
-    let all: Vec<&TestNode> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
+    let all = net.nodes();
     let healed = wait_converged(&all, &model.totals(), "after healing");
     let xk = x.verifying_key().to_bytes();
     let contested = [
@@ -248,19 +229,27 @@ fn partition_heal_and_a_wiped_node_resyncs() {
     }
 
     // Node 3 comes back with a wiped data dir: a new identity that streams it all.
-    let old3 = nodes[2].take().unwrap();
-    let old_id = old3.peer_id.clone();
-    old3.stop();
-    std::fs::remove_dir_all(dirs[2].path()).unwrap();
-    std::fs::create_dir(dirs[2].path()).unwrap();
-    let fresh = TestNode::start_with(dirs[2].path(), &["--bootstrap", &node(&nodes, 4).listen[0]]);
-    assert_ne!(fresh.peer_id, old_id, "a wiped data dir is a new identity");
-    assert_eq!(fresh.db()["records"], 0, "starts empty");
-    nodes[2] = Some(fresh);
-    let all: Vec<&TestNode> = nodes.iter().map(|n| n.as_ref().unwrap()).collect();
+    let old_id = net.node(2).peer_id.clone();
+    net.stop(2);
+    std::fs::remove_dir_all(net.dir(2)).unwrap();
+    std::fs::create_dir(net.dir(2)).unwrap();
+    let five = net.node(4).listen[0].clone();
+    net.up(2, &["--bootstrap", &five]);
+    assert_ne!(
+        net.node(2).peer_id,
+        old_id,
+        "a wiped data dir is a new identity"
+    );
     assert_eq!(
-        wait_converged(&all, &model.totals(), "after the wipe"),
+        wait_converged(&net.nodes(), &model.totals(), "after the wipe"),
         healed
     );
-    assert_winners(&[node(&nodes, 2)], &model, &contested);
+    // It came empty and got every record by anti-entropy.
+    let synced = net.node(2).metric("cirrus_sync_records_total", &[]);
+    let want = model.totals()["records"].as_f64().unwrap();
+    assert!(
+        synced >= want,
+        "{synced} records by anti-entropy, of {want}"
+    );
+    assert_winners(&[net.node(2)], &model, &contested);
 }

@@ -2,29 +2,21 @@
 //! convergence, catching up after a restart, a new node streaming a large database,
 //! misbehaving peers (forged gossip, garbage on the sync protocol), and `relay`.
 //!
-//! Misbehaving peers are libp2p swarms inside the test process. They are driven in
-//! short slices ([`Rogue::pump`]) between the blocking HTTP calls to the nodes, so
-//! the test needs no async HTTP client. Nothing here waits a fixed time: every
-//! condition is polled until it holds or [`TIMEOUT`] passes.
+//! Misbehaving peers are libp2p swarms inside the test process
+//! (`support::rogue`). Nothing here waits a fixed time: every condition is polled
+//! until it holds or [`TIMEOUT`] passes.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io;
-use std::time::{Duration, Instant};
 
-use cirrus_node::p2p::{BehaviourEvent, SYNC_PROTOCOL, announce_topic, build_swarm, records_topic};
+use cirrus_node::p2p::{announce_topic, records_topic};
 use cirrus_proto::record::{Author, Kind, Record};
 use cirrus_proto::sync::{Request, Response};
-use common::*;
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
-use libp2p::gossipsub::PublishError;
 use libp2p::identity::Keypair;
-use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, ProtocolSupport};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, noise, tcp, yamux};
 use serde_json::{Value, json};
+use support::rogue::*;
+use support::*;
 
 /// What the nodes should hold: the winning record of every slot, by the conflict
 /// rule (the tests never reuse a `seq` within a slot, so the higher `seq` wins).
@@ -57,43 +49,10 @@ impl Model {
     }
 }
 
-fn entry_for(node: &TestNode, peer: &str) -> Option<Value> {
-    peers_of(node).into_iter().find(|p| p["peerId"] == peer)
-}
-
-fn wait_lists(node: &TestNode, peer: &str) -> Value {
-    wait_until(&format!("{} lists peer {peer}", node.peer_id), || {
-        entry_for(node, peer).ok_or_else(|| Value::Array(peers_of(node)).to_string())
-    })
-}
-
-fn start_network(dirs: &[tempfile::TempDir]) -> Vec<TestNode> {
-    let first = TestNode::start(dirs[0].path());
-    let boot = first.listen[0].clone();
-    assert!(boot.contains("/tcp/") && boot.contains("/p2p/"), "{boot}");
-    let mut nodes = vec![first];
-    for d in &dirs[1..] {
-        nodes.push(TestNode::start_with(d.path(), &["--bootstrap", &boot]));
-    }
-    nodes
-}
-
-fn temp_dirs(n: usize) -> Vec<tempfile::TempDir> {
-    (0..n).map(|_| tempfile::tempdir().unwrap()).collect()
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 #[test]
 fn five_nodes_converge_and_report_their_peers() {
-    let dirs = temp_dirs(5);
-    let started = unix_now();
-    let nodes = start_network(&dirs);
+    let net = TestNet::start(5, &[]);
+    let nodes = net.nodes();
     let mut model = Model::default();
 
     for (i, node) in nodes.iter().enumerate() {
@@ -129,15 +88,14 @@ fn five_nodes_converge_and_report_their_peers() {
         model.add(r);
     }
 
-    let all: Vec<&TestNode> = nodes.iter().collect();
-    let root = wait_converged(&all, &model.totals(), "after the writes");
+    let root = wait_converged(&nodes, &model.totals(), "after the writes");
     let shared_key = shared.verifying_key().to_bytes();
     assert_eq!(
-        get_record(&nodes[2], &shared_key, "shared", Kind::Doc)["value"],
+        get_record(nodes[2], &shared_key, "shared", Kind::Doc)["value"],
         "new"
     );
     assert_eq!(
-        get_record(&nodes[2], &shared_key, "film-0", Kind::Rating)["value"],
+        get_record(nodes[2], &shared_key, "film-0", Kind::Rating)["value"],
         Value::Null,
         "the withdrawn rating is a tombstone everywhere"
     );
@@ -148,13 +106,14 @@ fn five_nodes_converge_and_report_their_peers() {
         (Some(5), Some(want))
     );
 
-    // The hub: nodes 2 to 5 dialed it, so it sees them all as inbound.
-    let hub = &nodes[0];
+    // The hub: nodes 2 to 5 dialed it, so it sees them all as inbound, each from
+    // the address it listens on (dials leave from --bind).
+    let hub = nodes[0];
     let others: HashSet<String> = nodes[1..].iter().map(|n| n.peer_id.clone()).collect();
     let peers = wait_until(
         "the hub reports ping, agent and root for every peer",
         || {
-            let peers = peers_of(hub);
+            let peers = hub.peers();
             let ids: HashSet<String> = peers
                 .iter()
                 .map(|p| p["peerId"].as_str().unwrap().to_string())
@@ -174,17 +133,23 @@ fn five_nodes_converge_and_report_their_peers() {
     );
     for p in &peers {
         assert_eq!(p["direction"], "inbound", "{p}");
+        let from = nodes.iter().find(|n| n.peer_id == p["peerId"]).unwrap();
         assert!(
-            p["addr"].as_str().unwrap().starts_with("/ip4/127.0.0.1/"),
-            "{p}"
+            p["addr"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("/ip4/{}/tcp/", from.ip())),
+            "{p} does not come from {}",
+            from.ip()
         );
         assert!(p["agent"].as_str().unwrap().starts_with("cirrus/"), "{p}");
+        // Unix seconds of the connection, as the hub's clock had them.
         let since = p["connectedSince"].as_u64().expect("connectedSince");
-        assert!(since >= started && since <= unix_now(), "{p}");
+        assert!(since > 1_600_000_000, "{p}");
         assert!(p["pingMs"].as_f64().unwrap() >= 0.0, "{p}");
     }
     // And node 2 dialed the hub.
-    let to_hub = wait_lists(&nodes[1], &hub.peer_id);
+    let to_hub = wait_lists(nodes[1], &hub.peer_id);
     assert_eq!(to_hub["direction"], "outbound", "{to_hub}");
 
     let info = hub.ok("getnodeinfo", json!({}));
@@ -205,40 +170,35 @@ fn five_nodes_converge_and_report_their_peers() {
 
 #[test]
 fn a_stopped_node_catches_up_after_restart_with_and_without_bootstrap() {
-    let dirs = temp_dirs(3);
-    let mut nodes = start_network(&dirs);
-    let boot = nodes[0].listen[0].clone();
+    let mut net = TestNet::start(3, &[]);
+    let boot = net.boot();
     let mut model = Model::default();
     let a = author(50);
 
     let first: Vec<Record> = (0..20)
         .map(|k| doc(&a, &format!("before-{k}"), 1, "v"))
         .collect();
-    put_all_applied(&nodes[0], &first);
+    put_all_applied(net.node(0), &first);
     model.add_all(&first);
-    wait_converged(
-        &nodes.iter().collect::<Vec<_>>(),
-        &model.totals(),
-        "before node 3 stops",
-    );
-    // Node 3 must have learned its peers (identify saves them) before it stops.
-    wait_lists(&nodes[2], &nodes[0].peer_id);
-
-    let third = nodes.pop().unwrap();
-    let third_id = third.peer_id.clone();
-    third.stop();
+    wait_converged(&net.nodes(), &model.totals(), "before node 3 stops");
+    // Node 3 must have learned its peers (identify) and saved them (every 10 s)
+    // before it stops: a clean stop saves what is pending.
+    wait_lists(net.node(2), &net.node(0).peer_id);
+    let third_id = net.node(2).peer_id.clone();
+    net.stop(2);
+    let nodes = [net.node(0), net.node(1)];
 
     // Written while node 3 is down, on both remaining nodes.
     let on_first: Vec<Record> = (0..100)
         .map(|k| doc(&a, &format!("while-down-{k}"), 1, "v"))
         .collect();
-    put_all_applied(&nodes[0], &on_first);
+    put_all_applied(nodes[0], &on_first);
     model.add_all(&on_first);
     let b = author(51);
     let on_second: Vec<Record> = (0..50)
         .map(|k| rating(&b, &format!("target-{k}"), 1, Some((k % 5 + 1) as u8)))
         .collect();
-    put_all_applied(&nodes[1], &on_second[..40]);
+    put_all_applied(nodes[1], &on_second[..40]);
     for r in &on_second[40..] {
         assert_eq!(nodes[1].put(r)["status"], "applied");
     }
@@ -247,44 +207,42 @@ fn a_stopped_node_catches_up_after_restart_with_and_without_bootstrap() {
     let newer = doc(&a, "before-0", 2, "changed while down");
     assert_eq!(nodes[1].put(&newer)["status"], "applied");
     model.add(&newer);
-    wait_converged(
-        &[&nodes[0], &nodes[1]],
-        &model.totals(),
-        "while node 3 is down",
-    );
+    wait_converged(&nodes, &model.totals(), "while node 3 is down");
 
-    let third = TestNode::start_with(dirs[2].path(), &["--bootstrap", &boot]);
-    assert_eq!(third.peer_id, third_id, "same identity after restart");
+    net.up(2, &["--bootstrap", &boot]);
+    assert_eq!(net.node(2).peer_id, third_id, "same identity after restart");
     wait_converged(
-        &[&nodes[0], &nodes[1], &third],
+        &net.nodes(),
         &model.totals(),
         "node 3 restarted with --bootstrap",
     );
     assert_eq!(
-        get_record(&third, &a.verifying_key().to_bytes(), "before-0", Kind::Doc)["value"],
+        get_record(
+            net.node(2),
+            &a.verifying_key().to_bytes(),
+            "before-0",
+            Kind::Doc
+        )["value"],
         "changed while down"
     );
-    third.stop();
+    net.stop(2);
+    let nodes = [net.node(0), net.node(1)];
 
     // Down again; this time it restarts without --bootstrap and must find the network
     // through the peers it remembered.
     let later: Vec<Record> = (0..30)
         .map(|k| doc(&b, &format!("later-{k}"), 1, "v"))
         .collect();
-    put_all_applied(&nodes[1], &later);
+    put_all_applied(nodes[1], &later);
     model.add_all(&later);
+    wait_converged(&nodes, &model.totals(), "while node 3 is down again");
+    net.up(2, &[]);
     wait_converged(
-        &[&nodes[0], &nodes[1]],
-        &model.totals(),
-        "while node 3 is down again",
-    );
-    let third = TestNode::start(dirs[2].path());
-    wait_converged(
-        &[&nodes[0], &nodes[1], &third],
+        &net.nodes(),
         &model.totals(),
         "node 3 restarted without --bootstrap",
     );
-    let peers = peers_of(&third);
+    let peers = net.node(2).peers();
     assert!(
         peers.iter().any(|p| p["direction"] == "outbound"),
         "the restarted node dialed a remembered peer: {peers:?}"
@@ -293,8 +251,12 @@ fn a_stopped_node_catches_up_after_restart_with_and_without_bootstrap() {
 
 #[test]
 fn a_new_node_streams_a_large_database() {
-    let dirs = temp_dirs(3);
-    let nodes = start_network(&dirs[..2]);
+    let mut net = TestNet::unstarted(3, &[]);
+    net.up(0, &[]);
+    let boot = net.boot();
+    net.up(1, &["--bootstrap", &boot]);
+    net.wait_star();
+    let nodes = [net.node(0), net.node(1)];
     let mut model = Model::default();
     // About 5 MB of records: more than one 4 MB page of the bulk stream.
     let value = "x".repeat(2000);
@@ -304,7 +266,7 @@ fn a_new_node_streams_a_large_database() {
             .map(|k| doc(&a, &format!("bulk-{k:04}"), 1, &value))
             .collect();
         records.push(rating(&a, "bulk-target", 1, Some((batch % 5 + 1) as u8)));
-        put_all_applied(&nodes[batch % 2], &records);
+        put_all_applied(nodes[batch % 2], &records);
         model.add_all(&records);
     }
     let tombstone = Record::sign(&author(70), Kind::Doc, "bulk-0000", 2, None);
@@ -312,23 +274,26 @@ fn a_new_node_streams_a_large_database() {
     model.add(&tombstone);
     let want = model.totals();
     assert!(want["records"].as_u64().unwrap() > 2400);
-    let root = wait_converged(&[&nodes[0], &nodes[1]], &want, "the first two nodes");
+    let root = wait_converged(&nodes, &want, "the first two nodes");
 
-    let newcomer = TestNode::start_with(dirs[2].path(), &["--bootstrap", &nodes[0].listen[0]]);
-    assert_eq!(newcomer.db()["records"], 0, "starts empty");
-    let joined = wait_converged(
-        &[&nodes[0], &nodes[1], &newcomer],
-        &want,
-        "with the newcomer",
-    );
+    net.up(2, &["--bootstrap", &boot]);
+    let newcomer = net.node(2);
+    let joined = wait_converged(&net.nodes(), &want, "with the newcomer");
     assert_eq!(joined, root);
+    // It got them by anti-entropy (nothing was written since it started, so not
+    // by gossip), every one.
+    let synced = newcomer.metric("cirrus_sync_records_total", &[]);
+    assert!(
+        synced >= want["records"].as_f64().unwrap(),
+        "{synced} records came by anti-entropy, of {want}"
+    );
     let a = author(81).verifying_key().to_bytes();
     assert_eq!(
-        get_record(&newcomer, &a, "bulk-0199", Kind::Doc)["value"],
+        get_record(newcomer, &a, "bulk-0199", Kind::Doc)["value"],
         value.as_str()
     );
     let gone = get_record(
-        &newcomer,
+        newcomer,
         &author(70).verifying_key().to_bytes(),
         "bulk-0000",
         Kind::Doc,
@@ -339,187 +304,12 @@ fn a_new_node_streams_a_large_database() {
     );
 }
 
-/// A libp2p peer inside the test process, driven in short slices between HTTP calls.
-struct Rogue<B: NetworkBehaviour> {
-    rt: tokio::runtime::Runtime,
-    swarm: Swarm<B>,
-    /// Answers what the node asks of us, and keeps what the test wants to look at.
-    on_event: fn(&mut Swarm<B>, B::ToSwarm, &mut Vec<Vec<u8>>),
-    /// Responses to our own requests, in arrival order.
-    responses: Vec<Vec<u8>>,
-    connected: HashSet<PeerId>,
-    /// Peers whose last connection to us closed.
-    closed: HashSet<PeerId>,
-}
-
-impl<B: NetworkBehaviour> Rogue<B> {
-    fn new(
-        build: impl FnOnce() -> Swarm<B>,
-        on_event: fn(&mut Swarm<B>, B::ToSwarm, &mut Vec<Vec<u8>>),
-    ) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        // The transports register with the runtime they are built in.
-        let swarm = rt.block_on(async { build() });
-        Rogue {
-            rt,
-            swarm,
-            on_event,
-            responses: Vec::new(),
-            connected: HashSet::new(),
-            closed: HashSet::new(),
-        }
-    }
-
-    /// Run the swarm for `dur`.
-    fn pump(&mut self, dur: Duration) {
-        let Rogue {
-            rt,
-            swarm,
-            on_event,
-            responses,
-            connected,
-            closed,
-        } = self;
-        rt.block_on(async {
-            let deadline = tokio::time::sleep(dur);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    ev = swarm.select_next_some() => match ev {
-                        SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                            connected.insert(peer_id);
-                            closed.remove(&peer_id);
-                        }
-                        SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                            connected.remove(&peer_id);
-                            closed.insert(peer_id);
-                        }
-                        SwarmEvent::Behaviour(ev) => on_event(swarm, ev, responses),
-                        _ => {}
-                    },
-                    _ = &mut deadline => break,
-                }
-            }
-        });
-    }
-
-    /// Like [`wait_until`], with the swarm running while it waits.
-    fn wait_until<T>(
-        &mut self,
-        what: &str,
-        mut check: impl FnMut(&mut Self) -> Result<T, String>,
-    ) -> T {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match check(self) {
-                Ok(v) => return v,
-                Err(state) if Instant::now() > deadline => {
-                    panic!("timed out after {TIMEOUT:?} waiting until {what}; last state: {state}")
-                }
-                Err(_) => self.pump(POLL),
-            }
-        }
-    }
-
-    /// Dial a node's `/p2p/`-terminated multiaddr; returns its peer id once connected.
-    fn connect(&mut self, addr: &str) -> PeerId {
-        let addr: Multiaddr = addr.parse().unwrap();
-        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
-            panic!("{addr} does not end in /p2p/<id>")
-        };
-        let swarm = &mut self.swarm;
-        self.rt
-            .block_on(async { swarm.dial(addr.clone()) })
-            .unwrap();
-        self.wait_until(&format!("connected to {addr}"), |r| {
-            if r.connected.contains(&peer) {
-                Ok(())
-            } else {
-                Err(format!("connected to {:?}", r.connected))
-            }
-        });
-        peer
-    }
-
-    fn id(&self) -> String {
-        self.swarm.local_peer_id().to_string()
-    }
-}
-
-/// The node's own swarm, used against it: answer its requests with a refusal (a
-/// well-formed answer, so it has no reason to drop us for that).
-fn gossiper_chores(
-    swarm: &mut Swarm<cirrus_node::p2p::Behaviour>,
-    ev: BehaviourEvent,
-    _: &mut Vec<Vec<u8>>,
-) {
-    use request_response::{Event, Message};
-    match ev {
-        BehaviourEvent::Sync(Event::Message {
-            message: Message::Request { channel, .. },
-            ..
-        }) => {
-            let refusal = Response::Refused("not serving".into());
-            let _ = swarm.behaviour_mut().sync.send_response(channel, refusal);
-        }
-        BehaviourEvent::Peer(Event::Message {
-            message: Message::Request { channel, .. },
-            ..
-        }) => {
-            let refusal = cirrus_proto::peer::Response::Refused("not serving".into());
-            let _ = swarm.behaviour_mut().peer.send_response(channel, refusal);
-        }
-        _ => {}
-    }
-}
-
-impl Rogue<cirrus_node::p2p::Behaviour> {
-    /// Publish on the records topic, retrying while the node's subscription has not
-    /// reached us yet.
-    fn publish(&mut self, data: Vec<u8>) {
-        self.publish_on(records_topic(), data)
-    }
-
-    fn publish_on(&mut self, topic: libp2p::gossipsub::IdentTopic, data: Vec<u8>) {
-        self.wait_until("the topic accepts a publish", |r| {
-            match r
-                .swarm
-                .behaviour_mut()
-                .gossipsub
-                .publish(topic.clone(), data.clone())
-            {
-                Ok(_) => Ok(()),
-                Err(e @ PublishError::NoPeersSubscribedToTopic) => Err(e.to_string()),
-                Err(e) => panic!("publish failed: {e}"),
-            }
-        });
-    }
-}
-
-fn score_of(node: &TestNode, peer: &str) -> Result<f64, String> {
-    let entry = entry_for(node, peer).ok_or("not listed")?;
-    entry["score"]
-        .as_f64()
-        .ok_or_else(|| format!("no score: {entry}"))
-}
-
 /// With anti-entropy an hour away, records written on one node reach its peer by
 /// gossip alone: the node publishes what its clients write.
 #[test]
 fn client_writes_reach_a_peer_by_gossip_alone() {
-    let Linked { a, b, dirs: _dirs } = linked(&["--sync-interval-secs", "3600"]);
-    wait_until("A and B are connected", || {
-        let ids = peer_ids(&a);
-        if ids.contains(&b.peer_id) {
-            Ok(())
-        } else {
-            Err(format!("{ids:?}"))
-        }
-    });
+    let net = TestNet::start(2, &["--sync-interval-secs", "3600"]);
+    let (a, b) = (net.node(0), net.node(1));
     let alice = author(63);
     let ak = alice.verifying_key().to_bytes();
     // Until A has heard B's gossip subscription, a publish has nobody to go to; put
@@ -530,7 +320,7 @@ fn client_writes_reach_a_peer_by_gossip_alone() {
         let key = format!("probe-{n}");
         a.put(&doc(&alice, &key, 1, "v"));
         std::thread::sleep(POLL);
-        let got = get_record(&b, &ak, &key, Kind::Doc);
+        let got = get_record(b, &ak, &key, Kind::Doc);
         if got.is_null() {
             Err(format!("{n} probes put"))
         } else {
@@ -545,7 +335,7 @@ fn client_writes_reach_a_peer_by_gossip_alone() {
     wait_until("all 20 records reach B", || {
         let missing: Vec<&String> = keys
             .iter()
-            .filter(|k| get_record(&b, &ak, k, Kind::Doc).is_null())
+            .filter(|k| get_record(b, &ak, k, Kind::Doc).is_null())
             .collect();
         if missing.is_empty() {
             Ok(())
@@ -731,132 +521,10 @@ fn forged_gossip_is_dropped_and_its_sender_loses_score() {
     );
 }
 
-/// A request-response codec that sends whatever bytes it is given.
-#[derive(Clone, Default)]
-struct RawCodec;
-
-impl request_response::Codec for RawCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let mut buf = Vec::new();
-        io.take(1 << 20).read_to_end(&mut buf).await?;
-        Ok(buf)
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let mut buf = Vec::new();
-        io.take(32 << 20).read_to_end(&mut buf).await?;
-        Ok(buf)
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        io.write_all(&req).await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Vec<u8>,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        io.write_all(&res).await
-    }
-}
-
-type RawBehaviour = request_response::Behaviour<RawCodec>;
-
-/// The node's own swarm (its behaviours and protocols), for a test peer.
-fn rogue_swarm(key: Keypair) -> Swarm<cirrus_node::p2p::Behaviour> {
-    let args = cirrus_node::config::RunArgs {
-        data_dir: Some("/nonexistent".into()),
-        bind: Some("127.0.0.1".parse().unwrap()),
-        ..Default::default()
-    };
-    let cfg = cirrus_node::config::Config::build(&args).unwrap();
-    build_swarm(
-        key,
-        &cfg,
-        &mut prometheus_client::registry::Registry::default(),
-    )
-    .unwrap()
-}
-
-fn cbor<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    cbor4ii::serde::to_vec(Vec::new(), v).unwrap()
-}
-
-fn raw_swarm() -> Swarm<RawBehaviour> {
-    SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                RawCodec,
-                [(SYNC_PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default(),
-            )
-        })
-        .unwrap()
-        // Stay connected while idle: only the node may end this connection.
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
-        .build()
-}
-
-/// Answer the node's requests (peer exchange, summaries) with a well-formed refusal;
-/// keep the responses to our own requests.
-fn raw_chores(
-    swarm: &mut Swarm<RawBehaviour>,
-    ev: request_response::Event<Vec<u8>, Vec<u8>>,
-    responses: &mut Vec<Vec<u8>>,
-) {
-    use request_response::{Event, Message};
-    match ev {
-        Event::Message {
-            message: Message::Request { channel, .. },
-            ..
-        } => {
-            let refusal = cbor(&Response::Refused("not serving".into()));
-            let _ = swarm.behaviour_mut().send_response(channel, refusal);
-        }
-        Event::Message {
-            message: Message::Response { response, .. },
-            ..
-        } => responses.push(response),
-        _ => {}
-    }
-}
-
 #[test]
 fn a_peer_sending_garbage_on_sync_is_disconnected_and_the_rest_go_on() {
-    let dirs = temp_dirs(2);
-    let nodes = start_network(&dirs);
-    let (a, b) = (&nodes[0], &nodes[1]);
-    wait_lists(a, &b.peer_id);
+    let net = TestNet::start(2, &[]);
+    let (a, b) = (net.node(0), net.node(1));
 
     let mut rogue = Rogue::new(raw_swarm, raw_chores);
     let a_id = rogue.connect(&a.listen[0]);
@@ -924,10 +592,8 @@ fn a_peer_sending_garbage_on_sync_is_disconnected_and_the_rest_go_on() {
 
 #[test]
 fn relay_reaches_a_connected_peer_and_nothing_else() {
-    let dirs = temp_dirs(2);
-    let nodes = start_network(&dirs);
-    let (a, b) = (&nodes[0], &nodes[1]);
-    wait_lists(a, &b.peer_id);
+    let net = TestNet::start(2, &[]);
+    let (a, b) = (net.node(0), net.node(1));
 
     let getnodeinfo = json!({"jsonrpc": "2.0", "id": 9, "method": "getnodeinfo"});
     let r = a.ok(

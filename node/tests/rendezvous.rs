@@ -5,22 +5,21 @@
 //! TTL-limited opening, and the direct path must work whenever the request fits it.
 //! The relay fallback is shown with a request too big for one UDP datagram, which
 //! the direct UDP path cannot carry and the swarm can. Nothing waits a fixed time:
-//! conditions are polled until they hold or `common::TIMEOUT` passes.
+//! conditions are polled until they hold or `support::TIMEOUT` passes.
 
-mod common;
+mod support;
 
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use cirrus_node::rendezvous::{Path, call_peer};
 use cirrus_proto::api::Transport;
 use cirrus_proto::record::Kind;
 use cirrus_proto::stun;
-use common::*;
 use libp2p::identity::Keypair;
 use serde_json::{Value, json};
+use support::*;
 
 /// Bound on one blocking socket read; a read that hits it fails the test.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,11 +27,18 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A rendezvous node and a target bootstrapped to it, once the rendezvous node
 /// lists the target's STUN-found UDP and TCP endpoints (what a client punches to).
 struct Pair {
-    a: TestNode,
-    b: TestNode,
+    net: TestNet,
     /// B's endpoints as B itself reports them (`getnodeinfo.stun`): (udp, tcp).
     endpoints: (Vec<SocketAddr>, Vec<SocketAddr>),
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Pair {
+    fn a(&self) -> &TestNode {
+        self.net.node(0)
+    }
+    fn b(&self) -> &TestNode {
+        self.net.node(1)
+    }
 }
 
 /// `address:port` of each entry of a `stun` object's list, read by hand from the
@@ -54,13 +60,14 @@ fn endpoints_in(stun: &Value, list: &str) -> Vec<SocketAddr> {
 
 fn pair() -> Pair {
     // Keepalives every second, so B's mappings are found and announced soon.
-    let Linked { a, b, dirs } = linked(&["--stun-keepalive-secs", "1"]);
+    let net = TestNet::start(2, &["--stun-keepalive-secs", "1"]);
+    let (a, b) = (net.node(0), net.node(1));
     let endpoints = wait_until(
         "A lists B with the stun.udp and stun.tcp endpoints B reports",
         || {
             let own = b.ok("getnodeinfo", json!({}))["stun"].clone();
             let mine = (endpoints_in(&own, "udp"), endpoints_in(&own, "tcp"));
-            let peers = peers_of(&a);
+            let peers = a.peers();
             let entry = peers
                 .iter()
                 .find(|p| p["peerId"] == b.peer_id)
@@ -79,56 +86,7 @@ fn pair() -> Pair {
             }
         },
     );
-    Pair {
-        a,
-        b,
-        endpoints,
-        _dirs: dirs,
-    }
-}
-
-/// Run `cirrus ARGS`; a run that outlives [`TIMEOUT`] is killed and fails the test
-/// (the client must not hang, whatever it is given).
-fn cirrus(args: &[&str]) -> Output {
-    let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("HOME", home.path())
-        .env_remove("CIRRUS_NODE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cirrus");
-    // Read both pipes on threads, so a chatty child cannot block on a full pipe.
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`cirrus {args:?}` still running after {TIMEOUT:?}");
-        }
-        std::thread::sleep(POLL);
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+    Pair { net, endpoints }
 }
 
 fn call_via(p: &Pair, method: &str, params: &str, transport: &str) -> Output {
@@ -137,9 +95,9 @@ fn call_via(p: &Pair, method: &str, params: &str, transport: &str) -> Output {
         method,
         params,
         "--peer",
-        &p.b.peer_id,
+        &p.b().peer_id,
         "--rendezvous",
-        &p.a.url,
+        &p.a().url,
         "--transport",
         transport,
     ])
@@ -177,7 +135,7 @@ fn the_cli_reaches_the_target_directly_over_udp_and_tcp() {
         assert!(out.status.success(), "{transport}: {stderr}");
         let info: Value = serde_json::from_str(&stdout)
             .unwrap_or_else(|e| panic!("{transport}: stdout {stdout:?}: {e}"));
-        assert_eq!(info["peerId"], p.b.peer_id, "{transport}: {stdout}");
+        assert_eq!(info["peerId"], p.b().peer_id, "{transport}: {stdout}");
         let at = direct_endpoint(&stderr, transport);
         assert!(
             listed.contains(&at),
@@ -193,8 +151,8 @@ fn call_peer_from_rust_reaches_the_target_directly_over_udp() {
     let request = json!({"jsonrpc": "2.0", "id": 7, "method": "getnodeinfo"});
     let reached = rt
         .block_on(call_peer(
-            &p.a.url,
-            &p.b.peer_id,
+            &p.a().url,
+            &p.b().peer_id,
             Transport::Udp,
             request,
             Duration::from_secs(10),
@@ -210,7 +168,7 @@ fn call_peer_from_rust_reaches_the_target_directly_over_udp() {
     }
     let r = reached.response;
     assert_eq!(r["id"], 7, "{r}");
-    assert_eq!(r["result"]["peerId"], p.b.peer_id, "{r}");
+    assert_eq!(r["result"]["peerId"], p.b().peer_id, "{r}");
 }
 
 #[test]
@@ -233,7 +191,7 @@ fn a_request_too_big_for_one_datagram_goes_through_the_relay_over_udp() {
             let why = stderr
                 .lines()
                 .find_map(|l| {
-                    l.strip_prefix(&format!("path: relay (through {}; direct: ", p.a.url))
+                    l.strip_prefix(&format!("path: relay (through {}; direct: ", p.a().url))
                 })
                 .unwrap_or_else(|| panic!("no relay line on stderr: {stderr}"));
             assert!(why.contains("datagram"), "{why}");
@@ -244,7 +202,7 @@ fn a_request_too_big_for_one_datagram_goes_through_the_relay_over_udp() {
         written.push(rec);
     }
     for rec in written {
-        let got = get_record(&p.b, &rec.author, &rec.key, Kind::Doc);
+        let got = get_record(p.b(), &rec.author, &rec.key, Kind::Doc);
         assert_eq!(got["value"], big.as_str(), "B holds {}", rec.key);
     }
 }
@@ -252,7 +210,7 @@ fn a_request_too_big_for_one_datagram_goes_through_the_relay_over_udp() {
 #[test]
 fn punch_refuses_bad_input_and_punches_toward_a_good_endpoint() {
     let p = pair();
-    let (a, b) = (&p.a, &p.b);
+    let (a, b) = (p.a(), p.b());
     let unknown = unknown_peer();
     let ok_endpoint = "127.0.0.1:9";
     for (params, code) in [
@@ -357,7 +315,7 @@ fn the_cli_fails_clearly_for_a_peer_the_rendezvous_node_does_not_know() {
                 "--peer",
                 &peer,
                 "--rendezvous",
-                &p.a.url,
+                &p.a().url,
                 "--transport",
                 transport,
             ]);
@@ -376,10 +334,10 @@ fn the_cli_fails_clearly_for_a_peer_the_rendezvous_node_does_not_know() {
         "getnodeinfo",
         "{}",
         "--peer",
-        &p.b.peer_id,
+        &p.b().peer_id,
         "--rendezvous",
         "http://127.0.0.1:1",
     ]);
     assert!(!out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(p.a.ok("getnodeinfo", json!({}))["peerId"], p.a.peer_id);
+    assert_eq!(p.a().ok("getnodeinfo", json!({}))["peerId"], p.a().peer_id);
 }

@@ -1,9 +1,9 @@
 //! Data and identity survive restarts, clean (SIGTERM) and not (SIGKILL).
 
-mod common;
+mod support;
 
-use common::*;
 use serde_json::json;
+use support::*;
 
 #[test]
 fn restart_keeps_records_root_and_peer_id() {
@@ -43,9 +43,7 @@ fn an_unreadable_node_key_is_an_error_not_a_new_identity() {
     TestNode::start(dir.path()).stop();
     let key = dir.path().join("node.key");
     std::fs::write(&key, b"garbage").unwrap();
-    let out = run_command(dir.path()).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = must_not_start(&["--data-dir", dir.path().to_str().unwrap()]);
     assert!(
         err.contains("node.key") && err.contains("not a valid"),
         "{err}"
@@ -72,6 +70,7 @@ fn config_file_and_env_are_honoured_and_bad_config_is_refused() {
     let mut child = std::process::Command::new(BIN)
         .args(["run", "--config"])
         .arg(&cfg)
+        .env("HOME", dir.path())
         .env("CIRRUS_MAX_BODY_BYTES", "100")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -115,21 +114,9 @@ fn config_file_and_env_are_honoured_and_bad_config_is_refused() {
         ("max-batch = 0", "max-batch"),
     ] {
         std::fs::write(&cfg, text).unwrap();
-        let out = std::process::Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .args(["--data-dir"])
-            .arg(dir.path().join("e"))
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{text}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = must_not_start(&["--config", cfg.to_str().unwrap()]);
         assert!(err.contains(needle), "{text}: {err}");
     }
-    let out = std::process::Command::new(BIN)
-        .args(["run", "--http-port", "70000"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("70000"));
+    let err = must_not_start(&["--http-port", "70000"]);
+    assert!(err.contains("70000"), "{err}");
 }

@@ -10,10 +10,10 @@
 //! the first datagram back (the server answers one datagram at a time, in order);
 //! on TCP, the test half-closes and reads to the end of the stream.
 
-mod common;
+mod support;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -21,10 +21,10 @@ use cirrus_proto::stun::{
     self, Attribute, Class, Message, attr, binding_request, parse_binding_response,
     peer_signing_message,
 };
-use common::*;
 use ed25519_dalek::{Signer, SigningKey};
 use libp2p_identity::PeerId;
 use serde_json::{Value, json};
+use support::*;
 
 /// Bound on one blocking socket read; a read that hits it fails the test.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,21 +58,21 @@ fn require_aioice() {
     );
 }
 
-/// A port number free for both UDP and TCP on loopback right now.
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind((LOOPBACK, 0)).unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind((LOOPBACK, port)).is_ok() {
-            return port;
-        }
-    }
+/// A loopback address of this turnserver's own (127.251.X.Y, from the process id
+/// and a counter), on which STUN's port 3478 is free whatever else runs: no port
+/// is found free and then taken before turnserver binds it.
+fn own_ip() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("127.251.{}.{}", std::process::id() % 250, n % 250 + 1)
 }
 
 /// coturn's `turnserver`, STUN only, on a loopback port; killed on drop (also when
 /// the test panics).
 struct Turnserver {
     child: Child,
+    ip: String,
     port: u16,
     _dir: tempfile::TempDir,
 }
@@ -81,10 +81,10 @@ impl Turnserver {
     fn start() -> Turnserver {
         let bin = require_program("turnserver", "coturn");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let (ip, port) = (own_ip(), 3478);
         let child = Command::new(bin)
             .arg("-n") // no config file: only these options
-            .args(["--listening-ip", "127.0.0.1"])
+            .args(["--listening-ip", &ip])
             .args(["--listening-port", &port.to_string()])
             .args([
                 "--no-tls",
@@ -102,13 +102,14 @@ impl Turnserver {
             .unwrap_or_else(|e| panic!("cannot start turnserver ({e}): {INSTALL_HINT}"));
         Turnserver {
             child,
+            ip,
             port,
             _dir: dir,
         }
     }
 
     fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     fn assert_running(&mut self) -> Result<(), String> {
@@ -127,12 +128,11 @@ impl Drop for Turnserver {
 }
 
 fn cirrus_stun(server: &str, tcp: bool) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["stun", server, "--timeout", "2"]);
+    let mut args = vec!["stun", server, "--timeout", "2"];
     if tcp {
-        cmd.arg("--tcp");
+        args.push("--tcp");
     }
-    cmd.output().expect("run cirrus stun")
+    cirrus(&args)
 }
 
 // ---------------------------------------------------------------------------
@@ -466,11 +466,13 @@ fn peer_entry(node: &TestNode, peer: &str) -> Option<Value> {
 
 #[test]
 fn a_peer_gets_a_client_pair_whose_mappings_come_and_go_with_it() {
-    let Linked { a, b, dirs: _dirs } = linked(&["--stun-keepalive-secs", "1"]);
+    let mut net = TestNet::start(2, &["--stun-keepalive-secs", "1"]);
+    let (a, b) = (net.node(0), net.node(1));
+    let (a_ip, b_ip) = (a.ip().to_string(), b.ip().to_string());
 
     // A's clients ask B's server: a UDP and a TCP mapping via B, unmapped on loopback.
     let mine = wait_until("A lists UDP and TCP mappings via B", || {
-        let s = stun_info(&a);
+        let s = stun_info(a);
         match (
             mapping_via(&s, "udp", &b.peer_id),
             mapping_via(&s, "tcp", &b.peer_id),
@@ -481,22 +483,38 @@ fn a_peer_gets_a_client_pair_whose_mappings_come_and_go_with_it() {
     });
     let (s, udp, tcp) = mine;
     for (name, e) in [("udp", &udp), ("tcp", &tcp)] {
-        assert_eq!(e["address"], "127.0.0.1", "{name}: {s}");
+        assert_eq!(e["address"], a_ip.as_str(), "{name}: {s}");
         assert!(e["port"].as_u64().is_some_and(|p| p > 0), "{name}: {s}");
         assert_eq!(e["port"], e["localPort"], "{name}: no NAT on loopback: {s}");
         assert!(e["lastSeen"].as_u64().is_some(), "{name}: {s}");
     }
     assert_ne!(
         udp["localPort"],
-        stun_port(&a),
+        stun_port(a),
         "a client socket of its own: {s}"
     );
     assert_eq!(s["nat"], "none", "{s}");
-    assert_eq!(s["address"], "127.0.0.1", "{s}");
+    assert_eq!(s["address"], a_ip.as_str(), "{s}");
+    // And B's mappings were found asking A where A listens, not at the address
+    // B's connection came from (issue: node 1 of a testnet had none).
+    wait_until("B lists UDP and TCP mappings via A", || {
+        let s = stun_info(b);
+        match (
+            mapping_via(&s, "udp", &a.peer_id),
+            mapping_via(&s, "tcp", &a.peer_id),
+        ) {
+            (Some(u), Some(t))
+                if u["address"] == b_ip.as_str() && t["address"] == b_ip.as_str() =>
+            {
+                Ok(())
+            }
+            _ => Err(s.to_string()),
+        }
+    });
 
     // B's server saw A prove its id, from the very sockets A lists.
     let seen = wait_until("B's server lists A in stun.seen over UDP and TCP", || {
-        let e = seen_entries(&b, &a.peer_id);
+        let e = seen_entries(b, &a.peer_id);
         if e.len() == 2 {
             Ok(e)
         } else {
@@ -510,14 +528,14 @@ fn a_peer_gets_a_client_pair_whose_mappings_come_and_go_with_it() {
             .unwrap_or_else(|| panic!("no {name} entry for A in B's seen: {seen:?}"));
         assert_eq!(
             e["observed"],
-            format!("127.0.0.1:{}", mine["localPort"]),
+            format!("{a_ip}:{}", mine["localPort"]),
             "B saw A's {name} client socket: {seen:?}"
         );
     }
 
     // A announced its `stun` object: B's getpeerinfo shows it for A.
     let announced = wait_until("B's getpeerinfo entry for A has A's stun object", || {
-        let p = peer_entry(&b, &a.peer_id).ok_or("A is not among B's peers")?;
+        let p = peer_entry(b, &a.peer_id).ok_or("A is not among B's peers")?;
         let s = &p["stun"];
         if mapping_via(s, "udp", &b.peer_id).is_some()
             && mapping_via(s, "tcp", &b.peer_id).is_some()
@@ -535,9 +553,10 @@ fn a_peer_gets_a_client_pair_whose_mappings_come_and_go_with_it() {
 
     // B leaves: A's client pair for it stops, and its mappings go.
     let b_id = b.peer_id.clone();
-    b.stop();
+    net.stop(1);
+    let a = net.node(0);
     wait_until("A's stun.udp and stun.tcp no longer list B", || {
-        let s = stun_info(&a);
+        let s = stun_info(a);
         if mapping_via(&s, "udp", &b_id).is_none() && mapping_via(&s, "tcp", &b_id).is_none() {
             Ok(())
         } else {

@@ -136,17 +136,20 @@ impl UdpApi {
             if let Some(tx) = stun_responses {
                 let _ = tx.try_send((bytes.to_vec(), from));
             }
-            return;
+            return self.metrics.udp("stun_response");
         }
         let a = stun::handle_binding(bytes, from, crate::stun::SOFTWARE);
-        if let Some(reply) = a.reply {
-            self.metrics.udp("stun");
-            if !self.is_validated(&from, None) {
-                self.metrics
-                    .udp_unvalidated_bytes
-                    .inc_by(reply.len() as u64);
+        match a.reply {
+            Some(reply) => {
+                if !self.is_validated(&from, None) {
+                    self.metrics
+                        .udp_unvalidated_bytes
+                        .inc_by(reply.len() as u64);
+                }
+                let _ = sock.send_to(&reply, from).await;
+                self.metrics.udp("stun");
             }
-            let _ = sock.send_to(&reply, from).await;
+            None => self.metrics.udp("stun_silent"),
         }
     }
 
@@ -204,7 +207,6 @@ impl UdpApi {
         if on_wire > budget {
             return self.send_cookie(sock, bytes.len(), from, id).await;
         }
-        self.metrics.udp("answered");
         if !validated {
             self.metrics.udp_unvalidated_bytes.inc_by(on_wire as u64);
         }
@@ -212,6 +214,8 @@ impl UdpApi {
         for d in datagrams(no, &out) {
             let _ = sock.send_to(&d, from).await;
         }
+        // Counted once sent, so whoever reads the count knows the answer is out.
+        self.metrics.udp("answered");
     }
 
     /// The -32010 answer with a cookie for `from`, if even that fits the budget of a
