@@ -299,3 +299,67 @@ fn large_values_end_a_list_page_early_and_paging_still_gets_everything() {
     }
     assert_eq!(seen, 24);
 }
+
+#[test]
+fn list_gives_a_hundred_records_when_no_limit_is_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let a = author(9);
+    let records: Vec<_> = (0..150)
+        .map(|i| doc(&a, &format!("k{i:03}"), 1, "v"))
+        .collect();
+    put_all_applied(&node, &records);
+    let page = node.ok("list", json!({}));
+    assert_eq!(
+        page["records"].as_array().unwrap().len(),
+        100,
+        "SPEC: default 100"
+    );
+    let next = page["next"].as_str().expect("a cursor to the rest");
+    let rest = node.ok("list", json!({"after": next}));
+    assert_eq!(rest["records"].as_array().unwrap().len(), 50);
+    assert_eq!(rest["next"], serde_json::Value::Null);
+    for bad in [0, 1001] {
+        let r = node.call("list", json!({"limit": bad}));
+        assert_eq!(error_code(&r), -32602, "limit {bad}: {r}");
+    }
+}
+
+/// With no port flags a node listens on SPEC's ports: 38080 to 38084. It gets a
+/// loopback address of its own, so nothing else can hold them.
+#[test]
+fn the_default_ports_are_the_specs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ip = format!("127.252.{}.1", std::process::id() % 250);
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["run", "--bind", &ip, "--data-dir"])
+        .arg(dir.path())
+        .env("HOME", dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(ready["http"], format!("{ip}:38081"), "{ready}");
+    assert_eq!(ready["ws"], format!("{ip}:38082"), "{ready}");
+    assert_eq!(ready["udp"], format!("{ip}:38083"), "{ready}");
+    let info: serde_json::Value = reqwest::blocking::Client::new()
+        .post(format!("http://{ip}:38081/"))
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"getnodeinfo"}"#)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let ports = &info["result"]["ports"];
+    assert_eq!(
+        ports,
+        &json!({"p2p": 38080, "http": 38081, "ws": 38082, "udp": 38083, "stun": 38084}),
+        "{info}"
+    );
+    terminate(&mut child);
+}

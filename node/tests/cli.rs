@@ -141,3 +141,104 @@ fn cache_size_flag_is_accepted_and_bad_values_are_refused() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// `keygen --out FILE` writes the key there (mode 0600) and prints its public key;
+/// `--identity FILE` signs with it; `compare` prints every column SPEC names.
+#[test]
+fn keygen_out_identity_and_every_column_of_compare() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let net = TestNet::start(2, &[]);
+    let (n1, n2) = (net.node(0), net.node(1));
+    let key = h.join("keys").join("mine.key");
+    let key = key.to_str().unwrap();
+
+    let out = cirrus(h, &["keygen", "--out", key]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let author = stdout(&out).trim().to_string();
+    assert_eq!(author.len(), 64, "{author}");
+    let mode = std::fs::metadata(key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key file is private");
+    assert!(
+        !h.join(".cirrus").exists(),
+        "nothing went to the default place"
+    );
+    fails(&cirrus(h, &["keygen", "--out", key]));
+    assert!(
+        cirrus(h, &["keygen", "--out", key, "--force"])
+            .status
+            .success()
+    );
+    let author = {
+        let out = cirrus(h, &["keygen", "--out", key, "--force"]);
+        stdout(&out).trim().to_string()
+    };
+
+    let out = cirrus(
+        h,
+        &[
+            "rate",
+            "thing",
+            "3",
+            "--identity",
+            key,
+            "--node",
+            &n1.url,
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["record"]["author"],
+        author.as_str(),
+        "signed with --identity"
+    );
+    // Without --identity and no default key: a clear error.
+    let err = fails(&cirrus(h, &["put", "k", "v", "--node", &n1.url]));
+    assert!(err.contains("keygen"), "{err}");
+
+    // compare: NODE, PEER ID, RECORDS, RATINGS SUM, ROOT, one row per node.
+    wait_converged(&[n1, n2], &n1.db(), "the rating reaches node 2");
+    let out = cirrus(h, &["compare", "--node", &n1.url, "--node", &n2.url]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let table = stdout(&out);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap()
+        .split("  ")
+        .filter(|c| !c.is_empty())
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        header,
+        ["NODE", "PEER ID", "RECORDS", "RATINGS SUM", "ROOT"],
+        "{table}"
+    );
+    let root = n1.db()["root"].as_str().unwrap().to_string();
+    for (node, line) in [n1, n2].iter().zip(lines.by_ref()) {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                node.url.as_str(),
+                node.peer_id.as_str(),
+                "1",
+                "3",
+                root.as_str()
+            ],
+            "{table}"
+        );
+    }
+    assert_eq!(lines.next(), Some("all 2 nodes agree"), "{table}");
+}

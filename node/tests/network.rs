@@ -640,3 +640,32 @@ fn relay_reaches_a_connected_peer_and_nothing_else() {
     assert_eq!(answers.len(), 1, "{r}");
     assert_eq!(error_code(&answers[0]), -32601, "{r}");
 }
+
+/// A node joins through a QUIC bootstrap address as well as through TCP: the swarm
+/// listens on both (SPEC: 38080 TCP + UDP/QUIC), and the connection is QUIC.
+#[test]
+fn a_node_joins_over_quic() {
+    let mut net = TestNet::unstarted(2, &[]);
+    net.up(0, &[]);
+    let quic = net
+        .node(0)
+        .listen
+        .iter()
+        .find(|a| a.contains("/quic-v1/"))
+        .expect("a QUIC listen address")
+        .clone();
+    net.up(1, &["--bootstrap", &quic]);
+    let (a, b) = (net.node(0), net.node(1));
+    let entry = wait_lists(b, &a.peer_id);
+    assert!(
+        entry["addr"].as_str().unwrap().contains("/quic-v1"),
+        "{entry}"
+    );
+    let r = doc(&author(64), "over-quic", 1, "v");
+    b.put(&r);
+    wait_converged(
+        &[a, b],
+        &b.db(),
+        "a record written on B reaches A over QUIC",
+    );
+}

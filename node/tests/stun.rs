@@ -12,6 +12,7 @@
 
 mod support;
 
+use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Output, Stdio};
@@ -1191,4 +1192,41 @@ fn one_address_cannot_take_more_than_its_share_of_tcp_slots() {
         other.local_addr().unwrap()
     );
     assert!(node.child.try_wait().unwrap().is_none(), "the node died");
+}
+
+/// Every node of a five-node network on five loopback addresses finds a UDP and a
+/// TCP mapping through each of its four peers, the bootstrap node too (its peers
+/// connected to it, from addresses it once asked STUN at, where nothing listened).
+#[test]
+fn every_node_of_five_has_a_mapping_via_each_peer() {
+    let net = TestNet::start(5, &["--stun-keepalive-secs", "1"]);
+    net.wait_mesh();
+    for node in net.nodes() {
+        let others: HashSet<String> = net
+            .nodes()
+            .iter()
+            .filter(|n| n.peer_id != node.peer_id)
+            .map(|n| n.peer_id.clone())
+            .collect();
+        wait_until(
+            &format!("{} has 4 UDP and 4 TCP mappings", node.peer_id),
+            || {
+                let s = stun_info(node);
+                let via = |t: &str| -> HashSet<String> {
+                    s[t].as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|m| m["via"].as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                if via("udp") == others && via("tcp") == others {
+                    Ok(())
+                } else {
+                    Err(s.to_string())
+                }
+            },
+        );
+    }
 }

@@ -1375,3 +1375,71 @@ fn udp_garbage(node: &TestNode, addr: SocketAddr, junk: &mut Junk, db: &Value) {
         }
     }
 }
+
+/// `subscribe {"topics": ["peers"]}`: a `peer` notification when a peer connects
+/// and when it leaves.
+#[test]
+fn subscribers_of_peers_hear_who_comes_and_goes() {
+    let mut net = TestNet::unstarted(2, &[]);
+    net.up(0, &[]);
+    let ws = net.node(0).ws.clone();
+    let mut child = Command::new(BIN)
+        .args([
+            "call",
+            "subscribe",
+            r#"{"topics":["peers"]}"#,
+            "--subscribe",
+        ])
+        .args(["--node", &ws])
+        .env("HOME", net.dir(0))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cirrus call --subscribe");
+    let (tx, out) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut said = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert!(said.starts_with("subscribed to peers"), "{said:?}");
+    let next = || -> Value {
+        let line = out
+            .recv_timeout(TIMEOUT)
+            .expect("a peer notification")
+            .unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+    };
+
+    let boot = net.boot();
+    let joined = net.up(1, &["--bootstrap", &boot]).peer_id.clone();
+    let note = next();
+    assert_eq!(note["method"], "peer", "{note}");
+    assert_eq!(note["params"]["event"], "connected", "{note}");
+    assert_eq!(note["params"]["peerId"], joined.as_str(), "{note}");
+    assert!(
+        note["params"]["addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("/ip4/")),
+        "{note}"
+    );
+    net.stop(1);
+    let note = next();
+    assert_eq!(
+        (
+            note["params"]["event"].as_str(),
+            note["params"]["peerId"].as_str()
+        ),
+        (Some("disconnected"), Some(joined.as_str())),
+        "{note}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
