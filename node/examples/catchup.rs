@@ -143,7 +143,7 @@ async fn one_k(root: &Path, base: &Path, records: &[Stored], k: usize) -> anyhow
     ensure!(before.records as usize == n - k && b.store().db_hash()?.records as usize == n);
 
     let t = Instant::now();
-    let stats = reconcile(a.network(), a.store(), a.writer(), b.peer_id).await?;
+    let stats = reconcile(a.network(), a.store(), a.writer(), a.metrics(), b.peer_id).await?;
     let secs = t.elapsed().as_secs_f64();
 
     let (ha, hb) = (a.store().db_hash()?, b.store().db_hash()?);

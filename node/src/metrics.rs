@@ -84,6 +84,16 @@ pub struct Metrics {
     pub stun_bindings: Family<ByTransport, Counter>,
     pub punches: Family<ByTransportResult, Counter>,
     pub relays: Family<ByResult, Counter>,
+    // What peers say.
+    pub peer_exchange: Family<ByResult, Counter>,
+    pub known_peers: Gauge,
+    pub announcements: Family<ByResult, Counter>,
+    pub verified: Family<ByOrigin, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByOrigin {
+    pub origin: &'static str,
 }
 
 impl Default for Metrics {
@@ -118,6 +128,10 @@ impl Metrics {
             stun_bindings: Family::default(),
             punches: Family::default(),
             relays: Family::default(),
+            peer_exchange: Family::default(),
+            known_peers: Gauge::default(),
+            announcements: Family::default(),
+            verified: Family::default(),
         };
         let r = &mut root;
         r.register(
@@ -216,6 +230,26 @@ impl Metrics {
             m.punches.clone(),
         );
         r.register("relays", "Relayed requests, by result", m.relays.clone());
+        r.register(
+            "peer_exchange",
+            "Peer-exchange entries taken and dropped (over the limit, or an address this node may not dial), and dials they led to",
+            m.peer_exchange.clone(),
+        );
+        r.register(
+            "known_peers",
+            "Peers this node has heard of (bounded by max-known-peers)",
+            m.known_peers.clone(),
+        );
+        r.register(
+            "announcements",
+            "Announcements by gossip: taken, ignored (over a peer's budget, or not newer) or invalid",
+            m.announcements.clone(),
+        );
+        r.register(
+            "records_verified",
+            "Record signatures checked, by where the record came from (api, gossip, sync)",
+            m.verified.clone(),
+        );
         *m.registry.write().expect("fresh lock") = root;
         m
     }
@@ -265,6 +299,20 @@ impl Metrics {
         self.punches
             .get_or_create(&ByTransportResult { transport, result })
             .inc();
+    }
+
+    pub fn verified(&self, origin: &'static str, n: u64) {
+        self.verified.get_or_create(&ByOrigin { origin }).inc_by(n);
+    }
+
+    pub fn exchange(&self, result: &'static str, n: u64) {
+        self.peer_exchange
+            .get_or_create(&ByResult { result })
+            .inc_by(n);
+    }
+
+    pub fn announcement(&self, result: &'static str) {
+        self.announcements.get_or_create(&ByResult { result }).inc();
     }
 
     pub fn relay(&self, result: &'static str) {

@@ -283,6 +283,7 @@ impl Dispatcher {
                 continue;
             }
             if req.method == "put" {
+                self.ctx.metrics.verified("api", 1);
                 match methods::prepare_put(req.params) {
                     Ok(stored) => {
                         puts.push((out.len(), req.id, stored));

@@ -81,7 +81,6 @@ impl Known {
         new
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.peers.len()
     }

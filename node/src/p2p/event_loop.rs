@@ -229,6 +229,8 @@ impl EventLoop {
     fn learn(&mut self, entries: Vec<PeerEntry>) {
         let local = *self.swarm.local_peer_id();
         let mut dials = 0;
+        let over = entries.len().saturating_sub(EXCHANGE_ENTRIES);
+        self.metrics.exchange("dropped", over as u64);
         for e in entries.into_iter().take(EXCHANGE_ENTRIES) {
             let Ok(peer) = PeerId::from_bytes(&e.peer) else {
                 continue;
@@ -241,8 +243,10 @@ impl EventLoop {
                 .take(ADDRS_PER_PEER)
                 .collect();
             if peer == local || addrs.is_empty() {
+                self.metrics.exchange("dropped", 1);
                 continue;
             }
+            self.metrics.exchange("taken", 1);
             let new = self.known.learn(peer, addrs.clone());
             if new
                 && dials < self.cfg.exchange_dials
@@ -250,11 +254,13 @@ impl EventLoop {
                 && self.connected.len() < self.cfg.max_peers as usize
             {
                 dials += 1;
+                self.metrics.exchange("dialed", 1);
                 let _ = self
                     .swarm
                     .dial(DialOpts::peer_id(peer).addresses(addrs).build());
             }
         }
+        self.metrics.known_peers.set(self.known.len() as i64);
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -478,6 +484,7 @@ impl EventLoop {
         }
         if !listen.is_empty() {
             self.known.learn(peer, listen.clone());
+            self.metrics.known_peers.set(self.known.len() as i64);
         }
         self.emit(Event::Identified { peer, listen });
     }

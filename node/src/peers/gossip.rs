@@ -112,25 +112,32 @@ pub(super) fn announcement(
 ) -> MessageAcceptance {
     match announce::open(data) {
         Ok(a) => {
-            take(p, a, dirty);
+            let result = if take(p, a, dirty) {
+                "taken"
+            } else {
+                "ignored"
+            };
+            p.metrics.announcement(result);
             MessageAcceptance::Accept
         }
         Err(e) => {
             tracing::warn!(peer = %source, error = %e, "dropping an invalid announcement");
+            p.metrics.announcement("invalid");
             MessageAcceptance::Reject
         }
     }
 }
 
 /// Keep what a connected peer announced (by gossip or in its hello), and tell the
-/// STUN clients and anti-entropy what changed.
-pub(super) fn take(p: &Peers, a: Announce, dirty: &mut HashMap<PeerId, KnownPeer>) {
+/// STUN clients and anti-entropy what changed. False: nothing was taken (not a
+/// connected peer's, or not newer than the last).
+pub(super) fn take(p: &Peers, a: Announce, dirty: &mut HashMap<PeerId, KnownPeer>) -> bool {
     let (from, b) = (a.from, a.body);
     let Some(before) = p
         .table
         .take(&from, b.at, b.root, b.stun.clone(), b.stun_port)
     else {
-        return;
+        return false;
     };
     if before.stun_port != Some(b.stun_port) {
         let _ = p.stun.events.try_send(PeerEvent::StunPort {
@@ -148,4 +155,5 @@ pub(super) fn take(p: &Peers, a: Announce, dirty: &mut HashMap<PeerId, KnownPeer
     {
         k.stun = Some(b.stun);
     }
+    true
 }

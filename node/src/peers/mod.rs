@@ -185,6 +185,7 @@ impl Peers {
                 let acceptance = if self.announce_budget(source) {
                     gossip::announcement(self, source, &data, dirty)
                 } else {
+                    self.metrics.announcement("ignored");
                     libp2p::gossipsub::MessageAcceptance::Ignore
                 };
                 self.network.validated(id, source, acceptance).await;
@@ -276,7 +277,9 @@ impl Peers {
         dirty: &mut HashMap<PeerId, KnownPeer>,
     ) {
         match announce::open(sealed) {
-            Ok(a) if a.from == peer => gossip::take(self, a, dirty),
+            Ok(a) if a.from == peer => {
+                gossip::take(self, a, dirty);
+            }
             Ok(a) => {
                 let why = format!("hello signed by another node ({})", a.from);
                 self.network.misbehaved(peer, why).await;

@@ -140,6 +140,7 @@ impl Punchers {
                     me.round(&socks, endpoint).await;
                 }
                 me.finished(endpoint, true);
+                me.metrics.punch("udp", "done");
             });
             n
         } else {
@@ -156,6 +157,7 @@ impl Punchers {
                 }
                 while tries.join_next().await.is_some() {}
                 me.finished(endpoint, false);
+                me.metrics.punch("tcp", "done");
             });
             n
         }

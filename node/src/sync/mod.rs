@@ -21,6 +21,7 @@ use cirrus_proto::sync::{self as proto, Item, Request, Response};
 use libp2p::PeerId;
 use serde_bytes::ByteBuf;
 
+use crate::metrics::Metrics;
 use crate::p2p::{Network, P2pError};
 use crate::store::writer::{Origin, WriteError, Writer};
 use crate::store::{Store, StoreError, Stored};
@@ -67,11 +68,12 @@ pub async fn reconcile(
     p2p: &Network,
     store: &Arc<Store>,
     writer: &Writer,
+    metrics: &Metrics,
     peer: PeerId,
 ) -> Result<SyncStats, SyncError> {
     let mut st = SyncStats::default();
     if store.db_hash()?.records == 0 {
-        stream_all(p2p, store, writer, peer, &mut st).await?;
+        stream_all(p2p, store, writer, metrics, peer, &mut st).await?;
     }
     let mut msg = blocking(store, proto::opening).await?;
     while !msg.is_empty() {
@@ -87,7 +89,7 @@ pub async fn reconcile(
                 _ => return Err(SyncError::Protocol("unexpected answer to reconcile".into())),
             }
         }
-        msg = receive(store, writer, &reply, &mut st).await?;
+        msg = receive(store, writer, metrics, &reply, &mut st).await?;
     }
     Ok(st)
 }
@@ -96,6 +98,7 @@ pub async fn reconcile(
 pub async fn serve(
     store: &Arc<Store>,
     writer: &Writer,
+    metrics: &Metrics,
     request: Request,
 ) -> Result<Response, SyncError> {
     match request {
@@ -106,7 +109,7 @@ pub async fn serve(
                     items.len()
                 )));
             }
-            let answer = receive(store, writer, &items, &mut SyncStats::default()).await?;
+            let answer = receive(store, writer, metrics, &items, &mut SyncStats::default()).await?;
             Ok(Response::Reconcile(answer))
         }
         Request::Range { after, max_bytes } => {
@@ -150,6 +153,7 @@ async fn stream_all(
     p2p: &Network,
     store: &Arc<Store>,
     writer: &Writer,
+    metrics: &Metrics,
     peer: PeerId,
     st: &mut SyncStats,
 ) -> Result<(), SyncError> {
@@ -166,7 +170,7 @@ async fn stream_all(
         let raw: Vec<Vec<u8>> = records.into_iter().map(ByteBuf::into_vec).collect();
         st.record_bytes += raw.iter().map(Vec::len).sum::<usize>();
         let (fresh, _) = sort_out(store, raw).await?;
-        let stored = verify_all(fresh).await?;
+        let stored = verify_all(fresh, metrics).await?;
         st.records_received += stored.len();
         if !stored.is_empty() {
             writer.apply(stored, Origin::Sync).await?;
@@ -182,6 +186,7 @@ async fn stream_all(
 async fn receive(
     store: &Arc<Store>,
     writer: &Writer,
+    metrics: &Metrics,
     items: &[Item],
     st: &mut SyncStats,
 ) -> Result<Vec<Item>, SyncError> {
@@ -191,7 +196,7 @@ async fn receive(
         .collect();
     st.record_bytes += raw.iter().map(Vec::len).sum::<usize>();
     let (fresh, mut lost) = sort_out(store, raw).await?;
-    let stored = verify_all(fresh).await?;
+    let stored = verify_all(fresh, metrics).await?;
     st.records_received += stored.len();
     if !stored.is_empty() {
         let slots: Vec<Hash> = stored.iter().map(|s| s.record.slot().hash()).collect();
@@ -266,10 +271,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Verify records on all cores; any invalid record is a protocol violation.
-async fn verify_all(records: Vec<Record>) -> Result<Vec<Stored>, SyncError> {
+async fn verify_all(records: Vec<Record>, metrics: &Metrics) -> Result<Vec<Stored>, SyncError> {
     if records.is_empty() {
         return Ok(Vec::new());
     }
+    metrics.verified("sync", records.len() as u64);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = records.len().div_ceil(workers).max(64);
     let mut tasks = Vec::new();

@@ -158,10 +158,12 @@ impl Scheduler {
         );
         let (metrics, timeout) = (self.metrics.clone(), self.timeout);
         async move {
-            let result =
-                tokio::time::timeout(timeout, super::reconcile(&network, &store, &writer, peer))
-                    .await
-                    .unwrap_or(Err(SyncError::TimedOut(timeout)));
+            let result = tokio::time::timeout(
+                timeout,
+                super::reconcile(&network, &store, &writer, &metrics, peer),
+            )
+            .await
+            .unwrap_or(Err(SyncError::TimedOut(timeout)));
             let label = if result.is_ok() { "done" } else { "failed" };
             metrics
                 .syncs
@@ -193,8 +195,9 @@ impl Scheduler {
             self.store.clone(),
             self.writer.clone(),
         );
+        let metrics = self.metrics.clone();
         async move {
-            let response = match super::serve(&store, &writer, request).await {
+            let response = match super::serve(&store, &writer, &metrics, request).await {
                 Ok(r) => r,
                 Err(SyncError::Protocol(why)) => {
                     network.misbehaved(peer, why.clone()).await;

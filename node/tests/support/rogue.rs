@@ -19,23 +19,30 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, noise, tcp,
 
 use super::{POLL, TIMEOUT, TestNode, entry_for};
 
+/// What a rogue does with its swarm's behaviour events; it keeps the responses the
+/// test wants to look at.
+pub type Chores<B> =
+    dyn FnMut(&mut Swarm<B>, <B as NetworkBehaviour>::ToSwarm, &mut Vec<Vec<u8>>);
+
 /// A libp2p peer inside the test process, driven in short slices between HTTP calls.
 pub struct Rogue<B: NetworkBehaviour> {
     rt: tokio::runtime::Runtime,
     pub swarm: Swarm<B>,
     /// Answers what the node asks of us, and keeps what the test wants to look at.
-    on_event: fn(&mut Swarm<B>, B::ToSwarm, &mut Vec<Vec<u8>>),
+    on_event: Box<Chores<B>>,
     /// Responses to our own requests, in arrival order.
     pub responses: Vec<Vec<u8>>,
     pub connected: HashSet<PeerId>,
     /// Peers whose last connection to us closed.
     pub closed: HashSet<PeerId>,
+    /// Peers we were connected to at some point.
+    pub met: HashSet<PeerId>,
 }
 
 impl<B: NetworkBehaviour> Rogue<B> {
     pub fn new(
         build: impl FnOnce() -> Swarm<B>,
-        on_event: fn(&mut Swarm<B>, B::ToSwarm, &mut Vec<Vec<u8>>),
+        on_event: impl FnMut(&mut Swarm<B>, B::ToSwarm, &mut Vec<Vec<u8>>) + 'static,
     ) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -47,10 +54,11 @@ impl<B: NetworkBehaviour> Rogue<B> {
         Rogue {
             rt,
             swarm,
-            on_event,
+            on_event: Box::new(on_event),
             responses: Vec::new(),
             connected: HashSet::new(),
             closed: HashSet::new(),
+            met: HashSet::new(),
         }
     }
 
@@ -63,6 +71,7 @@ impl<B: NetworkBehaviour> Rogue<B> {
             responses,
             connected,
             closed,
+            met,
         } = self;
         rt.block_on(async {
             let deadline = tokio::time::sleep(dur);
@@ -72,6 +81,7 @@ impl<B: NetworkBehaviour> Rogue<B> {
                     ev = swarm.select_next_some() => match ev {
                         SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                             connected.insert(peer_id);
+                            met.insert(peer_id);
                             closed.remove(&peer_id);
                         }
                         SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
@@ -116,7 +126,8 @@ impl<B: NetworkBehaviour> Rogue<B> {
             .block_on(async { swarm.dial(addr.clone()) })
             .unwrap();
         self.wait_until(&format!("connected to {addr}"), |r| {
-            if r.connected.contains(&peer) {
+            // (It may have been closed again already, by a node that did not like us.)
+            if r.met.contains(&peer) {
                 Ok(())
             } else {
                 Err(format!("connected to {:?}", r.connected))
