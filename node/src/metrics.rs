@@ -81,7 +81,7 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub commit_records: Histogram,
     // STUN and reachability.
-    pub stun_bindings: Family<ByTransport, Counter>,
+    pub stun_bindings: Family<ByTransportResult, Counter>,
     pub punches: Family<ByTransportResult, Counter>,
     pub relays: Family<ByResult, Counter>,
     // What peers say.
@@ -221,7 +221,7 @@ impl Metrics {
         );
         r.register(
             "stun_bindings",
-            "STUN Binding requests answered by this node's server, by transport",
+            "STUN messages to this node's server, by transport and result (answered, limited, ignored)",
             m.stun_bindings.clone(),
         );
         r.register(

@@ -525,3 +525,44 @@ fn one_message_cannot_build_a_huge_answer() {
     assert!(not_run >= 90, "{not_run} of 100 were not run");
     assert!(answers[0]["result"]["records"].is_array(), "the first ran");
 }
+
+/// The STUN server answers one source at most `stun-rate-limit` times a second:
+/// a flood of Binding requests in one victim's name gets the victim little.
+#[test]
+fn the_stun_server_answers_one_source_a_bounded_number_of_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start_with(dir.path(), &["--limit-loopback", "--stun-rate-limit", "10"]);
+    let port = node.info()["ports"]["stun"].as_u64().unwrap() as u16;
+    let server = SocketAddr::new(node.ip(), port);
+    let sock = UdpSocket::bind((own_ip(30).as_str(), 0)).unwrap();
+    let started = Instant::now();
+    let n = 300;
+    for i in 0..n {
+        let mut txid = [0u8; 12];
+        txid[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        let req = cirrus_proto::stun::binding_request(txid, "a STUN client", None);
+        sock.send_to(&req, server).unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let count = |r: &str| {
+        node.metric(
+            "cirrus_stun_bindings_total",
+            &[("transport", "udp"), ("result", r)],
+        )
+    };
+    wait_until("the server is done with the requests", || {
+        let done = count("answered") + count("limited");
+        if done >= n as f64 {
+            Ok(())
+        } else {
+            Err(format!("{done} of {n}"))
+        }
+    });
+    let answered = count("answered");
+    // A burst of twice the rate, then the rate.
+    assert!(
+        answered <= 20.0 + 10.0 * (secs + 1.0),
+        "{answered} of {n} answered in {secs:.2} s at 10/s per source"
+    );
+    assert!(answered >= 1.0);
+}

@@ -73,10 +73,25 @@ impl Server {
         }
     }
 
+    /// What to send back for one message (counted: answered, limited, or ignored
+    /// when it is not a Binding request).
     fn answer(&self, bytes: &[u8], from: SocketAddr, t: Transport) -> Option<Vec<u8>> {
+        let count = |result| {
+            self.metrics
+                .stun_bindings
+                .get_or_create(&crate::metrics::ByTransportResult {
+                    transport: t.as_str(),
+                    result,
+                })
+                .inc();
+        };
         let a = stun::handle_binding(bytes, from, SOFTWARE);
-        a.reply.as_ref()?;
+        if a.reply.is_none() {
+            count("ignored");
+            return None;
+        }
         if !self.per_source.allow(from.ip(), 1) {
+            count("limited");
             return None;
         }
         if let Some(p) = a.peer
@@ -84,12 +99,7 @@ impl Server {
         {
             self.state.saw(peer, t, p.observed);
         }
-        self.metrics
-            .stun_bindings
-            .get_or_create(&crate::metrics::ByTransport {
-                transport: t.as_str(),
-            })
-            .inc();
+        count("answered");
         a.reply
     }
 }

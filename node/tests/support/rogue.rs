@@ -21,8 +21,7 @@ use super::{POLL, TIMEOUT, TestNode, entry_for};
 
 /// What a rogue does with its swarm's behaviour events; it keeps the responses the
 /// test wants to look at.
-pub type Chores<B> =
-    dyn FnMut(&mut Swarm<B>, <B as NetworkBehaviour>::ToSwarm, &mut Vec<Vec<u8>>);
+pub type Chores<B> = dyn FnMut(&mut Swarm<B>, <B as NetworkBehaviour>::ToSwarm, &mut Vec<Vec<u8>>);
 
 /// A libp2p peer inside the test process, driven in short slices between HTTP calls.
 pub struct Rogue<B: NetworkBehaviour> {
