@@ -34,6 +34,8 @@
 #
 #   core  198.18.<i>.1/24 on link p<i>      (ip_forward, no NAT)
 #     rv              198.18.1.2   the rendezvous node (no NAT)
+#     witness         198.18.2.2   a second public node, so that every node has two
+#                                  STUN servers and can tell its NAT type (RFC 5780)
 #     node/client T   198.18.<i>.2 either the host itself (T = none) or a NAT
 #                                  router whose LAN is 10.<i>.0.0/24, host 10.<i>.0.2
 #   nodes: i = 11..14, clients: i = 21..24 (none, eim-pdf, full-cone, symmetric)
@@ -259,11 +261,11 @@ idx_of() {
 
 # Start a node in namespace $2 bound to $3; its folder is $WORK/$1.
 start_node() {
-  local name=$1 ns=$2 ip=$3 boot=${4:-}
+  local name=$1 ns=$2 ip=$3 boot
   local d="$WORK/$name"
   mkdir -p "$d"
   local args=(run --data-dir "$d/data" --bind "$ip" --stun-keepalive-secs 2)
-  [ -n "$boot" ] && args+=(--bootstrap "$boot")
+  for boot in "${@:4}"; do args+=(--bootstrap "$boot"); done
   RUST_LOG=${NATLAB_RUST_LOG:-info} ip netns exec "$ns" "$BIN" "${args[@]}" \
     > "$d/stdout" 2> "$d/log" < /dev/null &
   PIDS+=($!)
@@ -311,8 +313,16 @@ ready=$(wait_ready rv)
 RV_ID=$(json_field "$ready" peerId)
 BOOT="/ip4/$RV_IP/tcp/38080/p2p/$RV_ID"
 
+WITNESS_NS="$TAG-witness"
+mkns "$WITNESS_NS"
+public_link "$WITNESS_NS" 2
+log "starting the witness node at 198.18.2.2"
+start_node witness "$WITNESS_NS" 198.18.2.2 "$BOOT"
+ready=$(wait_ready witness)
+WITNESS_BOOT="/ip4/198.18.2.2/tcp/38080/p2p/$(json_field "$ready" peerId)"
+
 for t in "${NODE_TYPES[@]}"; do
-  start_node "n-$t" "${NODE_NS[$t]}" "${NODE_IP[$t]}" "$BOOT"
+  start_node "n-$t" "${NODE_NS[$t]}" "${NODE_IP[$t]}" "$BOOT" "$WITNESS_BOOT"
 done
 for t in "${NODE_TYPES[@]}"; do
   ready=$(wait_ready "n-$t")
@@ -322,9 +332,15 @@ done
 
 # Every node must be connected to the rendezvous node and have announced its UDP and
 # TCP mappings as seen by it.
+# Each node's announced NAT type must be the one its router makes (docs/nat.md).
 want=()
-for t in "${NODE_TYPES[@]}"; do want+=("${NODE_ID[$t]}"); done
-log "waiting for every node's STUN mappings at the rendezvous node"
+for t in "${NODE_TYPES[@]}"; do
+  case "$t" in
+    none) nat=none ;; symmetric) nat=endpoint-dependent ;; *) nat=endpoint-independent ;;
+  esac
+  want+=("${NODE_ID[$t]}=$nat")
+done
+log "waiting for every node's STUN mappings and NAT type at the rendezvous node"
 ok=0
 for _ in $(seq 1 90); do
   if inns "$RV_NS" "$BIN" call getpeerinfo --node "$RV_URL" > "$WORK/peers.json" 2>/dev/null \
@@ -333,15 +349,18 @@ import json, sys
 peers = {p["peerId"]: p for p in json.load(open(sys.argv[1]))}
 rv = sys.argv[2]
 for w in sys.argv[3:]:
-    s = (peers.get(w) or {}).get("stun") or {}
+    peer, nat = w.split("=")
+    s = (peers.get(peer) or {}).get("stun") or {}
     for t in ("udp", "tcp"):
         if not any(m.get("via") == rv for m in s.get(t) or []):
             sys.exit(1)
+    if s.get("nat") != nat:
+        sys.exit(1)
 EOF
   then ok=1; break; fi
   sleep 1
 done
-[ "$ok" = 1 ] || { echo "nodes did not show their STUN mappings at the rendezvous node in 90 s" >&2; cat "$WORK/peers.json" >&2 || true; exit 1; }
+[ "$ok" = 1 ] || { echo "nodes did not show their STUN mappings and NAT type (${want[*]}) at the rendezvous node in 90 s" >&2; cat "$WORK/peers.json" >&2 || true; exit 1; }
 python3 - "$WORK/peers.json" <<'EOF' >&2
 import json, sys
 for p in json.load(open(sys.argv[1])):
