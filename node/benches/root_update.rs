@@ -23,8 +23,8 @@
 //! Run: `cargo bench -p cirrus-node --bench root_update`.
 
 // The examples' record builder, so this bench and `catchup` sign records one way.
-#[path = "../examples/common/mod.rs"]
-mod common;
+#[path = "../examples/records/mod.rs"]
+mod records;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -235,7 +235,7 @@ fn main() {
 
     let t = Instant::now();
     // Records 0..largest prefill; the 3M after them are the measured new records.
-    let all = common::sign_records(largest + 3 * m, 0x5a, "bench");
+    let all = records::sign_records(largest + 3 * m, 0x5a, "bench");
     let (prefill, fresh) = all.split_at(largest);
     eprintln!(
         "signed {} records in {:.1} s",

@@ -21,7 +21,7 @@
 //! `cargo build --release --examples && target/release/examples/catchup`
 //! (`--n 1000000 --k 1,1000,100000` are the defaults; `--dir` picks the disk.)
 
-mod common;
+mod records;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -189,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
         .tempdir_in(&parent)?;
 
     let t = Instant::now();
-    let records = common::sign_records(args.n, 0x3c, "catchup");
+    let records = records::sign_records(args.n, 0x3c, "catchup");
     eprintln!(
         "signed {} records in {:.1} s",
         args.n,

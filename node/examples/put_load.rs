@@ -11,7 +11,7 @@
 //!
 //! `cargo run --release --example put_load -- http://127.0.0.1:38081 --batch 100`
 
-mod common;
+mod records;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,7 +70,7 @@ fn bodies(args: &Args) -> anyhow::Result<Vec<Vec<u8>>> {
                 let (keys, value) = (&keys, &value);
                 s.spawn(move || {
                     mine.iter()
-                        .map(|&(start, end)| common::put_batch_body(keys, start..end, value))
+                        .map(|&(start, end)| records::put_batch_body(keys, start..end, value))
                         .collect::<Vec<_>>()
                 })
             })

@@ -6,7 +6,7 @@
 //!
 //! `cargo run --release --example put_stages -- --records 20000 --batch 100`
 
-mod common;
+mod records;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ fn bodies(args: &Args) -> Vec<Vec<u8>> {
     (0..args.records)
         .step_by(args.batch)
         .map(|start| {
-            common::put_batch_body(&keys, start..(start + args.batch).min(args.records), &value)
+            records::put_batch_body(&keys, start..(start + args.batch).min(args.records), &value)
         })
         .collect()
 }

@@ -3,13 +3,12 @@
 //! [`Client::connect`] takes a node URL: `http://HOST:PORT`, `ws://HOST:PORT` or
 //! `udp://HOST:PORT`, and every call works the same over each.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use cirrus_proto::jsonrpc::{self, ErrorObject, Response};
-use cirrus_proto::udp::Reassembler;
+use cirrus_proto::udp::{CallError, Progress, Retransmit, UdpCall};
 use futures::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -26,6 +25,8 @@ pub enum ClientError {
     Unsupported { url: String, scheme: String },
     #[error("{url}: {why}")]
     Transport { url: String, why: String },
+    #[error("{url}: cannot send this request: {why}")]
+    Request { url: String, why: String },
     #[error("{url}: not a JSON-RPC response: {why}")]
     BadResponse { url: String, why: String },
     #[error("error {}: {}", .0.code, .0.message)]
@@ -134,32 +135,14 @@ impl Client {
             }
             Transport::Ws => {
                 let mut ws = self.ws_connect().await?;
-                let want: Value = serde_json::from_slice::<Value>(&body)
-                    .ok()
-                    .and_then(|v| v.get("id").cloned())
-                    .unwrap_or(Value::Null);
-                ws.send(WsMessage::Text(
-                    String::from_utf8_lossy(&body).into_owned().into(),
-                ))
-                .await
-                .map_err(|e| self.io(e))?;
-                let answer = tokio::time::timeout(self.timeout, async {
-                    while let Some(m) = ws.next().await {
-                        if let WsMessage::Text(t) = m.map_err(|e| self.io(e))? {
-                            let v: Value =
-                                serde_json::from_str(&t).map_err(|e| self.bad(e.to_string()))?;
-                            // Skip notifications; a batch answer is an array.
-                            if v.is_array() || v.get("id") == Some(&want) {
-                                return Ok(t.as_bytes().to_vec());
-                            }
-                        }
-                    }
-                    Err(self.bad("connection closed before the answer".into()))
-                })
-                .await
-                .map_err(|_| self.timed_out())?;
+                let answer = tokio::time::timeout(self.timeout, ws_ask(&mut ws, &body))
+                    .await
+                    .map_err(|_| self.timed_out())?;
                 let _ = ws.close(None).await;
-                answer
+                answer.map_err(|e| match e {
+                    WsAskError::Ws(e) => self.io(e),
+                    other => self.bad(other.to_string()),
+                })
             }
             Transport::Udp(addr) => self.udp_exchange(*addr, body).await,
         }
@@ -227,9 +210,8 @@ impl Client {
         Ok(ws)
     }
 
-    /// UDP: pad small requests (so the answer fits the anti-amplification budget),
-    /// retransmit with doubling intervals, reassemble fragments, and repeat once with
-    /// the cookie if the node asks for one.
+    /// UDP: one [`UdpCall`] (padding, retransmission, fragments, the cookie retry)
+    /// over a socket of our own.
     async fn udp_exchange(&self, addr: SocketAddr, body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
         let local: SocketAddr = if addr.is_ipv4() {
             "0.0.0.0:0"
@@ -239,75 +221,43 @@ impl Client {
         .parse()
         .expect("literal");
         let sock = udp_socket(local).map_err(|e| self.io(e))?;
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut body = body;
-        let mut sent_cookie = None;
-        for _ in 0..2 {
-            let mut padded = body.clone();
-            if padded.len() < UDP_MIN_REQUEST {
-                padded.resize(UDP_MIN_REQUEST, b' ');
-            }
-            let answer = self
-                .udp_once(&sock, addr, &padded, sent_cookie.as_ref(), deadline)
-                .await?;
-            match cookie_of(&answer) {
-                Some(c) => {
-                    sent_cookie = Some(c.clone());
-                    let mut v: Value =
-                        serde_json::from_slice(&body).map_err(|e| self.bad(e.to_string()))?;
-                    match &mut v {
-                        Value::Object(o) => {
-                            o.insert("cookie".into(), c);
-                        }
-                        Value::Array(a) => {
-                            if let Some(Value::Object(o)) = a.first_mut() {
-                                o.insert("cookie".into(), c);
-                            }
-                        }
-                        _ => return Ok(answer),
-                    }
-                    body = serde_json::to_vec(&v).expect("serializes");
-                }
-                None => return Ok(answer),
-            }
-        }
-        Err(self.bad("the node kept asking for a cookie".into()))
-    }
-
-    async fn udp_once(
-        &self,
-        sock: &UdpSocket,
-        addr: SocketAddr,
-        req: &[u8],
-        sent_cookie: Option<&Value>,
-        deadline: tokio::time::Instant,
-    ) -> Result<Vec<u8>, ClientError> {
-        let mut rto = Duration::from_millis(250);
+        let retransmit = Retransmit::Doubling(Duration::from_millis(250));
+        let mut call = UdpCall::new(Instant::now(), body, self.timeout, retransmit)
+            .map_err(|e| self.udp(e))?;
         let mut buf = vec![0u8; 65_536];
         loop {
-            // A fresh reassembler per try: fragments of an earlier answer may be lost.
-            let mut parts = Reassembler::default();
-            sock.send_to(req, addr).await.map_err(|e| self.io(e))?;
-            let until = (tokio::time::Instant::now() + rto).min(deadline);
-            while let Ok(r) = tokio::time::timeout_at(until, sock.recv_from(&mut buf)).await {
-                let (n, from) = r.map_err(|e| self.io(e))?;
-                if from != addr || cirrus_proto::stun::is_stun(&buf[..n]) {
-                    continue;
-                }
-                if let Some(msg) = parts.push(&buf[..n]) {
-                    // Asking for the very cookie this request carries: a late answer
-                    // to a retransmitted copy sent before we had the cookie. (A node
-                    // that no longer takes our cookie sends a new one.)
-                    if sent_cookie.is_some() && cookie_of(&msg).as_ref() == sent_cookie {
+            if let Some(d) = call.poll_transmit(Instant::now()) {
+                sock.send_to(d, addr).await.map_err(|e| self.io(e))?;
+            }
+            let wake = tokio::time::Instant::from_std(call.poll_timeout());
+            match tokio::time::timeout_at(wake, sock.recv_from(&mut buf)).await {
+                Err(_) => call
+                    .handle_timeout(Instant::now())
+                    .map_err(|e| self.udp(e))?,
+                Ok(r) => {
+                    let (n, from) = r.map_err(|e| self.io(e))?;
+                    if from != addr || cirrus_proto::stun::is_stun(&buf[..n]) {
                         continue;
                     }
-                    return Ok(msg);
+                    let progress = call
+                        .on_datagram(Instant::now(), &buf[..n])
+                        .map_err(|e| self.udp(e))?;
+                    if let Progress::Answer(msg) = progress {
+                        return Ok(msg);
+                    }
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(self.timed_out());
-            }
-            rto *= 2;
+        }
+    }
+
+    fn udp(&self, e: CallError) -> ClientError {
+        match e {
+            CallError::TimedOut(_) => self.timed_out(),
+            CallError::CookieLoop => self.bad(e.to_string()),
+            CallError::TooLarge(_) | CallError::NotJson => ClientError::Request {
+                url: self.url.clone(),
+                why: e.to_string(),
+            },
         }
     }
 
@@ -331,10 +281,38 @@ impl Client {
     }
 }
 
-/// The cookie a -32010 "cookie required" answer asks for.
-fn cookie_of(answer: &[u8]) -> Option<Value> {
-    let v: Value = serde_json::from_slice(answer).ok()?;
-    (v["error"]["code"] == jsonrpc::COOKIE_REQUIRED).then(|| v["error"]["data"]["cookie"].clone())
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WsAskError {
+    #[error(transparent)]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("connection closed before the answer")]
+    Closed,
+}
+
+/// Send one message (a request or a batch) on an open WebSocket and return its
+/// answer: the message with the request's id, or an array for a batch. Notifications
+/// in between are skipped.
+pub(crate) async fn ws_ask<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    body: &[u8],
+) -> Result<Vec<u8>, WsAskError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let want = cirrus_proto::udp::request_id(body);
+    let text = String::from_utf8_lossy(body).into_owned();
+    ws.send(WsMessage::Text(text.into())).await?;
+    while let Some(m) = ws.next().await {
+        if let WsMessage::Text(t) = m? {
+            let v: Value = serde_json::from_str(&t)?;
+            if v.is_array() || v.get("id") == Some(&want) {
+                return Ok(t.as_bytes().to_vec());
+            }
+        }
+    }
+    Err(WsAskError::Closed)
 }
 
 /// A large answer comes as a burst of up to hundreds of fragments; with the default
@@ -355,10 +333,6 @@ fn udp_socket(local: SocketAddr) -> std::io::Result<UdpSocket> {
     sock.bind(&local.into())?;
     UdpSocket::from_std(sock.into())
 }
-
-/// Requests are padded with JSON whitespace to this size: a node answers an unknown
-/// source with at most three times what it got, and the cookie error must fit.
-const UDP_MIN_REQUEST: usize = 64;
 
 #[cfg(test)]
 mod tests {

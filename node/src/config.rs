@@ -254,22 +254,20 @@ impl Config {
         self.min_free_disk.saturating_mul(1 << 20)
     }
 
-    pub fn limits(&self) -> crate::api::limits::LimitsConfig {
-        crate::api::limits::LimitsConfig {
+    pub fn rates(&self) -> crate::rate::Rates {
+        crate::rate::Rates {
             rate: self.rate_limit,
             burst: self.rate_burst,
             relay_rate: self.relay_rate_limit,
-            max_connections: self.max_connections,
-            max_connections_per_ip: self.max_connections_per_ip,
             limit_loopback: self.limit_loopback,
         }
     }
 
-    pub fn cors(&self) -> crate::api::http::CorsOrigins {
+    pub fn cors(&self) -> CorsOrigins {
         if self.cors_origins.iter().any(|o| o == "*") {
-            crate::api::http::CorsOrigins::Any
+            CorsOrigins::Any
         } else {
-            crate::api::http::CorsOrigins::List(self.cors_origins.clone())
+            CorsOrigins::List(self.cors_origins.clone())
         }
     }
 }
@@ -288,6 +286,13 @@ fn read_file(path: &Path) -> Result<RunArgs, ConfigError> {
 /// `$HOME/.cirrus/node`: the node's state, apart from the client identity next to it.
 pub fn default_data_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cirrus").join("node"))
+}
+
+/// Which origins a browser page may read the API from (`cors-origins`; `*` for any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    List(Vec<String>),
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::limits::{ConnectionCounter, LimitedListener, RateLimiter};
+use crate::api::limits::{ConnectionCounter, LimitedListener, Slots};
 use crate::api::serve::Timeouts;
 use crate::api::udp::UdpApi;
 use crate::api::ws::WsLimits;
@@ -29,6 +29,7 @@ use crate::identity::{self, IdentityError};
 use crate::metrics::Metrics;
 use crate::p2p::{self, Network, P2pError};
 use crate::peers::{self, InboundRelay, PeerTable, Peers, StunLink};
+use crate::rate::RateLimiter;
 use crate::store::writer::{Writer, WriterConfig};
 use crate::store::{Store, StoreError};
 use crate::stun::{self, StunState, client::ClientCtx, punch::Punchers};
@@ -79,7 +80,7 @@ pub struct Node {
     services: JoinSet<Result<(), NodeError>>,
     /// Connections, UDP answers and other short tasks the services start.
     tasks: TaskTracker,
-    swarm: tokio::task::JoinHandle<()>,
+    swarm: TaskTracker,
     swarm_stop: CancellationToken,
     writer_thread: std::thread::JoinHandle<()>,
     network: Network,
@@ -119,7 +120,11 @@ impl Node {
         let stun_port = stun_udp.local_addr().map_or(cfg.stun_port, |a| a.port());
         let (stun_events, stun_events_rx) = mpsc::channel(256);
         let (stun_servers, stun_servers_rx) = watch::channel(Vec::new());
-        let punchers = Arc::new(Punchers::new(cfg.punch_rate_limit, metrics.clone()));
+        let punchers = Arc::new(Punchers::new(
+            cfg.punch_rate_limit,
+            metrics.clone(),
+            tasks.clone(),
+        ));
         // The swarm stops after the API, so requests in flight can still reach it.
         let swarm_stop = CancellationToken::new();
         let remembered = if cfg.redial() {
@@ -147,8 +152,13 @@ impl Node {
 
         let sockets = ApiSockets::bind(&cfg).await?;
         let (http, ws, udp) = sockets.addrs();
-        let limiter = Arc::new(RateLimiter::new(cfg.limits()));
-        let connections = ConnectionCounter::new(limiter.clone(), metrics.clone());
+        let limiter = Arc::new(RateLimiter::new(cfg.rates()));
+        let slots = Slots {
+            max: cfg.max_connections,
+            per_source: cfg.max_connections_per_ip,
+            limit_loopback: cfg.limit_loopback,
+        };
+        let connections = ConnectionCounter::new(slots, metrics.clone());
         let ctx = Arc::new(Context {
             limiter,
             admin_token: admin_token(&cfg.data_dir)?,
@@ -235,6 +245,7 @@ impl Node {
             keepalive: cfg.stun_keepalive(),
             servers: stun_servers_rx,
             punchers,
+            tasks: tasks.clone(),
             api: Arc::new(DynamicPorts {
                 connections,
                 udp: udp_api,
@@ -247,7 +258,7 @@ impl Node {
         };
         let token = shutdown.clone();
         serve(&mut services, "stun clients", async move {
-            stun::manager::run(stun_clients, stun_servers, stun_events_rx, token).await;
+            stun::pairs::run(stun_clients, stun_servers, stun_events_rx, token).await;
             Ok(())
         });
 
@@ -306,7 +317,7 @@ impl Node {
             shutdown,
             services,
             tasks,
-            swarm: p2p.task,
+            swarm: p2p.tasks,
             swarm_stop,
             writer_thread,
             network,
@@ -365,7 +376,7 @@ impl Node {
         self.tasks.close();
         self.tasks.wait().await;
         self.swarm_stop.cancel();
-        let _ = (&mut self.swarm).await;
+        self.swarm.wait().await;
         // The swarm and the API held the last writer handles; the writer now drains
         // and exits, and the store closes with the last of its handles.
         drop(self.network);

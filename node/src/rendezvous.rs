@@ -7,23 +7,20 @@
 //! [`call_peer`] the same way.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cirrus_proto::api::{NodeInfo, PeerInfo, Transport};
-use cirrus_proto::jsonrpc;
 use cirrus_proto::stun::{self, Class};
-use cirrus_proto::udp::Reassembler;
-use futures::{SinkExt, StreamExt};
+use cirrus_proto::udp::{CallError, Progress, Retransmit, UdpCall};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::api::udp::MAX_DATAGRAM;
-use crate::client::{Client, ClientError};
-use crate::stun::client::{connect_from, listen_on};
-use crate::stun::probe;
+use crate::client::{Client, ClientError, ws_ask};
+use crate::sockets::{connect_from, listen_on, local_ip_towards};
+use crate::stun::probe::{self, ProbeError};
+use crate::stun::transaction_id;
 
 /// How long the direct path is tried before falling back to the relay.
 pub const DIRECT_FOR: Duration = Duration::from_secs(4);
@@ -40,12 +37,48 @@ pub const OPENING_TTL: u32 = 2;
 /// them from a port that is not in its `stun` list).
 const MAX_LEARNED: usize = 8;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Path {
     /// Straight to the target, at this STUN-found endpoint.
     Direct(SocketAddr),
     /// Through the rendezvous node's `relay`; `why` the direct path was not taken.
-    Relay { why: String },
+    Relay { why: DirectError },
+}
+
+/// Why a call through a rendezvous node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RendezvousError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("peer {0} is not connected to the rendezvous node")]
+    NotConnected(String),
+}
+
+/// Why the direct path was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectError {
+    #[error("the rendezvous node lists no {0} endpoints for the peer")]
+    NoEndpoints(Transport),
+    #[error("the rendezvous node shows no STUN port")]
+    NoStunPort,
+    #[error(transparent)]
+    Request(#[from] CallError),
+    #[error("no local socket: {0}")]
+    Socket(std::io::Error),
+    #[error("no STUN answer from {server}: {why}")]
+    Stun { server: SocketAddr, why: ProbeError },
+    #[error("punch failed: {0}")]
+    Punch(ClientError),
+    #[error("no answer within {DIRECT_FOR:?} from {} (our mapping {mine})", list(.tried))]
+    NoAnswer {
+        tried: Vec<SocketAddr>,
+        mine: SocketAddr,
+    },
+}
+
+fn list(addrs: &[SocketAddr]) -> String {
+    let each: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    each.join(", ")
 }
 
 #[derive(Debug)]
@@ -63,30 +96,26 @@ pub async fn call_peer(
     transport: Transport,
     request: Value,
     timeout: Duration,
-) -> Result<Reached, ClientError> {
+) -> Result<Reached, RendezvousError> {
     let r = Client::connect(rendezvous, timeout)?;
     let peers: Vec<PeerInfo> = r.call_as("getpeerinfo", json!({})).await?;
-    let entry =
-        peers
-            .iter()
-            .find(|p| p.peer_id == peer)
-            .ok_or_else(|| ClientError::BadResponse {
-                url: rendezvous.into(),
-                why: format!("peer {peer} is not connected to the rendezvous node"),
-            })?;
+    let entry = peers
+        .iter()
+        .find(|p| p.peer_id == peer)
+        .ok_or_else(|| RendezvousError::NotConnected(peer.into()))?;
     let targets = entry
         .stun
         .as_ref()
         .map(|s| s.endpoints(transport))
         .unwrap_or_default();
     let why = if targets.is_empty() {
-        format!("the rendezvous node lists no {transport} endpoints for the peer")
+        DirectError::NoEndpoints(transport)
     } else {
         let info: NodeInfo = r.call_as("getnodeinfo", json!({})).await?;
         let direct = match (transport, rendezvous_stun(rendezvous, &info)) {
             (Transport::Udp, Some(s)) => direct_udp(&r, peer, s, &targets, &request).await,
             (Transport::Tcp, Some(s)) => direct_tcp(&r, peer, s, &targets, &request).await,
-            (_, None) => Err("the rendezvous node shows no STUN port".into()),
+            (_, None) => Err(DirectError::NoStunPort),
         };
         match direct {
             Ok(reached) => return Ok(reached),
@@ -121,24 +150,25 @@ async fn direct_udp(
     stun: SocketAddr,
     targets: &[SocketAddr],
     request: &Value,
-) -> Result<Reached, String> {
-    let mut body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
-    // Checked before the punch: sending it would only fail, unseen, for DIRECT_FOR.
-    if body.len() > MAX_DATAGRAM {
-        return Err(format!(
-            "the request is {} bytes, more than one UDP datagram carries ({MAX_DATAGRAM})",
-            body.len()
-        ));
-    }
+) -> Result<Reached, DirectError> {
+    let body = serde_json::to_vec(request).expect("a JSON value serializes");
+    // Made before the punch: a request too large to send would fail, unseen, for
+    // DIRECT_FOR.
+    let mut call = UdpCall::new(
+        Instant::now(),
+        body,
+        DIRECT_FOR,
+        Retransmit::Every(Duration::from_millis(250)),
+    )?;
     let sock = UdpSocket::bind("0.0.0.0:0")
         .await
-        .map_err(|e| format!("no UDP socket: {e}"))?;
+        .map_err(DirectError::Socket)?;
     let mine = probe::binding_udp(&sock, stun, Duration::from_secs(2))
         .await
-        .map_err(|e| format!("no STUN answer from {stun}: {e}"))?;
-    if behind_nat(stun, mine).await {
-        // Open our NAT toward the target before it punches toward us, so its
-        // packets find our mapping instead of creating one of their own.
+        .map_err(|why| DirectError::Stun { server: stun, why })?;
+    if local_ip_towards(Ipv4Addr::UNSPECIFIED.into(), stun).await != mine.ip() {
+        // Behind NAT: open ours toward the target before it punches toward us, so
+        // its packets find our mapping instead of creating one of their own.
         if let Ok(ttl) = sock.ttl()
             && sock.set_ttl(OPENING_TTL).is_ok()
         {
@@ -148,64 +178,78 @@ async fn direct_udp(
             let _ = sock.set_ttl(ttl);
         }
     }
-    r.call(
-        "punch",
-        json!({"peerId": peer, "endpoint": mine.to_string(), "transport": "udp"}),
-    )
-    .await
-    .map_err(|e| format!("punch failed: {e}"))?;
-    body.resize(body.len().max(64), b' ');
-    let until = tokio::time::Instant::now() + DIRECT_FOR;
-    let mut parts = Reassembler::default();
-    let mut buf = vec![0u8; 65_536];
-    let mut targets = targets.to_vec();
+    punch(r, peer, mine, Transport::Udp).await?;
     let listed = targets.len();
-    let mut bodies: Vec<(SocketAddr, Vec<u8>)> =
-        targets.iter().map(|t| (*t, body.clone())).collect();
-    while tokio::time::Instant::now() < until {
-        for (t, b) in &bodies {
-            let _ = sock.send_to(b, t).await;
+    let mut targets = targets.to_vec();
+    // Where the request goes: every endpoint until one asks for a cookie, then that
+    // one alone.
+    let mut sending = targets.clone();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        if let Some(d) = call.poll_transmit(Instant::now()) {
+            for t in &sending {
+                let _ = sock.send_to(d, t).await;
+            }
         }
-        let tick = (tokio::time::Instant::now() + Duration::from_millis(250)).min(until);
-        while let Ok(Ok((n, from))) = tokio::time::timeout_at(tick, sock.recv_from(&mut buf)).await
-        {
-            if stun::is_stun(&buf[..n]) {
-                // A punch packet from an endpoint we do not know: the target's NAT
-                // maps per destination (symmetric), and this is its mapping toward
-                // us (a peer-reflexive candidate, RFC 8445 §7.3.1.3).
-                if is_indication(&buf[..n])
-                    && !targets.contains(&from)
-                    && targets.len() < listed + MAX_LEARNED
-                {
-                    targets.push(from);
-                    bodies.push((from, body.clone()));
-                    let _ = sock.send_to(&body, from).await;
-                }
-                continue;
+        let wake = tokio::time::Instant::from_std(call.poll_timeout());
+        let Ok(Ok((n, from))) = tokio::time::timeout_at(wake, sock.recv_from(&mut buf)).await
+        else {
+            if call.handle_timeout(Instant::now()).is_err() {
+                return Err(DirectError::NoAnswer {
+                    tried: targets,
+                    mine,
+                });
             }
-            if !targets.contains(&from) {
-                continue;
+            continue;
+        };
+        let bytes = &buf[..n];
+        if stun::is_stun(bytes) {
+            // A punch packet from an endpoint we do not know: the target's NAT maps
+            // per destination (symmetric), and this is its mapping toward us (a
+            // peer-reflexive candidate, RFC 8445 §7.3.1.3).
+            if is_indication(bytes)
+                && !targets.contains(&from)
+                && targets.len() < listed + MAX_LEARNED
+            {
+                targets.push(from);
+                sending.push(from);
+                let _ = sock.send_to(call.datagram(), from).await;
             }
-            let Some(msg) = parts.push(&buf[..n]) else {
-                continue;
-            };
-            let Ok(v) = serde_json::from_slice::<Value>(&msg) else {
-                continue;
-            };
-            if v["error"]["code"] == jsonrpc::COOKIE_REQUIRED {
-                let mut with = request.clone();
-                with["cookie"] = v["error"]["data"]["cookie"].clone();
-                let b = serde_json::to_vec(&with).map_err(|e| e.to_string())?;
-                bodies = vec![(from, b)];
-                break;
+            continue;
+        }
+        if !targets.contains(&from) {
+            continue;
+        }
+        match call.on_datagram(Instant::now(), bytes)? {
+            Progress::Waiting => {}
+            Progress::CookieTaken => sending = vec![from],
+            Progress::Answer(msg) => {
+                let Ok(response) = serde_json::from_slice::<Value>(&msg) else {
+                    continue;
+                };
+                return Ok(Reached {
+                    path: Path::Direct(from),
+                    response,
+                });
             }
-            return Ok(Reached {
-                path: Path::Direct(from),
-                response: v,
-            });
         }
     }
-    Err(no_answer(&targets, mine))
+}
+
+/// Ask the rendezvous node to have the target punch toward `mine`.
+async fn punch(
+    r: &Client,
+    peer: &str,
+    mine: SocketAddr,
+    transport: Transport,
+) -> Result<(), DirectError> {
+    r.call(
+        "punch",
+        json!({"peerId": peer, "endpoint": mine.to_string(), "transport": transport}),
+    )
+    .await
+    .map_err(DirectError::Punch)?;
+    Ok(())
 }
 
 async fn direct_tcp(
@@ -214,28 +258,26 @@ async fn direct_tcp(
     stun: SocketAddr,
     targets: &[SocketAddr],
     request: &Value,
-) -> Result<Reached, String> {
+) -> Result<Reached, DirectError> {
     let bind: IpAddr = Ipv4Addr::UNSPECIFIED.into();
+    let stun_err = |why| DirectError::Stun { server: stun, why };
     let mut to_stun = connect_from(bind, 0, stun)
         .await
-        .map_err(|e| format!("cannot connect to STUN {stun}: {e}"))?;
-    let port = to_stun.local_addr().map_err(|e| e.to_string())?.port();
+        .map_err(|e| stun_err(ProbeError::Io(e)))?;
+    let port = to_stun
+        .local_addr()
+        .map_err(|e| stun_err(ProbeError::Io(e)))?
+        .port();
     let mine = probe::binding_tcp(&mut to_stun, Duration::from_secs(2))
         .await
-        .map_err(|e| format!("no STUN answer from {stun}: {e}"))?;
+        .map_err(stun_err)?;
     drop(to_stun);
     // The target's punch connects toward `mine`: when our NAT lets it in (no NAT,
     // or endpoint-independent filtering) this listener takes it, from whatever port
     // the target's NAT gave it. Our own connects go the other way, and cross the
     // target's SYNs when both NATs keep the port (simultaneous open).
-    let listener = listen_on(SocketAddr::new(bind, port))
-        .map_err(|e| format!("cannot listen on port {port}: {e}"))?;
-    r.call(
-        "punch",
-        json!({"peerId": peer, "endpoint": mine.to_string(), "transport": "tcp"}),
-    )
-    .await
-    .map_err(|e| format!("punch failed: {e}"))?;
+    let listener = listen_on(SocketAddr::new(bind, port)).map_err(DirectError::Socket)?;
+    punch(r, peer, mine, Transport::Tcp).await?;
     let until = tokio::time::Instant::now() + DIRECT_FOR;
     let (tx, mut answers) = mpsc::channel::<(SocketAddr, Value)>(8);
     let mut tasks = JoinSet::new();
@@ -255,20 +297,14 @@ async fn direct_tcp(
         .await
         .ok()
         .flatten()
-        .ok_or_else(|| no_answer(targets, mine))?;
+        .ok_or_else(|| DirectError::NoAnswer {
+            tried: targets.to_vec(),
+            mine,
+        })?;
     Ok(Reached {
         path: Path::Direct(from),
         response,
     })
-}
-
-/// Why the direct path failed when nothing came back in time.
-fn no_answer(targets: &[SocketAddr], mine: SocketAddr) -> String {
-    let tried: Vec<String> = targets.iter().map(ToString::to_string).collect();
-    format!(
-        "no answer within {DIRECT_FOR:?} from {} (our mapping {mine})",
-        tried.join(", ")
-    )
 }
 
 /// Connections the target makes toward us (its punch), each asked `request` on
@@ -316,20 +352,8 @@ async fn connect_until(
     }
 }
 
-/// Whether `mine` (our mapping as the STUN server saw it) is not our own address.
-async fn behind_nat(stun: SocketAddr, mine: SocketAddr) -> bool {
-    let local = async {
-        let s = UdpSocket::bind("0.0.0.0:0").await.ok()?;
-        s.connect(stun).await.ok()?;
-        Some(s.local_addr().ok()?.ip())
-    };
-    local.await.is_some_and(|ip| ip != mine.ip())
-}
-
 fn indication() -> Vec<u8> {
-    let mut txid = [0u8; 12];
-    let _ = getrandom::fill(&mut txid);
-    stun::binding_indication(txid)
+    stun::binding_indication(transaction_id())
 }
 
 fn is_indication(bytes: &[u8]) -> bool {
@@ -337,30 +361,21 @@ fn is_indication(bytes: &[u8]) -> bool {
         .is_ok_and(|m| m.class == Class::Indication && m.method == stun::BINDING)
 }
 
+/// One WebSocket exchange on a connection punched through (either way).
 async fn ws_exchange(
     stream: tokio::net::TcpStream,
     target: SocketAddr,
     request: &Value,
 ) -> Option<Value> {
-    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+    let body = serde_json::to_vec(request).ok()?;
+    tokio::time::timeout(Duration::from_secs(5), async {
         let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{target}/"), stream)
             .await
             .ok()?;
-        ws.send(WsMessage::Text(request.to_string().into()))
-            .await
-            .ok()?;
-        while let Some(Ok(m)) = ws.next().await {
-            if let WsMessage::Text(t) = m
-                && let Ok(v) = serde_json::from_str::<Value>(&t)
-                && v.get("id") == request.get("id")
-            {
-                let _ = ws.close(None).await;
-                return Some(v);
-            }
-        }
-        None
+        let answer = ws_ask(&mut ws, &body).await.ok()?;
+        let _ = ws.close(None).await;
+        serde_json::from_slice(&answer).ok()
     })
     .await
-    .ok()??;
-    Some(answer)
+    .ok()?
 }

@@ -54,3 +54,23 @@ fn cookie_validates_only_its_source_and_expires() {
         "old cookies expire"
     );
 }
+
+#[test]
+fn unfinished_messages_are_bounded_and_one_under_way_survives_noise() {
+    let json: Vec<u8> = (0..5000).map(|i| b'a' + (i % 26) as u8).collect();
+    let ours = udp::datagrams(1, &json);
+    let mut re = Reassembler::default();
+    assert_eq!(re.push(&ours[0]), None);
+    assert_eq!(re.push(&ours[1]), None);
+    // Many messages that never finish, each one fragment in.
+    for no in 100..200u32 {
+        let noise = &udp::datagrams(no, &json)[0];
+        assert_eq!(re.push(noise), None);
+        assert!(re.unfinished() <= udp::fragment::MAX_PARTIAL);
+    }
+    let mut got = None;
+    for d in &ours[2..] {
+        got = re.push(d).or(got);
+    }
+    assert_eq!(got, Some(json));
+}

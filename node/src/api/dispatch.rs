@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cirrus_proto::api::PutResult;
-use cirrus_proto::jsonrpc::{
-    Body, ErrorObject, RATE_LIMITED, Request, Response, TOO_LARGE, parse_body,
-};
+use cirrus_proto::jsonrpc::{Body, ErrorObject, Request, Response, parse_body};
 use serde_json::{Map, Value};
 
 use super::error::{ApiError, outcome};
@@ -201,11 +199,7 @@ impl Dispatcher {
                     transport: origin.label(),
                 })
                 .inc();
-            let e = ErrorObject::new(
-                RATE_LIMITED,
-                "rate limited: too many requests from this address",
-            );
-            return Answer::Limited(encode(&Response::err(Value::Null, e)));
+            return Answer::Limited(ApiError::RateLimited.response(Value::Null));
         }
         match body {
             Err(e) => {
@@ -219,18 +213,15 @@ impl Dispatcher {
                 None => Answer::Nothing,
             },
             Ok(Body::Batch(items)) if items.len() > self.ctx.max_batch => {
-                let e = ErrorObject::new(
-                    TOO_LARGE,
-                    format!(
-                        "batch of {} requests is over the limit of {}",
-                        items.len(),
-                        self.ctx.max_batch
-                    ),
-                );
+                let e = ApiError::TooLarge(format!(
+                    "batch of {} requests is over the limit of {}",
+                    items.len(),
+                    self.ctx.max_batch
+                ));
                 self.ctx
                     .metrics
-                    .request(origin.label(), "unknown", outcome(e.code));
-                Answer::Reply(encode(&Response::err(Value::Null, e)))
+                    .request(origin.label(), "unknown", outcome(e.code()));
+                Answer::Reply(e.response(Value::Null))
             }
             Ok(Body::Batch(items)) => {
                 let answers = self.handle_all(items, origin).await;
@@ -272,14 +263,13 @@ impl Dispatcher {
             };
             let method = label(&req.method);
             if spent > budget {
-                let e = ErrorObject::new(
-                    TOO_LARGE,
-                    format!(
-                        "not run: the answers before it passed the budget of {budget} bytes for one message"
-                    ),
-                );
-                self.ctx.metrics.request(transport, method, outcome(e.code));
-                out.push(req.id.map(|id| encode(&Response::err(id, e))));
+                let e = ApiError::TooLarge(format!(
+                    "not run: the answers before it passed the budget of {budget} bytes for one message"
+                ));
+                self.ctx
+                    .metrics
+                    .request(transport, method, outcome(e.code()));
+                out.push(req.id.map(|id| e.response(id)));
                 continue;
             }
             if req.method == "put" {

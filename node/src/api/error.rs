@@ -40,39 +40,61 @@ pub enum ApiError {
     /// A `relay` or `punch` reached the peer, which refused it or answered nonsense.
     #[error("{0}")]
     Peer(String),
+    #[error("parse error: {0}")]
+    Parse(&'static str),
+    #[error("rate limited: too many requests from this address")]
+    RateLimited,
+}
+
+impl ApiError {
+    /// The encoded error response to the request with `id`.
+    pub fn response(self, id: serde_json::Value) -> Vec<u8> {
+        let e: ErrorObject = self.into();
+        serde_json::to_vec(&cirrus_proto::jsonrpc::Response::err(id, e))
+            .expect("an error response serializes")
+    }
+
+    /// The JSON-RPC error code this error answers with.
+    pub fn code(&self) -> i64 {
+        match self {
+            ApiError::MethodNotFound(_) => METHOD_NOT_FOUND,
+            ApiError::Params(_) | ApiError::List(ListError::Cursor(_)) => INVALID_PARAMS,
+            ApiError::Record(RecordError::Signature | RecordError::Author) => INVALID_SIGNATURE,
+            ApiError::Record(_) => INVALID_RECORD,
+            ApiError::Forbidden => FORBIDDEN,
+            ApiError::TooLarge(_) => TOO_LARGE,
+            ApiError::PunchTarget { .. } => PUNCH_TARGET,
+            ApiError::P2p(_) | ApiError::Peer(_) => PEER_UNAVAILABLE,
+            ApiError::Write(WriteError::Unavailable(_) | WriteError::Failed(_))
+            | ApiError::Store(StoreError::Reopening) => STORAGE_UNAVAILABLE,
+            ApiError::Parse(_) => PARSE_ERROR,
+            ApiError::RateLimited => RATE_LIMITED,
+            ApiError::Store(_) | ApiError::Write(_) | ApiError::List(ListError::Store(_)) => {
+                INTERNAL_ERROR
+            }
+        }
+    }
 }
 
 impl From<ApiError> for ErrorObject {
     fn from(e: ApiError) -> ErrorObject {
-        match e {
-            ApiError::MethodNotFound(m) => {
-                ErrorObject::new(METHOD_NOT_FOUND, format!("method not found: {m:.64}"))
+        let code = e.code();
+        let message = match e {
+            ApiError::MethodNotFound(m) => format!("method not found: {m:.64}"),
+            ApiError::Params(m) => format!("invalid params: {m}"),
+            ApiError::List(ListError::Cursor(why)) => {
+                format!("invalid params: bad cursor in `after`: {why}")
             }
-            ApiError::Params(m) => ErrorObject::new(INVALID_PARAMS, format!("invalid params: {m}")),
-            ApiError::List(ListError::Cursor(why)) => ErrorObject::new(
-                INVALID_PARAMS,
-                format!("invalid params: bad cursor in `after`: {why}"),
-            ),
-            ApiError::Record(e @ (RecordError::Signature | RecordError::Author)) => {
-                ErrorObject::new(INVALID_SIGNATURE, format!("invalid record: {e}"))
-            }
-            ApiError::Record(e) => ErrorObject::new(INVALID_RECORD, format!("invalid record: {e}")),
-            ApiError::Forbidden => ErrorObject::new(FORBIDDEN, e.to_string()),
-            ApiError::TooLarge(_) => ErrorObject::new(TOO_LARGE, e.to_string()),
-            ApiError::PunchTarget { .. } => ErrorObject::new(PUNCH_TARGET, e.to_string()),
-            ApiError::P2p(e) => ErrorObject::new(PEER_UNAVAILABLE, e.to_string()),
-            ApiError::Peer(m) => ErrorObject::new(PEER_UNAVAILABLE, m),
-            ApiError::Write(e @ (WriteError::Unavailable(_) | WriteError::Failed(_))) => {
-                ErrorObject::new(STORAGE_UNAVAILABLE, e.to_string())
-            }
-            ApiError::Store(e @ crate::store::StoreError::Reopening) => {
-                ErrorObject::new(STORAGE_UNAVAILABLE, e.to_string())
-            }
-            e @ (ApiError::Store(_) | ApiError::Write(_) | ApiError::List(ListError::Store(_))) => {
+            ApiError::Record(e) => format!("invalid record: {e}"),
+            ApiError::Peer(m) => m,
+            ApiError::P2p(e) => e.to_string(),
+            e if code == INTERNAL_ERROR => {
                 tracing::error!(error = %e, "request failed inside the node");
-                ErrorObject::new(INTERNAL_ERROR, format!("internal error: {e}"))
+                format!("internal error: {e}")
             }
-        }
+            e => e.to_string(),
+        };
+        ErrorObject::new(code, message)
     }
 }
 

@@ -15,24 +15,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use cirrus_proto::jsonrpc::{ErrorObject, Response as RpcResponse, TOO_LARGE};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
+use super::error::ApiError;
 use super::limits::ClientAddr;
 use super::{Answer, ApiTransport, Dispatcher, Origin};
+use crate::config::CorsOrigins;
 
 #[derive(Clone)]
 struct HttpState {
     dispatcher: Dispatcher,
     max_body: usize,
     body_timeout: Duration,
-}
-
-/// Which origins a browser page may read the API from (`cors-origins`; `*` for any).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CorsOrigins {
-    Any,
-    List(Vec<String>),
 }
 
 pub fn router(
@@ -79,15 +73,11 @@ async fn rpc(
     let bytes = match read {
         Ok(Ok(b)) => b,
         Ok(Err(_)) => {
-            let e = ErrorObject::new(
-                TOO_LARGE,
-                format!(
-                    "request body is over the limit of {} bytes (or was cut off)",
-                    st.max_body
-                ),
-            );
-            let body = serde_json::to_vec(&RpcResponse::err(serde_json::Value::Null, e))
-                .expect("serializes");
+            let body = ApiError::TooLarge(format!(
+                "request body is over the limit of {} bytes (or was cut off)",
+                st.max_body
+            ))
+            .response(serde_json::Value::Null);
             return (StatusCode::PAYLOAD_TOO_LARGE, json(body)).into_response();
         }
         Err(_) => return StatusCode::REQUEST_TIMEOUT.into_response(),

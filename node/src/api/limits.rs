@@ -1,13 +1,7 @@
-//! Limits where input enters the API: a request rate per source shared by every
-//! transport, and connection slots (total and per source) for the TCP listeners.
+//! Connection slots (total and per source, a source as in [`crate::rate`]) for the
+//! API's TCP listeners, and a write-stall bound on every connection.
 //!
-//! A source is an IPv4 address, an IPv6 /64 (one subscriber's whole prefix, which
-//! it can rotate through at will), or a peer that relays requests to us. The rate
-//! table is an LRU of bounded size, so a flood of new sources costs O(1) per request
-//! and never more memory. Loopback is exempt by default, so local testnets and
-//! benchmarks are not throttled; `limit-loopback` turns that off (the tests do).
-//!
-//! Connection slots: a source at its own cap is refused; when every slot is taken,
+//! Slots: a source at its own cap is refused; when every slot is taken,
 //! the oldest connection of the source holding the most gives way to the newcomer
 //! (unless the newcomer's source is that one), so a flood from a few addresses
 //! pushes out its own connections first and never locks others out.
@@ -18,117 +12,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hashlink::LruCache;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct LimitsConfig {
-    /// Sustained requests per second per source (a batch counts each request).
-    pub rate: f64,
-    /// Requests a source may send at once before the rate applies.
-    pub burst: f64,
-    /// Sustained requests per second a peer may relay to us (for all its clients).
-    pub relay_rate: f64,
-    pub max_connections: usize,
-    pub max_connections_per_ip: usize,
-    /// Apply the limits to loopback sources too.
+use crate::rate::Source;
+
+/// Connection slots, total and per source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slots {
+    pub max: usize,
+    pub per_source: usize,
+    /// Count loopback sources too.
     pub limit_loopback: bool,
-}
-
-/// Who is charged for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    V4(u32),
-    /// The upper 64 bits: the /64 prefix.
-    V6(u64),
-    /// A peer relaying requests (hash of its peer id).
-    Peer(u64),
-}
-
-impl Source {
-    pub fn of(ip: IpAddr) -> Source {
-        match ip {
-            IpAddr::V4(v4) => Source::V4(u32::from(v4)),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Source::V4(u32::from(v4)),
-                None => Source::V6((u128::from(v6) >> 64) as u64),
-            },
-        }
-    }
-
-    pub fn peer(id: &[u8]) -> Source {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        id.hash(&mut h);
-        Source::Peer(h.finish())
-    }
-}
-
-/// Rate buckets kept; the least recently used goes when a new source arrives.
-pub const MAX_BUCKETS: usize = 100_000;
-
-/// Token buckets per source.
-pub struct RateLimiter {
-    cfg: LimitsConfig,
-    buckets: Mutex<LruCache<Source, (f64, Instant)>>,
-}
-
-impl RateLimiter {
-    pub fn new(cfg: LimitsConfig) -> Self {
-        RateLimiter {
-            cfg,
-            buckets: Mutex::new(LruCache::new(MAX_BUCKETS)),
-        }
-    }
-
-    pub fn config(&self) -> &LimitsConfig {
-        &self.cfg
-    }
-
-    pub fn exempt(&self, ip: IpAddr) -> bool {
-        ip.is_loopback() && !self.cfg.limit_loopback
-    }
-
-    /// Take `cost` tokens for a client at `ip`; false when it is over its rate.
-    pub fn allow(&self, ip: IpAddr, cost: usize) -> bool {
-        self.exempt(ip) || self.take(Source::of(ip), cost, self.cfg.rate)
-    }
-
-    /// Take `cost` tokens for requests relayed by a peer.
-    pub fn allow_relayed(&self, peer: &[u8], cost: usize) -> bool {
-        self.take(Source::peer(peer), cost, self.cfg.relay_rate)
-    }
-
-    fn take(&self, source: Source, cost: usize, rate: f64) -> bool {
-        let burst = self.cfg.burst.max(rate);
-        let now = Instant::now();
-        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = match b.get_mut(&source) {
-            Some(e) => e,
-            None => {
-                b.insert(source, (burst, now));
-                b.get_mut(&source).expect("just inserted")
-            }
-        };
-        let (tokens, at) = entry;
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
-        *at = now;
-        if *tokens >= cost as f64 {
-            *tokens -= cost as f64;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Buckets held now (for tests of the bound).
-    pub fn buckets(&self) -> usize {
-        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
 }
 
 /// Open connections of one counter: per source, by opening order.
@@ -158,7 +56,7 @@ impl Table {
 #[derive(Clone)]
 pub struct ConnectionCounter {
     table: Arc<Mutex<Table>>,
-    limiter: Arc<RateLimiter>,
+    slots: Slots,
     metrics: crate::metrics::Metrics,
 }
 
@@ -172,26 +70,26 @@ pub enum Refused {
 }
 
 impl ConnectionCounter {
-    pub fn new(limiter: Arc<RateLimiter>, metrics: crate::metrics::Metrics) -> Self {
+    pub fn new(slots: Slots, metrics: crate::metrics::Metrics) -> Self {
         ConnectionCounter {
             table: Arc::default(),
-            limiter,
+            slots,
             metrics,
         }
     }
 
     /// A slot for a connection from `ip`, `listener` naming where (for metrics).
     pub fn admit(&self, ip: IpAddr, listener: &'static str) -> Result<Slot, Refused> {
-        let cfg = self.limiter.config();
-        let exempt = self.limiter.exempt(ip);
+        let cfg = self.slots;
+        let exempt = ip.is_loopback() && !cfg.limit_loopback;
         let source = Source::of(ip);
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if !exempt {
             let mine = t.by_source.get(&source).map_or(0, BTreeMap::len);
-            if mine >= cfg.max_connections_per_ip {
+            if mine >= cfg.per_source {
                 return Err(Refused::SourceFull);
             }
-            if t.open.len() >= cfg.max_connections {
+            if t.open.len() >= cfg.max {
                 // The busiest source gives way, unless it is the newcomer's.
                 let busiest = t
                     .by_source
@@ -333,7 +231,13 @@ impl LimitedStream {
         })
     }
 
-    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// A write's result as it leaves: progress resets the stall timer; no progress
+    /// for `write_stall` fails the write.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
         let stall = self.write_stall;
         let timer = self
             .stalled
@@ -364,28 +268,12 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                self.stalled = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => match self.poll_stall(cx) {
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                _ => Poll::Pending,
-            },
-        }
+        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.watch(cx, r)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.stream).poll_flush(cx) {
-            Poll::Ready(r) => {
-                self.stalled = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => match self.poll_stall(cx) {
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                _ => Poll::Pending,
-            },
-        }
+        let r = Pin::new(&mut self.stream).poll_flush(cx);
+        self.watch(cx, r)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
@@ -400,55 +288,17 @@ pub struct ClientAddr(pub SocketAddr);
 mod tests {
     use super::*;
 
-    fn cfg(max: usize, per_ip: usize) -> LimitsConfig {
-        LimitsConfig {
-            rate: 10.0,
-            burst: 20.0,
-            relay_rate: 50.0,
-            max_connections: max,
-            max_connections_per_ip: per_ip,
+    fn counter(max: usize, per_source: usize) -> ConnectionCounter {
+        let slots = Slots {
+            max,
+            per_source,
             limit_loopback: true,
-        }
-    }
-
-    fn counter(max: usize, per_ip: usize) -> ConnectionCounter {
-        let limiter = Arc::new(RateLimiter::new(cfg(max, per_ip)));
-        ConnectionCounter::new(limiter, crate::metrics::Metrics::new())
+        };
+        ConnectionCounter::new(slots, crate::metrics::Metrics::new())
     }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn ipv6_sources_are_their_slash_64() {
-        assert_eq!(
-            Source::of(ip("2001:db8:1:2::1")),
-            Source::of(ip("2001:db8:1:2:ffff::9"))
-        );
-        assert_ne!(
-            Source::of(ip("2001:db8:1:2::1")),
-            Source::of(ip("2001:db8:1:3::1"))
-        );
-        assert_eq!(
-            Source::of(ip("::ffff:192.0.2.1")),
-            Source::of(ip("192.0.2.1"))
-        );
-    }
-
-    #[test]
-    fn the_rate_table_is_bounded_and_charges_the_whole_cost() {
-        let l = RateLimiter::new(cfg(1, 1));
-        assert!(l.allow(ip("192.0.2.1"), 20));
-        assert!(!l.allow(ip("192.0.2.1"), 1), "the burst is spent");
-        assert!(
-            !l.allow(ip("192.0.2.2"), 21),
-            "a cost over the burst never fits"
-        );
-        for i in 0..(MAX_BUCKETS as u32 + 1000) {
-            l.allow(IpAddr::V4(i.into()), 1);
-        }
-        assert_eq!(l.buckets(), MAX_BUCKETS);
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub struct DynamicPorts {
     pub tasks: TaskTracker,
 }
 
-impl crate::stun::client::DynamicApi for DynamicPorts {
+impl crate::stun::DynamicApi for DynamicPorts {
     fn serve_udp(
         &self,
         sock: Arc<tokio::net::UdpSocket>,
@@ -112,7 +112,7 @@ pub struct Context {
     pub network: Network,
     pub peers: Arc<PeerTable>,
     pub stun: std::sync::Arc<crate::stun::StunState>,
-    pub limiter: Arc<limits::RateLimiter>,
+    pub limiter: Arc<crate::rate::RateLimiter>,
     /// Admin methods need this as their `token` param.
     pub admin_token: String,
     /// Fired by the `shutdown` method.

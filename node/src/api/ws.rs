@@ -24,13 +24,14 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::response::Response;
 use axum::routing::get;
 use cirrus_proto::api::RecordView;
-use cirrus_proto::jsonrpc::{ErrorObject, INVALID_PARAMS, Request, Response as RpcResponse};
+use cirrus_proto::jsonrpc::{Request, Response as RpcResponse};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::error::ApiError;
 use super::limits::ClientAddr;
 use super::serve::Evicted;
 use super::{Answer, ApiTransport, Dispatcher, Origin};
@@ -222,12 +223,8 @@ async fn session(
             Err(_) | Ok(None) | Ok(Some(Ok(Message::Close(_)))) => break,
             Ok(Some(Ok(Message::Text(t)))) => t,
             Ok(Some(Ok(Message::Binary(_)))) => {
-                let e = ErrorObject::new(
-                    cirrus_proto::jsonrpc::PARSE_ERROR,
-                    "parse error: send JSON-RPC in text frames",
-                );
-                let reply =
-                    serde_json::to_string(&RpcResponse::err(Value::Null, e)).expect("serializes");
+                let reply = ApiError::Parse("send JSON-RPC in text frames").response(Value::Null);
+                let reply = String::from_utf8(reply).expect("JSON is UTF-8");
                 if !outbox.answer(Message::Text(reply.into())).await {
                     break;
                 }
@@ -324,11 +321,8 @@ fn subscription(subs: &Subscriptions, next_seq: u64, text: &str) -> Option<Vec<u
     {
         Some(Ok(t)) => t,
         _ => {
-            let e = ErrorObject::new(
-                INVALID_PARAMS,
-                "invalid params: `topics` must be a list of \"records\", \"peers\"",
-            );
-            return req.id.map(|id| encode(&RpcResponse::err(id, e)));
+            let e = ApiError::Params("`topics` must be a list of \"records\", \"peers\"".into());
+            return req.id.map(|id| e.response(id));
         }
     };
     for t in &topics {
@@ -345,11 +339,8 @@ fn subscription(subs: &Subscriptions, next_seq: u64, text: &str) -> Option<Vec<u
             "records" => subs.records_from.store(OFF, Ordering::Release),
             "peers" => subs.peers.store(on, Ordering::Relaxed),
             other => {
-                let e = ErrorObject::new(
-                    INVALID_PARAMS,
-                    format!("invalid params: unknown topic {other:?}"),
-                );
-                return req.id.map(|id| encode(&RpcResponse::err(id, e)));
+                let e = ApiError::Params(format!("unknown topic {other:?}"));
+                return req.id.map(|id| e.response(id));
             }
         }
     }

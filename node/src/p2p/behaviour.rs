@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use super::P2pError;
 use super::codec::CborCodec;
 use super::transport::BoundTcp;
+use tokio_util::task::TaskTracker;
 
 /// Version 2: without the summary request, and with the other node-to-node
 /// messages moved to [`PEER_PROTOCOL`].
@@ -78,6 +79,7 @@ pub fn announce_topic() -> IdentTopic {
 pub fn build_swarm(
     key: Keypair,
     cfg: &crate::config::Config,
+    tasks: TaskTracker,
     registry: &mut Registry,
 ) -> Result<Swarm<Behaviour>, P2pError> {
     let bind = cfg.bind;
@@ -97,7 +99,13 @@ pub fn build_swarm(
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key| behaviour(key, cfg, registry).map_err(Into::into))
         .map_err(|e| P2pError::Build(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        // Connection tasks go to `tasks`, so that stopping the node waits for them.
+        .with_swarm_config(|_| {
+            libp2p::swarm::Config::with_executor(move |task| {
+                tasks.spawn(task);
+            })
+            .with_idle_connection_timeout(Duration::from_secs(300))
+        })
         .build();
     Ok(swarm)
 }

@@ -1,181 +1,59 @@
-//! The task that owns the swarm: turns swarm events into [`Event`]s for the node,
-//! carries out the node's [`Command`]s, and keeps the node connected (redials known
-//! peers while it has too few, exchanges peers, answers peer exchange).
+//! The task that owns the swarm: turns swarm events into [`Event`]s for the node and
+//! carries out the node's [`Command`]s. Staying connected is in `exchange`, start-up
+//! in `start`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cirrus_proto::peer::{self, PeerEntry};
-use cirrus_proto::sync;
+use cirrus_proto::{peer, sync};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance};
-use libp2p::identity::Keypair;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, ping};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::behaviour::{Behaviour, BehaviourEvent, announce_topic, build_swarm, records_topic};
-use super::codec::Inbound;
-use super::connections::{ADDRS_PER_PEER, Connected, EXCHANGE_ENTRIES, Known, Reach, usable};
-use super::{Command, Event, Network, P2pError, Topic, random_index};
+use super::behaviour::{Behaviour, BehaviourEvent, announce_topic, records_topic};
+use super::codec::{CborCodec, Inbound};
+use super::connections::{ADDRS_PER_PEER, Connected, Known, Reach, usable};
+use super::{Command, Event, P2pError, Topic};
 use crate::clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
-/// Keep dialing known peers while fewer than this many are connected.
-const TARGET_PEERS: usize = 8;
 /// Gossip messages handed to the node and not yet validated; beyond this, new
 /// ones are ignored (neither forwarded nor held against their sender).
 const MAX_UNVALIDATED: usize = 4096;
+/// Callers waiting for the answers to our requests of one protocol.
+pub(super) type Pending<R> = HashMap<OutboundRequestId, oneshot::Sender<Result<R, P2pError>>>;
+
 /// How often to check the number of peers and ask one for more.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(10);
 
-pub struct Started {
-    pub network: Network,
-    pub events: mpsc::UnboundedReceiver<Event>,
-    pub listen: Vec<Multiaddr>,
-    pub task: tokio::task::JoinHandle<()>,
-}
-
-/// Callers waiting for the answers to our requests of one protocol.
-type Pending<R> = HashMap<OutboundRequestId, oneshot::Sender<Result<R, P2pError>>>;
-
-/// Build the swarm, start listening, dial the bootstrap peers and `known` ones,
-/// and spawn the event loop. Returns once the swarm listens on TCP and QUIC.
-pub async fn start(
-    key: Keypair,
-    cfg: Arc<Config>,
-    known: Vec<(PeerId, Vec<Multiaddr>)>,
-    metrics: Metrics,
-    stop: CancellationToken,
-) -> Result<Started, P2pError> {
-    let local = key.public().to_peer_id();
-    let mut swarm = metrics.with_registry(|r| build_swarm(key, &cfg, r))?;
-    let recorder = metrics.with_registry(libp2p::metrics::Metrics::new);
-    for topic in [records_topic(), announce_topic()] {
-        swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&topic)
-            .map_err(|e| P2pError::Build(e.to_string()))?;
-    }
-    let ip = match cfg.bind {
-        std::net::IpAddr::V4(ip) => format!("/ip4/{ip}"),
-        std::net::IpAddr::V6(ip) => format!("/ip6/{ip}"),
-    };
-    let listen = wait_listening(&mut swarm, &ip, cfg.p2p_port).await?;
-    let reach = Reach::of(cfg.bind, &listen);
-
-    for addr in &cfg.bootstrap {
-        if let Err(e) = swarm.dial(addr.clone()) {
-            tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
-        }
-    }
-    let mut remembered = Known::new(cfg.max_known_peers);
-    for (peer, addrs) in known {
-        if peer != local {
-            remembered.learn(peer, addrs);
-        }
-    }
-    for (peer, addrs) in remembered.candidates(cfg.max_peers as usize, |_| false) {
-        let _ = swarm.dial(DialOpts::peer_id(peer).addresses(addrs).build());
-    }
-
-    let (tx, rx) = mpsc::channel(256);
-    let (events, events_rx) = mpsc::unbounded_channel();
-    let network = Network {
-        commands: tx,
-        local_peer_id: local,
-    };
-    let event_loop = EventLoop {
-        swarm,
-        commands: rx,
-        events,
-        connected: HashMap::new(),
-        known: remembered,
-        reach,
-        pending_sync: HashMap::new(),
-        pending_peer: HashMap::new(),
-        exchanges: HashSet::new(),
-        unvalidated: 0,
-        cfg,
-        metrics,
-        recorder,
-        stop,
-    };
-    let task = tokio::spawn(event_loop.run());
-    Ok(Started {
-        network,
-        events: events_rx,
-        listen,
-        task,
-    })
-}
-
-async fn wait_listening(
-    swarm: &mut Swarm<Behaviour>,
-    ip: &str,
-    port: u16,
-) -> Result<Vec<Multiaddr>, P2pError> {
-    let parse = |s: String| s.parse::<Multiaddr>().map_err(|_| P2pError::Addr(s));
-    let tcp = parse(format!("{ip}/tcp/{port}"))?;
-    let quic = parse(format!("{ip}/udp/{port}/quic-v1"))?;
-    for addr in [&tcp, &quic] {
-        swarm
-            .listen_on(addr.clone())
-            .map_err(|e| P2pError::Listen {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?;
-    }
-    let mut listen: Vec<Multiaddr> = Vec::new();
-    let is_quic = |a: &Multiaddr| a.to_string().contains("/quic-v1");
-    let deadline = tokio::time::sleep(Duration::from_secs(10));
-    tokio::pin!(deadline);
-    while !(listen.iter().any(is_quic) && listen.iter().any(|a| !is_quic(a))) {
-        tokio::select! {
-            ev = swarm.select_next_some() => match ev {
-                SwarmEvent::NewListenAddr { address, .. } => listen.push(address),
-                SwarmEvent::ListenerError { error, .. } | SwarmEvent::ListenerClosed { reason: Err(error), .. } => {
-                    let addr = if listen.iter().any(is_quic) { tcp.clone() } else { quic.clone() };
-                    return Err(P2pError::Listen { addr, reason: error.to_string() });
-                }
-                _ => {}
-            },
-            _ = &mut deadline => {
-                return Err(P2pError::Listen { addr: tcp, reason: "no listen address after 10 s".into() });
-            }
-        }
-    }
-    Ok(listen)
-}
-
-struct EventLoop {
-    swarm: Swarm<Behaviour>,
-    commands: mpsc::Receiver<Command>,
-    events: mpsc::UnboundedSender<Event>,
-    connected: HashMap<PeerId, Connected>,
-    known: Known,
-    reach: Reach,
-    pending_sync: Pending<sync::Response>,
-    pending_peer: Pending<peer::Response>,
+pub(super) struct EventLoop {
+    pub(super) swarm: Swarm<Behaviour>,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) events: mpsc::UnboundedSender<Event>,
+    pub(super) connected: HashMap<PeerId, Connected>,
+    pub(super) known: Known,
+    pub(super) reach: Reach,
+    pub(super) pending_sync: Pending<sync::Response>,
+    pub(super) pending_peer: Pending<peer::Response>,
     /// Our own peer-exchange requests in flight.
-    exchanges: HashSet<OutboundRequestId>,
+    pub(super) exchanges: HashSet<OutboundRequestId>,
     /// Gossip messages handed out and not yet validated.
-    unvalidated: usize,
-    cfg: Arc<Config>,
-    metrics: Metrics,
+    pub(super) unvalidated: usize,
+    pub(super) cfg: Arc<Config>,
+    pub(super) metrics: Metrics,
     /// libp2p's own metrics (swarm, gossipsub, identify, ping).
-    recorder: libp2p::metrics::Metrics,
-    stop: CancellationToken,
+    pub(super) recorder: libp2p::metrics::Metrics,
+    pub(super) stop: CancellationToken,
 }
 
 impl EventLoop {
-    async fn run(mut self) {
+    pub(super) async fn run(mut self) {
         let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
         loop {
             tokio::select! {
@@ -193,76 +71,6 @@ impl EventLoop {
         let _ = self.events.send(ev);
     }
 
-    /// Keep enough peers: dial known ones, and ask a connected one whom it knows.
-    fn maintain(&mut self) {
-        self.metrics.peers.set(self.connected.len() as i64);
-        if self.connected.len() >= TARGET_PEERS.min(self.cfg.max_peers as usize) {
-            return;
-        }
-        let local = *self.swarm.local_peer_id();
-        let connected = &self.connected;
-        for (peer, addrs) in self
-            .known
-            .candidates(2, |p| *p == local || connected.contains_key(p))
-        {
-            let _ = self
-                .swarm
-                .dial(DialOpts::peer_id(peer).addresses(addrs).build());
-        }
-        let peers: Vec<PeerId> = self.connected.keys().copied().collect();
-        if !peers.is_empty() {
-            self.exchange_peers(peers[random_index(peers.len())]);
-        }
-    }
-
-    fn exchange_peers(&mut self, peer: PeerId) {
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .peer
-            .send_request(&peer, Inbound::Valid(peer::Request::Peers));
-        self.exchanges.insert(id);
-    }
-
-    /// Take a peer-exchange answer: a bounded number of entries, usable addresses
-    /// only, and a bounded number of new dials.
-    fn learn(&mut self, entries: Vec<PeerEntry>) {
-        let local = *self.swarm.local_peer_id();
-        let mut dials = 0;
-        let over = entries.len().saturating_sub(EXCHANGE_ENTRIES);
-        self.metrics.exchange("dropped", over as u64);
-        for e in entries.into_iter().take(EXCHANGE_ENTRIES) {
-            let Ok(peer) = PeerId::from_bytes(&e.peer) else {
-                continue;
-            };
-            let addrs: Vec<Multiaddr> = e
-                .addrs
-                .iter()
-                .filter_map(|a| Multiaddr::try_from(a.to_vec()).ok())
-                .filter(|a| usable(self.reach, a))
-                .take(ADDRS_PER_PEER)
-                .collect();
-            if peer == local || addrs.is_empty() {
-                self.metrics.exchange("dropped", 1);
-                continue;
-            }
-            self.metrics.exchange("taken", 1);
-            let new = self.known.learn(peer, addrs.clone());
-            if new
-                && dials < self.cfg.exchange_dials
-                && !self.connected.contains_key(&peer)
-                && self.connected.len() < self.cfg.max_peers as usize
-            {
-                dials += 1;
-                self.metrics.exchange("dialed", 1);
-                let _ = self
-                    .swarm
-                    .dial(DialOpts::peer_id(peer).addresses(addrs).build());
-            }
-        }
-        self.metrics.known_peers.set(self.known.len() as i64);
-    }
-
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Sync {
@@ -270,32 +78,16 @@ impl EventLoop {
                 request,
                 reply,
             } => {
-                if !self.swarm.is_connected(&peer) {
-                    let _ = reply.send(Err(P2pError::NotConnected(peer)));
-                    return;
-                }
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_request(&peer, Inbound::Valid(request));
-                self.pending_sync.insert(id, reply);
+                let sync = &mut self.swarm.behaviour_mut().sync;
+                send(sync, &mut self.pending_sync, peer, request, reply);
             }
             Command::Ask {
                 peer,
                 request,
                 reply,
             } => {
-                if !self.swarm.is_connected(&peer) {
-                    let _ = reply.send(Err(P2pError::NotConnected(peer)));
-                    return;
-                }
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .peer
-                    .send_request(&peer, Inbound::Valid(request));
-                self.pending_peer.insert(id, reply);
+                let ask = &mut self.swarm.behaviour_mut().peer;
+                send(ask, &mut self.pending_peer, peer, request, reply);
             }
             // The peer may have gone meanwhile; nothing to do then.
             Command::RespondSync { channel, response } => {
@@ -504,22 +296,7 @@ impl EventLoop {
             return;
         };
         if let peer::Request::Peers = request {
-            let entries = self
-                .connected
-                .values()
-                .filter(|c| c.facts.peer != peer && !c.facts.listen.is_empty())
-                .take(EXCHANGE_ENTRIES)
-                .map(|c| PeerEntry {
-                    peer: c.facts.peer.to_bytes().into(),
-                    addrs: c.facts.listen.iter().map(|a| a.to_vec().into()).collect(),
-                })
-                .collect();
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .peer
-                .send_response(channel, peer::Response::Peers(entries));
-            return;
+            return self.answer_exchange(peer, channel);
         }
         self.emit(Event::InboundPeer {
             peer,
@@ -609,4 +386,24 @@ impl EventLoop {
         }
         None
     }
+}
+
+/// Send `request` on one protocol, its answer to go to `reply`; at once an error
+/// when the peer is not connected (libp2p would dial it).
+fn send<Req, Resp>(
+    rr: &mut request_response::Behaviour<CborCodec<Req, Resp>>,
+    pending: &mut Pending<Resp>,
+    peer: PeerId,
+    request: Req,
+    reply: oneshot::Sender<Result<Resp, P2pError>>,
+) where
+    Req: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    Resp: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    if !rr.is_connected(&peer) {
+        let _ = reply.send(Err(P2pError::NotConnected(peer)));
+        return;
+    }
+    let id = rr.send_request(&peer, Inbound::Valid(request));
+    pending.insert(id, reply);
 }

@@ -13,6 +13,8 @@ mod behaviour;
 mod codec;
 mod connections;
 mod event_loop;
+mod exchange;
+mod start;
 mod transport;
 
 use cirrus_proto::{peer, sync};
@@ -27,7 +29,7 @@ pub use behaviour::{
 };
 pub use codec::{CborCodec, Inbound};
 pub use connections::{Connection, usable};
-pub use event_loop::{Started, start};
+pub use start::{Started, start};
 
 #[derive(Debug, thiserror::Error)]
 pub enum P2pError {

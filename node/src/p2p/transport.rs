@@ -52,15 +52,10 @@ fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip?, port?))
 }
 
-/// Connect to `to` from `from` (port 0: any port), without blocking.
+/// Connect to `to` from `from` (any port), without blocking.
 async fn connect_from(from: IpAddr, to: SocketAddr) -> io::Result<tokio::net::TcpStream> {
-    let socket = if to.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
+    let socket = crate::sockets::tcp_socket(SocketAddr::new(from, 0), to.is_ipv4(), false)?;
     socket.set_nodelay(true)?;
-    socket.bind(SocketAddr::new(from, 0))?;
     socket.connect(to).await
 }
 

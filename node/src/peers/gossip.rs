@@ -13,7 +13,7 @@ use super::Peers;
 use super::announce::{self, Announce};
 use crate::store::writer::Origin;
 use crate::store::{KnownPeer, Stored};
-use crate::stun::manager::PeerEvent;
+use crate::stun::pairs::PeerEvent;
 use crate::sync::schedule::SyncEvent;
 
 /// Announcements one peer may pass us per second (its own and those it forwards);

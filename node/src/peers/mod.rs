@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cirrus_proto::api::Transport;
 use cirrus_proto::peer;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
@@ -32,7 +31,7 @@ use crate::p2p::{Event, Network, Topic, ip_of};
 use crate::store::writer::Writer;
 use crate::store::{KnownPeer, Store};
 use crate::stun::StunState;
-use crate::stun::manager::PeerEvent;
+use crate::stun::pairs::PeerEvent;
 use crate::stun::punch::Punchers;
 use crate::sync::schedule::SyncEvent;
 
@@ -238,7 +237,7 @@ impl Peers {
                 // Answer only once our first packets are out: the client starts
                 // sending when it has the answer (see stun::punch).
                 self.tasks.spawn(async move {
-                    let sockets = punchers.punch(endpoint, transport == Transport::Udp).await;
+                    let sockets = punchers.punch(endpoint, transport).await;
                     tracing::debug!(%endpoint, sockets, "punch under way");
                     network
                         .respond_peer(channel, peer::Response::Punching)

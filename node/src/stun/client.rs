@@ -11,12 +11,15 @@ use std::time::Duration;
 use cirrus_proto::stun::{self, StunError};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
-use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use super::probe::ProbeError;
 use super::punch::Punchers;
-use super::{SOFTWARE, StunState, Transport};
+use super::{DynamicApi, SOFTWARE, StunState, Transport, transaction_id};
+use crate::sockets::{connect_from, listen_on, local_ip_towards};
 
 /// Retransmission (RFC 8489 §6.2.1, shortened): 500 ms, then doubling, 3 tries.
 const RTO: Duration = Duration::from_millis(500);
@@ -35,34 +38,20 @@ pub struct ClientCtx {
     pub api: Arc<dyn DynamicApi>,
     /// Where our sockets are registered for punches relayed by a rendezvous node.
     pub punchers: Arc<Punchers>,
-}
-
-/// The client API on a STUN client's ports (implemented by the API module, so this
-/// module does not depend on it).
-pub trait DynamicApi: Send + Sync {
-    /// Serve the UDP API on `sock`; pass STUN responses that arrive on it to `stun`.
-    fn serve_udp(
-        &self,
-        sock: Arc<UdpSocket>,
-        stun: mpsc::Sender<(Vec<u8>, SocketAddr)>,
-        stop: CancellationToken,
-    );
-    /// Serve WebSocket on `listener`, which shares the TCP client's port.
-    fn serve_tcp(&self, listener: TcpListener, stop: CancellationToken);
-    /// Serve WebSocket on one connection made by simultaneous open.
-    fn serve_tcp_stream(&self, stream: TcpStream);
+    /// The node waits for these on shutdown.
+    pub tasks: TaskTracker,
 }
 
 /// Start the pair for `peer` whose server is `server`; stops when `stop` fires.
 pub fn spawn_pair(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: CancellationToken) {
-    tokio::spawn(udp_client(ctx.clone(), peer, server, stop.clone()));
-    tokio::spawn(tcp_client(ctx, peer, server, stop));
+    let tasks = ctx.tasks.clone();
+    tasks.spawn(udp_client(ctx.clone(), peer, server, stop.clone()));
+    tasks.spawn(tcp_client(ctx, peer, server, stop));
 }
 
 /// A signed Binding request: proves to the peer's server that it is us.
 fn request(key: &Keypair) -> ([u8; 12], Vec<u8>) {
-    let mut txid = [0u8; 12];
-    let _ = getrandom::fill(&mut txid);
+    let txid = transaction_id();
     let sig = key
         .sign(&stun::peer_signing_message(&txid))
         .expect("ed25519 signing does not fail");
@@ -71,18 +60,6 @@ fn request(key: &Keypair) -> ([u8; 12], Vec<u8>) {
         txid,
         stun::binding_request(txid, SOFTWARE, Some((&id, &sig))),
     )
-}
-
-/// The local IP the system would use towards `server` (the socket itself may be
-/// bound to the unspecified address).
-async fn local_ip_towards(bind: IpAddr, server: SocketAddr) -> IpAddr {
-    if !bind.is_unspecified() {
-        return bind;
-    }
-    match UdpSocket::bind(SocketAddr::new(bind, 0)).await {
-        Ok(s) if s.connect(server).await.is_ok() => s.local_addr().map_or(bind, |a| a.ip()),
-        _ => bind,
-    }
 }
 
 async fn udp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: CancellationToken) {
@@ -136,28 +113,31 @@ async fn udp_ask(
     responses: &mut mpsc::Receiver<(Vec<u8>, SocketAddr)>,
     key: &Keypair,
     server: SocketAddr,
-) -> Result<SocketAddr, StunError> {
+) -> Result<SocketAddr, ProbeError> {
     let (txid, req) = request(key);
+    let mut waited = Duration::ZERO;
     for attempt in 0..TRIES {
         let _ = sock.send_to(&req, server).await;
-        let deadline = tokio::time::Instant::now() + RTO * 2u32.pow(attempt);
+        let rto = RTO * 2u32.pow(attempt);
+        waited += rto;
+        let deadline = tokio::time::Instant::now() + rto;
         loop {
             match tokio::time::timeout_at(deadline, responses.recv()).await {
                 Err(_) => break, // retransmit
-                Ok(None) => return Err(StunError::Malformed("socket closed")),
+                Ok(None) => return Err(ProbeError::Closed),
                 Ok(Some((bytes, from))) => {
                     if from != server {
                         continue;
                     }
                     match stun::parse_binding_response(&bytes, &txid) {
                         Err(StunError::WrongTransaction) => continue,
-                        other => return other,
+                        other => return Ok(other?),
                     }
                 }
             }
         }
     }
-    Err(StunError::Malformed("no answer"))
+    Err(ProbeError::Timeout(waited))
 }
 
 async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: CancellationToken) {
@@ -227,37 +207,7 @@ async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
     ctx.state.forget(&peer, Transport::Tcp, local);
 }
 
-/// Connect from a fixed local port when we have one. A reconnect then gets the same
-/// port, and a listener can share it.
-pub(crate) async fn connect_from(
-    bind: IpAddr,
-    port: u16,
-    server: SocketAddr,
-) -> std::io::Result<TcpStream> {
-    shared_port(SocketAddr::new(bind, port), server.is_ipv4())?
-        .connect(server)
-        .await
-}
-
-pub(crate) fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    shared_port(addr, addr.is_ipv4())?.listen(256)
-}
-
-/// A TCP socket bound to `addr` with SO_REUSEADDR and SO_REUSEPORT, so our
-/// connects and our listener can use one port together.
-fn shared_port(addr: SocketAddr, v4: bool) -> std::io::Result<TcpSocket> {
-    let s = if v4 {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    s.set_reuseaddr(true)?;
-    s.set_reuseport(true)?;
-    s.bind(addr)?;
-    Ok(s)
-}
-
-async fn tcp_ask(stream: &mut TcpStream, key: &Keypair) -> Result<SocketAddr, StunError> {
+async fn tcp_ask(stream: &mut TcpStream, key: &Keypair) -> Result<SocketAddr, ProbeError> {
     let (txid, req) = request(key);
     super::probe::exchange_tcp(stream, &txid, &req, TCP_TIMEOUT).await
 }

@@ -5,157 +5,48 @@
 //! [`StunState`] is what both sides learn: our mappings per client socket (and so
 //! our external address and NAT behaviour), and the addresses of peers that proved
 //! their identity in a request ("seen"). The swarm announces our part to peers; the
-//! API shows it in `getnodeinfo.stun`. [`manager`] starts and stops client pairs as
-//! peers come and go.
+//! API shows it in `getnodeinfo.stun`. [`pairs`] starts and stops client pairs as
+//! peers come and go; [`punch`] punches from their sockets on a rendezvous node's
+//! request.
 
 pub mod client;
-pub mod manager;
+pub mod pairs;
 pub mod probe;
 pub mod punch;
 pub mod server;
+mod state;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::Arc;
 
 pub use cirrus_proto::api::{Mapping, Seen, StunInfo, Transport};
-use cirrus_proto::stun::nat::{Observation, classify};
-use libp2p::PeerId;
+pub use state::{MAX_SEEN, StunState};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 pub const SOFTWARE: &str = concat!("cirrus/", env!("CARGO_PKG_VERSION"));
 
-/// Most "seen" entries kept. Anyone can make a new ed25519 key and prove it, so
-/// without a bound a stranger could grow the map (and `getnodeinfo`) without end;
-/// when full, the entry heard from longest ago makes room.
-pub const MAX_SEEN: usize = 1024;
-
-#[derive(Default)]
-struct Inner {
-    mappings: HashMap<(PeerId, Transport), (SocketAddr, SocketAddr, u64)>, // local, mapped, when
-    observations: HashMap<(SocketAddr, SocketAddr), SocketAddr>, // (local, server) -> mapped
-    /// (observed, unix seconds, order heard)
-    seen: HashMap<(PeerId, Transport), (SocketAddr, u64, u64)>,
-    heard: u64,
-    version: u64,
+/// A fresh STUN transaction id (RFC 8489 §6: uniformly random, 96 bits).
+pub fn transaction_id() -> [u8; 12] {
+    let mut txid = [0u8; 12];
+    // The OS source does not fail on Linux once booted; a zero id still works.
+    let _ = getrandom::fill(&mut txid);
+    txid
 }
 
-/// Shared STUN knowledge of this node.
-#[derive(Default)]
-pub struct StunState {
-    inner: Mutex<Inner>,
-}
-
-impl StunState {
-    /// A client socket for `via` got an answer from `server`.
-    pub fn record(
+/// The client API on a STUN client's ports (implemented by the API module, so this
+/// module does not depend on it).
+pub trait DynamicApi: Send + Sync {
+    /// Serve the UDP API on `sock`; pass STUN responses that arrive on it to `stun`.
+    fn serve_udp(
         &self,
-        via: PeerId,
-        t: Transport,
-        local: SocketAddr,
-        server: SocketAddr,
-        mapped: SocketAddr,
-        primary: bool,
-    ) {
-        let mut g = self.inner.lock().expect("stun state lock");
-        let now = crate::clock::unix_secs();
-        if g.observations.insert((local, server), mapped) != Some(mapped) {
-            g.version += 1;
-        }
-        if primary {
-            let old = g.mappings.insert((via, t), (local, mapped, now));
-            if old.map(|(l, m, _)| (l, m)) != Some((local, mapped)) {
-                g.version += 1;
-            }
-        }
-    }
-
-    /// The client pair for `via` is gone: forget its mappings.
-    pub fn forget(&self, via: &PeerId, t: Transport, local: Option<SocketAddr>) {
-        let mut g = self.inner.lock().expect("stun state lock");
-        if g.mappings.remove(&(*via, t)).is_some() {
-            g.version += 1;
-        }
-        if let Some(local) = local {
-            g.observations.retain(|(l, _), _| *l != local);
-        }
-    }
-
-    /// Our server answered a request whose peer signature verified.
-    pub fn saw(&self, peer: PeerId, t: Transport, observed: SocketAddr) {
-        let mut g = self.inner.lock().expect("stun state lock");
-        let key = (peer, t);
-        if g.seen.len() >= MAX_SEEN
-            && !g.seen.contains_key(&key)
-            && let Some(oldest) = g
-                .seen
-                .iter()
-                .min_by_key(|(_, (_, _, n))| *n)
-                .map(|(k, _)| *k)
-        {
-            g.seen.remove(&oldest);
-        }
-        g.heard += 1;
-        let n = g.heard;
-        g.seen.insert(key, (observed, crate::clock::unix_secs(), n));
-    }
-
-    /// Bumped whenever our mappings change, so the swarm knows when to announce.
-    pub fn version(&self) -> u64 {
-        self.inner.lock().expect("stun state lock").version
-    }
-
-    pub fn info(&self, with_seen: bool) -> StunInfo {
-        let g = self.inner.lock().expect("stun state lock");
-        let mut udp = Vec::new();
-        let mut tcp = Vec::new();
-        let mut latest: Option<(u64, SocketAddr)> = None;
-        for ((via, t), (local, mapped, when)) in &g.mappings {
-            let v = Mapping {
-                port: mapped.port(),
-                local_port: local.port(),
-                via: via.to_string(),
-                last_seen: *when,
-                address: mapped.ip(),
-            };
-            if latest.is_none_or(|(w, _)| *when > w) {
-                latest = Some((*when, *mapped));
-            }
-            match t {
-                Transport::Udp => udp.push(v),
-                Transport::Tcp => tcp.push(v),
-            }
-        }
-        udp.sort_by(|a, b| a.via.cmp(&b.via));
-        tcp.sort_by(|a, b| a.via.cmp(&b.via));
-        let obs: Vec<Observation> = g
-            .observations
-            .iter()
-            .map(|((local, server), mapped)| Observation {
-                local: *local,
-                server: *server,
-                mapped: *mapped,
-            })
-            .collect();
-        let mut seen: Vec<Seen> = if with_seen {
-            g.seen
-                .iter()
-                .map(|((p, t), (addr, when, _))| Seen {
-                    peer_id: p.to_string(),
-                    transport: *t,
-                    observed: *addr,
-                    last_seen: *when,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        seen.sort_by(|a, b| (&a.peer_id, a.transport).cmp(&(&b.peer_id, b.transport)));
-        StunInfo {
-            address: latest.map(|(_, m)| m.ip()),
-            nat: classify(&obs),
-            udp,
-            tcp,
-            seen,
-        }
-    }
+        sock: Arc<UdpSocket>,
+        stun: mpsc::Sender<(Vec<u8>, SocketAddr)>,
+        stop: CancellationToken,
+    );
+    /// Serve WebSocket on `listener`, which shares the TCP client's port.
+    fn serve_tcp(&self, listener: TcpListener, stop: CancellationToken);
+    /// Serve WebSocket on one connection made by simultaneous open.
+    fn serve_tcp_stream(&self, stream: TcpStream);
 }

@@ -8,11 +8,23 @@ use cirrus_proto::stun::{self, StunError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::SOFTWARE;
+use super::{SOFTWARE, transaction_id};
+
+/// Why a Binding exchange got no mapping.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the connection closed before the answer")]
+    Closed,
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Stun(#[from] StunError),
+}
 
 fn request() -> ([u8; 12], Vec<u8>) {
-    let mut txid = [0u8; 12];
-    let _ = getrandom::fill(&mut txid);
+    let txid = transaction_id();
     (txid, stun::binding_request(txid, SOFTWARE, None))
 }
 
@@ -22,7 +34,7 @@ pub async fn binding_udp(
     sock: &UdpSocket,
     server: SocketAddr,
     timeout: Duration,
-) -> Result<SocketAddr, StunError> {
+) -> Result<SocketAddr, ProbeError> {
     let (txid, req) = request();
     let deadline = tokio::time::Instant::now() + timeout;
     let mut rto = Duration::from_millis(500);
@@ -37,19 +49,19 @@ pub async fn binding_udp(
             }
             match stun::parse_binding_response(&buf[..n], &txid) {
                 Err(StunError::WrongTransaction) => continue,
-                other => return other,
+                other => return Ok(other?),
             }
         }
         rto *= 2;
     }
-    Err(StunError::Malformed("no answer"))
+    Err(ProbeError::Timeout(timeout))
 }
 
 /// Binding over an open TCP connection.
 pub async fn binding_tcp(
     stream: &mut TcpStream,
     timeout: Duration,
-) -> Result<SocketAddr, StunError> {
+) -> Result<SocketAddr, ProbeError> {
     let (txid, req) = request();
     exchange_tcp(stream, &txid, &req, timeout).await
 }
@@ -62,25 +74,24 @@ pub(crate) async fn exchange_tcp(
     txid: &[u8; 12],
     req: &[u8],
     timeout: Duration,
-) -> Result<SocketAddr, StunError> {
-    let lost = |_| StunError::Malformed("connection lost");
+) -> Result<SocketAddr, ProbeError> {
     tokio::time::timeout(timeout, async {
-        stream.write_all(req).await.map_err(lost)?;
+        stream.write_all(req).await?;
         let mut buf = Vec::with_capacity(256);
         loop {
             if let Some(len) = stun::frame_len(&buf)?
                 && buf.len() >= len
             {
-                return stun::parse_binding_response(&buf[..len], txid);
+                return Ok(stun::parse_binding_response(&buf[..len], txid)?);
             }
             let mut chunk = [0u8; 512];
-            let n = stream.read(&mut chunk).await.map_err(lost)?;
+            let n = stream.read(&mut chunk).await?;
             if n == 0 {
-                return Err(StunError::Malformed("connection closed"));
+                return Err(ProbeError::Closed);
             }
             buf.extend_from_slice(&chunk[..n]);
         }
     })
     .await
-    .map_err(|_| StunError::Malformed("timed out"))?
+    .map_err(|_| ProbeError::Timeout(timeout))?
 }

@@ -16,10 +16,12 @@ use std::time::Duration;
 
 use cirrus_proto::stun;
 use tokio::net::UdpSocket;
+use tokio_util::task::TaskTracker;
 
-use super::client::{DynamicApi, connect_from};
-use crate::api::limits::{LimitsConfig, RateLimiter};
+use super::{DynamicApi, Transport, transaction_id};
 use crate::metrics::Metrics;
+use crate::rate::{RateLimiter, Rates};
+use crate::sockets::connect_from;
 
 /// How long a punch keeps trying: the client is sending meanwhile.
 const PUNCH_FOR: Duration = Duration::from_secs(5);
@@ -38,29 +40,25 @@ pub struct Punchers {
     /// By local port.
     udp: Mutex<HashMap<u16, Arc<UdpSocket>>>,
     tcp: Mutex<HashMap<u16, TcpPort>>,
-    /// Punches under way: endpoint and transport (true for UDP).
-    running: Mutex<Vec<(SocketAddr, bool)>>,
+    /// Punches under way.
+    running: Mutex<Vec<(SocketAddr, Transport)>>,
     /// Packets (and connection attempts) per second toward one IP.
     per_ip: RateLimiter,
     metrics: Metrics,
+    /// The punches' own tasks, which the node waits for on shutdown.
+    tasks: TaskTracker,
 }
 
 impl Punchers {
     /// `rate`: packets per second this node sends toward one IP, whatever asks.
-    pub fn new(rate: f64, metrics: Metrics) -> Punchers {
+    pub fn new(rate: f64, metrics: Metrics, tasks: TaskTracker) -> Punchers {
         Punchers {
             udp: Mutex::default(),
             tcp: Mutex::default(),
             running: Mutex::default(),
-            per_ip: RateLimiter::new(LimitsConfig {
-                rate,
-                burst: rate,
-                relay_rate: rate,
-                max_connections: 0,
-                max_connections_per_ip: 0,
-                limit_loopback: true,
-            }),
+            per_ip: RateLimiter::new(Rates::per_second(rate, rate, true)),
             metrics,
+            tasks,
         }
     }
 }
@@ -69,16 +67,15 @@ impl Punchers {
 pub struct Registration {
     punchers: Arc<Punchers>,
     port: u16,
-    udp: bool,
+    transport: Transport,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if self.udp {
-            lock(&self.punchers.udp).remove(&self.port);
-        } else {
-            lock(&self.punchers.tcp).remove(&self.port);
-        }
+        match self.transport {
+            Transport::Udp => lock(&self.punchers.udp).remove(&self.port).map(drop),
+            Transport::Tcp => lock(&self.punchers.tcp).remove(&self.port).map(drop),
+        };
     }
 }
 
@@ -93,7 +90,7 @@ impl Punchers {
         Some(Registration {
             punchers: self.clone(),
             port,
-            udp: true,
+            transport: Transport::Udp,
         })
     }
 
@@ -107,7 +104,7 @@ impl Punchers {
         Registration {
             punchers: self.clone(),
             port,
-            udp: false,
+            transport: Transport::Tcp,
         }
     }
 
@@ -115,22 +112,21 @@ impl Punchers {
     /// how many sockets take part. For UDP the first packet from each socket has been
     /// sent when this returns; the rest run in the background for [`PUNCH_FOR`]. A
     /// punch toward an endpoint that one already runs toward adds nothing.
-    pub async fn punch(self: &Arc<Self>, endpoint: SocketAddr, udp: bool) -> usize {
-        let transport = if udp { "udp" } else { "tcp" };
+    pub async fn punch(self: &Arc<Self>, endpoint: SocketAddr, transport: Transport) -> usize {
         {
             let mut running = lock(&self.running);
-            if running.contains(&(endpoint, udp)) || running.len() >= MAX_RUNNING {
-                self.metrics.punch(transport, "refused");
+            if running.contains(&(endpoint, transport)) || running.len() >= MAX_RUNNING {
+                self.metrics.punch(transport.as_str(), "refused");
                 return 0;
             }
-            running.push((endpoint, udp));
+            running.push((endpoint, transport));
         }
-        self.metrics.punch(transport, "started");
-        if udp {
+        self.metrics.punch(transport.as_str(), "started");
+        if transport == Transport::Udp {
             let socks: Vec<_> = lock(&self.udp).values().cloned().collect();
             self.round(&socks, endpoint).await;
             let (me, n) = (self.clone(), socks.len());
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let until = tokio::time::Instant::now() + PUNCH_FOR;
                 loop {
                     tokio::time::sleep(PUNCH_EVERY).await;
@@ -139,7 +135,7 @@ impl Punchers {
                     }
                     me.round(&socks, endpoint).await;
                 }
-                me.finished(endpoint, true);
+                me.finished(endpoint, Transport::Udp);
                 me.metrics.punch("udp", "done");
             });
             n
@@ -150,21 +146,21 @@ impl Punchers {
                 .collect();
             let me = self.clone();
             let n = ports.len();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let mut tries = tokio::task::JoinSet::new();
                 for (port, bind, api) in ports {
                     tries.spawn(punch_tcp(me.clone(), api, bind, port, endpoint));
                 }
                 while tries.join_next().await.is_some() {}
-                me.finished(endpoint, false);
+                me.finished(endpoint, Transport::Tcp);
                 me.metrics.punch("tcp", "done");
             });
             n
         }
     }
 
-    fn finished(&self, endpoint: SocketAddr, udp: bool) {
-        lock(&self.running).retain(|r| *r != (endpoint, udp));
+    fn finished(&self, endpoint: SocketAddr, transport: Transport) {
+        lock(&self.running).retain(|r| *r != (endpoint, transport));
     }
 
     /// One packet from each socket toward `endpoint`, as far as the per-IP rate
@@ -181,10 +177,8 @@ impl Punchers {
 }
 
 async fn send_indication(sock: &UdpSocket, endpoint: SocketAddr) {
-    let mut txid = [0u8; 12];
-    let _ = getrandom::fill(&mut txid);
     let _ = sock
-        .send_to(&stun::binding_indication(txid), endpoint)
+        .send_to(&stun::binding_indication(transaction_id()), endpoint)
         .await;
 }
 
@@ -232,14 +226,14 @@ mod tests {
 
     #[tokio::test]
     async fn first_packets_are_out_when_punch_returns() {
-        let punchers = Arc::new(Punchers::new(100.0, Metrics::new()));
+        let punchers = Arc::new(Punchers::new(100.0, Metrics::new(), TaskTracker::new()));
         let (a, b) = (socket().await, socket().await);
         let _ra = punchers.register_udp(a.clone()).unwrap();
         let rb = punchers.register_udp(b.clone()).unwrap();
         let client = receiver();
         let to = client.local_addr().unwrap();
 
-        assert_eq!(punchers.punch(to, true).await, 2);
+        assert_eq!(punchers.punch(to, Transport::Udp).await, 2);
         // On loopback a sent datagram is in the receiver's buffer when send returns,
         // so both are readable without waiting.
         let mut buf = [0u8; 64];
@@ -255,11 +249,16 @@ mod tests {
         assert_eq!(from, expected);
 
         // A second punch toward the same endpoint while the first runs adds nothing.
-        assert_eq!(punchers.punch(to, true).await, 0);
+        assert_eq!(punchers.punch(to, Transport::Udp).await, 0);
         // A stopped client's socket is no longer punched from.
         drop(rb);
         let other = receiver();
-        assert_eq!(punchers.punch(other.local_addr().unwrap(), true).await, 1);
+        assert_eq!(
+            punchers
+                .punch(other.local_addr().unwrap(), Transport::Udp)
+                .await,
+            1
+        );
         let (_, addr) = other.recv_from(&mut buf).expect("a punch packet");
         assert_eq!(addr, a.local_addr().unwrap());
     }

@@ -28,8 +28,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{SOFTWARE, StunState, Transport};
-use crate::api::limits::{LimitsConfig, RateLimiter};
 use crate::metrics::Metrics;
+use crate::rate::{RateLimiter, Rates};
 use tokio_util::task::TaskTracker;
 
 /// TCP connections served at once; when all are taken, a newcomer evicts the
@@ -61,14 +61,7 @@ impl Server {
     pub fn new(state: Arc<StunState>, rate: f64, limit_loopback: bool, metrics: Metrics) -> Self {
         Server {
             state,
-            per_source: RateLimiter::new(LimitsConfig {
-                rate,
-                burst: rate * 2.0,
-                relay_rate: rate,
-                max_connections: 0,
-                max_connections_per_ip: 0,
-                limit_loopback,
-            }),
+            per_source: RateLimiter::new(Rates::per_second(rate, rate * 2.0, limit_loopback)),
             metrics,
         }
     }

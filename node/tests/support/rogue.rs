@@ -259,9 +259,11 @@ pub fn rogue_swarm(key: Keypair) -> Swarm<cirrus_node::p2p::Behaviour> {
         ..Default::default()
     };
     let cfg = cirrus_node::config::Config::build(&args).unwrap();
+    // Its connection tasks are detached: the rogue lives as long as its test.
     build_swarm(
         key,
         &cfg,
+        tokio_util::task::TaskTracker::new(),
         &mut prometheus_client::registry::Registry::default(),
     )
     .unwrap()

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::MAGIC_COOKIE;
-use super::message::StunError;
+use super::error::StunError;
 
 /// Attribute types.
 pub mod attr {

@@ -6,7 +6,8 @@ use ed25519_dalek::{Signature, VerifyingKey};
 
 use super::BINDING;
 use super::attribute::{Attribute, attr};
-use super::message::{Class, Message, StunError};
+use super::error::StunError;
+use super::message::{Class, Message};
 
 /// What the server learned from a request carrying a valid peer signature.
 #[derive(Debug, Clone, PartialEq, Eq)]

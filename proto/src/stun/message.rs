@@ -1,6 +1,7 @@
 //! The STUN header and the attribute list (RFC 8489 §5, §14).
 
 use super::attribute::{Attribute, attr, decode_attribute, encode_attribute};
+use super::error::StunError;
 use super::{HEADER_LEN, MAGIC_COOKIE, MAX_MESSAGE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,24 +40,6 @@ pub struct Message {
     /// In wire order. FINGERPRINT is not listed: it is checked on decode and added
     /// by [`Message::encode`] on request.
     pub attributes: Vec<Attribute>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StunError {
-    #[error("not a STUN message: {0}")]
-    NotStun(&'static str),
-    #[error("malformed STUN message: {0}")]
-    Malformed(&'static str),
-    #[error("FINGERPRINT does not match")]
-    Fingerprint,
-    #[error("message larger than {MAX_MESSAGE} bytes")]
-    TooLarge,
-    #[error("answer to another transaction")]
-    WrongTransaction,
-    #[error("the server answered with error {code}: {reason}")]
-    ServerError { code: u16, reason: String },
-    #[error("the answer has no mapped address")]
-    NoAddress,
 }
 
 /// RFC 7983 demultiplexing: first byte 0..=3 and the magic cookie in bytes 4..8.

@@ -9,6 +9,7 @@
 
 mod attribute;
 mod binding;
+mod error;
 mod message;
 pub mod nat;
 
@@ -17,7 +18,8 @@ pub use binding::{
     AMPLIFICATION, BindingAnswer, ProvenPeer, binding_indication, binding_request, handle_binding,
     parse_binding_response, peer_signing_message,
 };
-pub use message::{Class, Message, StunError, frame_len, is_stun};
+pub use error::StunError;
+pub use message::{Class, Message, frame_len, is_stun};
 
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 pub const HEADER_LEN: usize = 20;
