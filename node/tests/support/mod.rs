@@ -2,7 +2,9 @@
 //! ([`TestNode`], and [`TestNet`] for more than one), running the CLI ([`cli`]),
 //! waiting for a condition ([`wait_until`]), records to write ([`records`]), and a
 //! libp2p peer inside the test process that speaks the node's protocols
-//! ([`rogue`]).
+//! ([`rogue`]). Two modules serve a few files each and are not re-exported here,
+//! since both define `IO_TIMEOUT`: STUN from the test process ([`stun`]) and the
+//! client API over WebSocket and raw UDP ([`transport`]).
 //!
 //! Every node gets its own temp data dir and port 0, and a `TestNet` its own
 //! loopback addresses, so tests run in parallel. Nothing waits a fixed time:
@@ -15,6 +17,8 @@ pub mod net;
 pub mod node;
 pub mod records;
 pub mod rogue;
+pub mod stun;
+pub mod transport;
 pub mod wait;
 
 pub use cli::{cirrus, cirrus_in, fails, must_not_start};
