@@ -15,6 +15,7 @@ pub mod node;
 pub mod p2p;
 pub mod peers;
 pub mod rate;
+pub mod reachability;
 pub mod rendezvous;
 pub mod sockets;
 pub mod store;

@@ -30,10 +30,12 @@ use crate::metrics::Metrics;
 use crate::p2p::{self, Network, P2pError};
 use crate::peers::{self, InboundRelay, PeerTable, Peers, StunLink};
 use crate::rate::RateLimiter;
+use crate::reachability::Reachability;
 use crate::store::writer::{Writer, WriterConfig};
 use crate::store::{Store, StoreError};
 use crate::stun::{self, StunState, client::ClientCtx, punch::Punchers};
 use crate::sync::schedule::{self, Scheduler};
+use cirrus_proto::api::ReachRole;
 
 pub const DB_FILE: &str = "cirrus.redb";
 
@@ -159,6 +161,7 @@ impl Node {
             limit_loopback: cfg.limit_loopback,
         };
         let connections = ConnectionCounter::new(slots, metrics.clone());
+        let reach = Arc::new(Reachability::default());
         let ctx = Arc::new(Context {
             limiter,
             admin_token: admin_token(&cfg.data_dir)?,
@@ -179,6 +182,7 @@ impl Node {
             network: network.clone(),
             peers: table.clone(),
             stun: stun_state.clone(),
+            reach: reach.clone(),
             metrics: metrics.clone(),
         });
         let dispatcher = Dispatcher::new(ctx);
@@ -296,6 +300,7 @@ impl Node {
             max_known_peers: cfg.max_known_peers,
             metrics: metrics.clone(),
             tasks: tasks.clone(),
+            reach: reach.clone(),
             announces: Default::default(),
         };
         let (events, token) = (p2p.events, shutdown.clone());
@@ -305,7 +310,7 @@ impl Node {
         });
         // The requests peers relay to us.
         let (d, t, stop) = (dispatcher, tasks.clone(), shutdown.clone());
-        services.spawn(serve_relays(relays_rx, d, t, stop));
+        services.spawn(serve_relays(relays_rx, d, reach, t, stop));
 
         tracing::info!(%peer_id, %http, data_dir = %cfg.data_dir.display(), "node started");
         Ok(Node {
@@ -469,6 +474,7 @@ async fn bind_stun(ip: std::net::IpAddr, port: u16) -> Result<(UdpSocket, TcpLis
 async fn serve_relays(
     mut relays: mpsc::Receiver<InboundRelay>,
     dispatcher: Dispatcher,
+    reach: Arc<Reachability>,
     tasks: TaskTracker,
     stop: CancellationToken,
 ) -> Result<(), NodeError> {
@@ -478,6 +484,7 @@ async fn serve_relays(
             r = relays.recv() => match r { Some(r) => r, None => return Ok(()) },
         };
         let dispatcher = dispatcher.clone();
+        reach.relay(ReachRole::Target, r.from.to_string(), None);
         tasks.spawn(async move {
             tracing::debug!(from = %r.from, "relayed request");
             let metrics = dispatcher.context().metrics.clone();

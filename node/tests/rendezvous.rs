@@ -169,6 +169,41 @@ fn call_peer_from_rust_reaches_the_target_directly_over_udp() {
     let r = reached.response;
     assert_eq!(r["id"], 7, "{r}");
     assert_eq!(r["result"]["peerId"], p.b().peer_id, "{r}");
+
+    // Both sides report the punch: the rendezvous node cannot see how it ended, the
+    // target saw the client's request arrive from the punched endpoint's address.
+    let a_events = p.a().ok("getreachability", json!({}))["events"].clone();
+    assert!(
+        has_event(
+            &a_events,
+            "punch",
+            "rendezvous",
+            &p.b().peer_id,
+            Some("udp")
+        ),
+        "{a_events}"
+    );
+    let b_events = p.b().ok("getreachability", json!({}))["events"].clone();
+    let punched = b_events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "punch" && e["role"] == "target")
+        .unwrap_or_else(|| panic!("no punch at the target: {b_events}"));
+    assert_eq!(punched["peerId"], p.a().peer_id, "{punched}");
+    assert_eq!(punched["path"], "direct", "{punched}");
+}
+
+/// Whether `events` holds one of this kind, role, peer and transport.
+fn has_event(events: &Value, kind: &str, role: &str, peer: &str, transport: Option<&str>) -> bool {
+    events.as_array().is_some_and(|list| {
+        list.iter().any(|e| {
+            e["kind"] == kind
+                && e["role"] == role
+                && e["peerId"] == peer
+                && e["transport"].as_str() == transport
+        })
+    })
 }
 
 #[test]
@@ -205,6 +240,17 @@ fn a_request_too_big_for_one_datagram_goes_through_the_relay_over_udp() {
         let got = get_record(p.b(), &rec.author, &rec.key, Kind::Doc);
         assert_eq!(got["value"], big.as_str(), "B holds {}", rec.key);
     }
+    // The relay shows on both sides.
+    let a_events = p.a().ok("getreachability", json!({}))["events"].clone();
+    assert!(
+        has_event(&a_events, "relay", "rendezvous", &p.b().peer_id, None),
+        "{a_events}"
+    );
+    let b_events = p.b().ok("getreachability", json!({}))["events"].clone();
+    assert!(
+        has_event(&b_events, "relay", "target", &p.a().peer_id, None),
+        "{b_events}"
+    );
 }
 
 #[test]

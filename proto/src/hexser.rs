@@ -24,3 +24,21 @@ pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u
     let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
     decode_array(&s).map_err(D::Error::custom)
 }
+
+/// The JSON Schema of `N` bytes written as lowercase hex, for fields serialized with
+/// this module: `#[schemars(with = "crate::hexser::Hex<32>")]`.
+pub struct Hex<const N: usize>;
+
+impl<const N: usize> schemars::JsonSchema for Hex<N> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("Hex{N}").into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": format!("^[0-9a-f]{{{}}}$", 2 * N),
+            "description": format!("{N} bytes as lowercase hex"),
+        })
+    }
+}

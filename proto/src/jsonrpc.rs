@@ -22,7 +22,7 @@ pub const TOO_LARGE: i64 = -32004;
 pub const PEER_UNAVAILABLE: i64 = -32005;
 /// The source address is over its request rate (HTTP status 429).
 pub const RATE_LIMITED: i64 = -32006;
-/// An admin method called from elsewhere than loopback without the admin token.
+/// An admin method called without the admin token (from loopback too).
 pub const FORBIDDEN: i64 = -32007;
 /// UDP anti-amplification: repeat the request with the cookie in `data`.
 pub const COOKIE_REQUIRED: i64 = -32010;
@@ -34,6 +34,56 @@ pub const PUNCH_TARGET: i64 = -32012;
 /// The node cannot write now (its disk is below the free-space floor, or its store
 /// failed); reads still work. Try another node, or later.
 pub const STORAGE_UNAVAILABLE: i64 = -32013;
+
+/// Every error code the API answers with, and what it means (for the OpenRPC
+/// document and docs/api.md).
+pub const ERRORS: &[(i64, &str)] = &[
+    (PARSE_ERROR, "parse error: the message is not JSON"),
+    (
+        INVALID_REQUEST,
+        "invalid request: not a JSON-RPC 2.0 request object",
+    ),
+    (METHOD_NOT_FOUND, "method not found"),
+    (INVALID_PARAMS, "invalid params"),
+    (INTERNAL_ERROR, "internal error"),
+    (
+        INVALID_SIGNATURE,
+        "invalid record: the signature does not verify against its author",
+    ),
+    (
+        INVALID_RECORD,
+        "invalid record: it breaks a rule of the record format",
+    ),
+    (
+        TOO_LARGE,
+        "too large: the body, batch, request or answer is over the node's limit",
+    ),
+    (
+        PEER_UNAVAILABLE,
+        "peer unavailable: not connected, did not answer, or refused",
+    ),
+    (
+        RATE_LIMITED,
+        "rate limited: too many requests from this source",
+    ),
+    (FORBIDDEN, "admin only: pass the admin token"),
+    (
+        COOKIE_REQUIRED,
+        "cookie required: repeat the UDP request with the cookie in data",
+    ),
+    (
+        BEHIND,
+        "behind: the node does not hold every write the session names",
+    ),
+    (
+        PUNCH_TARGET,
+        "punch only toward the requester's own address",
+    ),
+    (
+        STORAGE_UNAVAILABLE,
+        "storage unavailable: the node cannot write now",
+    ),
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorObject {

@@ -7,6 +7,7 @@
 //! does not depend on the order in which records arrive.
 
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -21,7 +22,9 @@ pub const MAX_ENCODED_BYTES: usize =
 pub type Id = [u8; 32];
 pub type Author = [u8; 32];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Doc,
@@ -63,15 +66,17 @@ impl std::str::FromStr for Kind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Record {
     #[serde(with = "crate::hexser")]
+    #[schemars(with = "crate::hexser::Hex<32>")]
     pub author: Author,
     pub kind: Kind,
     pub key: String,
     pub seq: u64,
     pub value: Option<String>,
     #[serde(with = "crate::hexser")]
+    #[schemars(with = "crate::hexser::Hex<64>")]
     pub sig: [u8; 64],
 }
 

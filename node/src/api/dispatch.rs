@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cirrus_proto::api::PutResult;
+use cirrus_proto::api::{Method, PutResult};
 use cirrus_proto::jsonrpc::{Body, ErrorObject, Request, Response, parse_body};
 use serde_json::{Map, Value};
 
@@ -63,6 +63,14 @@ impl Origin {
         }
     }
 
+    /// The client's IP; none for a request a peer relayed.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        match self {
+            Origin::Client { ip, .. } => Some(*ip),
+            Origin::Relayed { .. } => None,
+        }
+    }
+
     fn label(&self) -> &'static str {
         match self {
             Origin::Client { transport, .. } => transport.label(),
@@ -86,44 +94,8 @@ pub enum Answer {
     },
 }
 
-/// Every method the dispatcher answers, for metrics labels and the OpenRPC document.
-pub const METHODS: &[&str] = &[
-    "getnodeinfo",
-    "getpeerinfo",
-    "getdbhash",
-    "put",
-    "get",
-    "list",
-    "getrating",
-    "punch",
-    "relay",
-    "addpeer",
-    "shutdown",
-    "subscribe",
-    "unsubscribe",
-];
-
-/// Methods an unvalidated UDP source may run: reads, whose answer the
-/// anti-amplification budget then bounds.
-const PLAIN_READS: &[&str] = &[
-    "getnodeinfo",
-    "getpeerinfo",
-    "getdbhash",
-    "get",
-    "list",
-    "getrating",
-];
-
-/// Not through `relay`: a relayed request cannot relay again, aim a punch, or
-/// administer the node it reaches.
-const NOT_RELAYED: &[&str] = &["relay", "punch", "addpeer", "shutdown"];
-
 fn label(method: &str) -> &'static str {
-    METHODS
-        .iter()
-        .find(|m| **m == method)
-        .copied()
-        .unwrap_or("unknown")
+    Method::from_name(method).map_or("unknown", Method::name)
 }
 
 /// What one request costs its source's rate: itself, and every request it relays.
@@ -166,6 +138,9 @@ impl Dispatcher {
     }
 
     async fn run(&self, origin: Origin, bytes: &[u8]) -> Answer {
+        if let Origin::Client { ip, .. } = origin {
+            self.ctx.reach.client_seen(ip);
+        }
         let body = parse_body(bytes);
         if let Origin::Client {
             validated: false, ..
@@ -348,29 +323,48 @@ impl Dispatcher {
         origin: Origin,
     ) -> Result<Value, ApiError> {
         let ctx = &*self.ctx;
-        if matches!(origin, Origin::Relayed { .. }) && NOT_RELAYED.contains(&method) {
+        let Some(m) = Method::from_name(method) else {
+            return Err(ApiError::MethodNotFound(method.to_string()));
+        };
+        if matches!(origin, Origin::Relayed { .. }) && !m.may_be_relayed() {
             return Err(ApiError::MethodNotFound(format!(
                 "{method} (not available through relay)"
             )));
         }
-        match method {
-            "getnodeinfo" => methods::getnodeinfo(ctx).await,
-            "getpeerinfo" => methods::getpeerinfo(ctx).await,
-            "relay" => methods::relay(ctx, params).await,
-            "punch" => match origin {
+        match m {
+            Method::GetNodeInfo => methods::getnodeinfo(ctx).await,
+            Method::GetPeerInfo => methods::getpeerinfo(ctx).await,
+            Method::Relay => methods::relay(ctx, params, origin.client_ip()).await,
+            Method::Punch => match origin {
                 Origin::Client { ip, .. } => methods::punch(ctx, params, ip).await,
                 Origin::Relayed { .. } => Err(ApiError::MethodNotFound(method.into())),
             },
-            "addpeer" => methods::addpeer(ctx, params).await,
-            "shutdown" => methods::shutdown(ctx, params),
-            "getdbhash" => methods::getdbhash(ctx),
-            "get" => methods::get(ctx, params),
-            "list" => methods::list(ctx, params),
-            "getrating" => methods::getrating(ctx, params),
-            "subscribe" | "unsubscribe" => Err(ApiError::MethodNotFound(format!(
+            Method::AddPeer => methods::addpeer(ctx, params).await,
+            Method::Shutdown => methods::shutdown(ctx, params),
+            Method::GetDbHash => methods::getdbhash(ctx),
+            // A message's puts go to the writer together (see handle_all); one that
+            // comes this way alone goes the same way.
+            Method::Put => {
+                let stored = methods::prepare_put(params)?;
+                let id = stored.id;
+                let status = ctx.writer.apply(vec![stored], WriteOrigin::Api).await?;
+                let status = status.into_iter().next().ok_or_else(|| {
+                    ApiError::Write(crate::store::writer::WriteError::Failed(
+                        "the writer answered nothing".into(),
+                    ))
+                })?;
+                Ok(serde_json::to_value(PutResult { id, status }).expect("serializes"))
+            }
+            Method::Get => methods::get(ctx, params),
+            Method::List => methods::list(ctx, params),
+            Method::GetRating => methods::getrating(ctx, params),
+            Method::GetReachability => methods::getreachability(ctx),
+            Method::Discover => Ok(cirrus_proto::api::openrpc::document(env!(
+                "CARGO_PKG_VERSION"
+            ))),
+            Method::Subscribe | Method::Unsubscribe => Err(ApiError::MethodNotFound(format!(
                 "{method} (only over WebSocket, as a single request)"
             ))),
-            other => Err(ApiError::MethodNotFound(other.to_string())),
         }
     }
 }
@@ -380,7 +374,8 @@ fn plain_read(v: &Value) -> bool {
     let read = v
         .get("method")
         .and_then(Value::as_str)
-        .is_some_and(|m| PLAIN_READS.contains(&m));
+        .and_then(Method::from_name)
+        .is_some_and(Method::is_plain_read);
     let waits = v
         .get("params")
         .and_then(|p| p.get("session"))

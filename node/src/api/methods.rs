@@ -2,8 +2,9 @@
 //! value; framing and batching are the dispatcher's job.
 
 use cirrus_proto::api::{
-    GetParams, GetRatingParams, GetResult, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, ListParams,
-    ListResult, NodeInfo, PunchParams, PutParams, RecordView, RelayParams,
+    AddPeerParams, AdminParams, Done, GetParams, GetRatingParams, GetResult, LIST_DEFAULT_LIMIT,
+    LIST_MAX_LIMIT, ListParams, ListResult, NodeInfo, PunchParams, PutParams, ReachRole,
+    Reachability, RecordView, RelayParams,
 };
 use cirrus_proto::peer;
 use cirrus_proto::record::Slot;
@@ -68,9 +69,7 @@ pub async fn getpeerinfo(ctx: &Context) -> Result<Value, ApiError> {
 /// Admin methods change the node, not the data: they need the token from
 /// `<data-dir>/admin.token` as `token`, from loopback too (a web page in the
 /// operator's browser reaches loopback, SPEC "Admin methods").
-fn check_admin(ctx: &Context, p: &mut Map<String, Value>) -> Result<(), ApiError> {
-    let token = p.remove("token");
-    let given = token.as_ref().and_then(Value::as_str).unwrap_or_default();
+fn check_admin(ctx: &Context, given: &str) -> Result<(), ApiError> {
     // Compared in constant time: the token is a secret.
     let equal = given.len() == ctx.admin_token.len()
         && given
@@ -86,28 +85,26 @@ fn check_admin(ctx: &Context, p: &mut Map<String, Value>) -> Result<(), ApiError
 }
 
 /// `addpeer {addr, token}`: dial a multiaddr.
-pub async fn addpeer(ctx: &Context, mut p: Map<String, Value>) -> Result<Value, ApiError> {
-    check_admin(ctx, &mut p)?;
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct AddPeer {
-        addr: String,
-    }
-    let AddPeer { addr } = params(p)?;
+pub async fn addpeer(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiError> {
+    let token = p.get("token").and_then(Value::as_str).unwrap_or_default();
+    check_admin(ctx, token)?;
+    let AddPeerParams { addr, .. } = params(p)?;
     let addr: libp2p::Multiaddr = addr
         .parse()
         .map_err(|_| ApiError::Params(format!("{addr:?} is not a multiaddr")))?;
     ctx.network.dial(addr).await?;
-    Ok(serde_json::json!({ "ok": true }))
+    to_value(Done::OK)
 }
 
 /// `shutdown {token}`: stop the node cleanly (after answering).
-pub fn shutdown(ctx: &Context, mut p: Map<String, Value>) -> Result<Value, ApiError> {
-    check_admin(ctx, &mut p)?;
+pub fn shutdown(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiError> {
+    let token = p.get("token").and_then(Value::as_str).unwrap_or_default();
+    check_admin(ctx, token)?;
+    let AdminParams { .. } = params(p)?;
     tracing::info!("shutdown requested over the API");
     // The node stops in order: answers in flight, this one included, go out first.
     ctx.shutdown.cancel();
-    Ok(serde_json::json!({ "ok": true }))
+    to_value(Done::OK)
 }
 
 /// Ask a connected peer to open its NAT toward a client's endpoint (the rendezvous
@@ -128,12 +125,14 @@ pub async fn punch(ctx: &Context, p: Map<String, Value>, from: IpAddr) -> Result
             from,
         });
     }
+    ctx.reach
+        .punch(ReachRole::Rendezvous, peer_id, endpoint, transport);
     let req = peer::Request::Punch {
         endpoint,
         transport,
     };
     match ctx.network.ask_peer(peer, req).await? {
-        peer::Response::Punching => Ok(serde_json::json!({ "ok": true })),
+        peer::Response::Punching => to_value(Done::OK),
         peer::Response::Refused(why) => Err(ApiError::Peer(format!("the peer refused: {why}"))),
         _ => Err(ApiError::Peer("the peer answered something else".into())),
     }
@@ -141,11 +140,16 @@ pub async fn punch(ctx: &Context, p: Map<String, Value>, from: IpAddr) -> Result
 
 /// Run a JSON-RPC request on a connected peer, over the swarm; the result is the
 /// peer's whole response object. A relayed request cannot itself be a `relay`.
-pub async fn relay(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiError> {
+pub async fn relay(
+    ctx: &Context,
+    p: Map<String, Value>,
+    client: Option<IpAddr>,
+) -> Result<Value, ApiError> {
     let RelayParams { peer_id, request } = params(p)?;
     let peer: libp2p::PeerId = peer_id
         .parse()
         .map_err(|_| ApiError::Params(format!("peerId {peer_id:?} is not a peer id")))?;
+    ctx.reach.relay(ReachRole::Rendezvous, peer_id, client);
     if request.get("method").and_then(Value::as_str) == Some("relay") {
         return Err(ApiError::Params(
             "a relayed request cannot be a relay".into(),
@@ -169,6 +173,12 @@ pub async fn relay(ctx: &Context, p: Map<String, Value>) -> Result<Value, ApiErr
         peer::Response::Refused(why) => Err(ApiError::Peer(format!("the peer refused: {why}"))),
         _ => Err(ApiError::Peer("the peer answered something else".into())),
     }
+}
+
+pub fn getreachability(ctx: &Context) -> Result<Value, ApiError> {
+    to_value(Reachability {
+        events: ctx.reach.events(),
+    })
 }
 
 pub fn getdbhash(ctx: &Context) -> Result<Value, ApiError> {

@@ -112,6 +112,8 @@ pub struct Context {
     pub network: Network,
     pub peers: Arc<PeerTable>,
     pub stun: std::sync::Arc<crate::stun::StunState>,
+    /// Punches and relays on clients' behalf (`getreachability`).
+    pub reach: Arc<crate::reachability::Reachability>,
     pub limiter: Arc<crate::rate::RateLimiter>,
     /// Admin methods need this as their `token` param.
     pub admin_token: String,

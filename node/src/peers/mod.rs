@@ -74,6 +74,8 @@ pub struct Peers {
     pub max_known_peers: usize,
     pub metrics: Metrics,
     pub tasks: TaskTracker,
+    /// Punches asked of us as target, for `getreachability`.
+    pub reach: Arc<crate::reachability::Reachability>,
     /// Announcements each peer passed us this second.
     pub announces: HashMap<PeerId, (tokio::time::Instant, u32)>,
 }
@@ -233,6 +235,12 @@ impl Peers {
                 transport,
             } => {
                 tracing::info!(%peer, %endpoint, %transport, "punching toward a client");
+                self.reach.punch(
+                    cirrus_proto::api::ReachRole::Target,
+                    peer.to_string(),
+                    endpoint,
+                    transport,
+                );
                 let punchers = self.stun.punchers.clone();
                 // Answer only once our first packets are out: the client starts
                 // sending when it has the answer (see stun::punch).

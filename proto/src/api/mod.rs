@@ -1,24 +1,31 @@
 //! Parameters and results of the API methods (SPEC "JSON-RPC"). Field names are
 //! camelCase on the wire; hashes, keys and signatures are lowercase hex.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::merkle::{Hash, Proof};
 use crate::record::{Id, Kind, Record};
 
+mod method;
+pub mod openrpc;
+
+pub use method::Method;
+
 pub const LIST_DEFAULT_LIMIT: usize = 100;
 pub const LIST_MAX_LIMIT: usize = 1000;
 
 /// A record as the API returns it: the record's fields plus its id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RecordView {
     #[serde(flatten)]
     pub record: Record,
     #[serde(with = "crate::hexser")]
+    #[schemars(with = "crate::hexser::Hex<32>")]
     pub id: Id,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PutStatus {
     /// The record now occupies its slot.
@@ -29,23 +36,25 @@ pub enum PutStatus {
     Duplicate,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutParams {
     pub record: Record,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PutResult {
     #[serde(with = "crate::hexser")]
+    #[schemars(with = "crate::hexser::Hex<32>")]
     pub id: Id,
     pub status: PutStatus,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetParams {
     #[serde(with = "crate::hexser")]
+    #[schemars(with = "crate::hexser::Hex<32>")]
     pub author: [u8; 32],
     pub key: String,
     #[serde(default = "default_kind")]
@@ -60,19 +69,21 @@ fn default_kind() -> Kind {
 
 /// `get` result. `root` and `proof` are present when the request asked for a proof;
 /// the proof is for the slot hash of `(author, kind, key)` against `root`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct GetResult {
     pub record: Option<RecordView>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_hex")]
+    #[schemars(with = "Option<crate::hexser::Hex<32>>")]
     pub root: Option<Hash>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<Proof>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     #[serde(default, with = "opt_hex")]
+    #[schemars(with = "Option<crate::hexser::Hex<32>>")]
     pub author: Option<[u8; 32]>,
     pub kind: Option<Kind>,
     pub prefix: Option<String>,
@@ -81,19 +92,19 @@ pub struct ListParams {
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ListResult {
     pub records: Vec<RecordView>,
     pub next: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetRatingParams {
     pub target: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RatingResult {
     pub target: String,
     pub count: u64,
@@ -102,15 +113,16 @@ pub struct RatingResult {
     pub average: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct RatingTotals {
     pub count: u64,
     pub sum: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DbHash {
     #[serde(with = "crate::hexser")]
+    #[schemars(with = "crate::hexser::Hex<32>")]
     pub root: Hash,
     /// Slots held, tombstones included.
     pub records: u64,
@@ -120,7 +132,7 @@ pub struct DbHash {
 
 /// The ports the node actually listens on (after binding, so port 0 shows the port
 /// the system picked). Services that are not running are absent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Ports {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p2p: Option<u16>,
@@ -134,7 +146,7 @@ pub struct Ports {
     pub stun: Option<u16>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeInfo {
     pub peer_id: String,
@@ -152,7 +164,7 @@ pub struct NodeInfo {
 }
 
 /// One connected peer, as `getpeerinfo` reports it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerInfo {
     pub peer_id: String,
@@ -169,13 +181,14 @@ pub struct PeerInfo {
     pub stun: Option<StunInfo>,
     /// The last database root the peer announced.
     #[serde(default, with = "opt_hex")]
+    #[schemars(with = "Option<crate::hexser::Hex<32>>")]
     pub db_root: Option<Hash>,
     /// The peer's gossipsub score as this node sees it (negative: misbehaving).
     pub score: Option<f64>,
 }
 
 /// Who opened a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// The peer dialed us.
@@ -184,7 +197,9 @@ pub enum Direction {
 }
 
 /// The two transports that punching, STUN and the dynamic API ports come in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Udp,
@@ -218,7 +233,7 @@ impl std::str::FromStr for Transport {
 }
 
 /// One STUN client socket's mapping, as SPEC's `stun` object lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Mapping {
     /// External port the peer's server saw.
@@ -239,7 +254,7 @@ impl Mapping {
 }
 
 /// A peer that proved its id in a request to our STUN server, and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Seen {
     pub peer_id: String,
@@ -250,7 +265,7 @@ pub struct Seen {
 
 /// SPEC's `stun` object (plus, for the node's own, `seen`). The same type is
 /// announced to peers, so what a peer may send is bounded by [`StunInfo::MAX_MAPPINGS`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StunInfo {
     pub address: Option<std::net::IpAddr>,
@@ -290,7 +305,7 @@ impl StunInfo {
 }
 
 /// `punch`: ask `peer_id` (through this node) to open its NAT toward `endpoint`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PunchParams {
     pub peer_id: String,
@@ -299,12 +314,121 @@ pub struct PunchParams {
     pub transport: Transport,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RelayParams {
     pub peer_id: String,
     /// A JSON-RPC request object to run on that peer.
     pub request: serde_json::Value,
+}
+
+/// `addpeer`: dial a multiaddr (admin).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddPeerParams {
+    /// A libp2p multiaddr, ending in `/p2p/<peer id>`.
+    pub addr: String,
+    /// The token from `<data-dir>/admin.token`.
+    pub token: String,
+}
+
+/// The params of an admin method that takes nothing else (`shutdown`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminParams {
+    /// The token from `<data-dir>/admin.token`.
+    pub token: String,
+}
+
+/// A method that does what it was asked and has nothing more to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Done {
+    /// Always true.
+    pub ok: bool,
+}
+
+impl Done {
+    pub const OK: Done = Done { ok: true };
+}
+
+/// What a WebSocket connection can subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Topic {
+    /// Every record this node applies, as a `record` notification (a [`RecordView`]).
+    Records,
+    /// Peers as they come and go, as a `peer` notification.
+    Peers,
+}
+
+/// `subscribe` and `unsubscribe` (WebSocket only).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeParams {
+    pub topics: Vec<Topic>,
+}
+
+/// The topics the connection is subscribed to afterwards.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Subscribed {
+    pub topics: Vec<Topic>,
+}
+
+/// Which way a reachability event went through this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReachKind {
+    Punch,
+    Relay,
+}
+
+/// This node's part in a reachability event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReachRole {
+    /// A client asked this node to reach one of its peers.
+    Rendezvous,
+    /// A peer asked this node, on a client's behalf, to punch or to answer.
+    Target,
+}
+
+/// The path a client's traffic took, as far as this node can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReachPath {
+    /// The client's packets reached the target directly (seen by the target).
+    Direct,
+    /// The client fell back to `relay` (seen by the rendezvous node), or this was a
+    /// relayed request.
+    Relay,
+    /// The punch is still under way.
+    Pending,
+    /// The punch ended and this node saw neither.
+    Unknown,
+}
+
+/// One `punch` or `relay` that went through this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReachEvent {
+    /// Unix milliseconds.
+    pub at: u64,
+    pub kind: ReachKind,
+    pub role: ReachRole,
+    /// The target (for the rendezvous node) or the rendezvous peer (for the target).
+    pub peer_id: String,
+    /// The client's endpoint for a punch, its address for a relay; null when a
+    /// relayed request does not say.
+    pub client: Option<String>,
+    /// The punch's transport; null for a relay.
+    pub transport: Option<Transport>,
+    pub path: ReachPath,
+}
+
+/// `getreachability`: the most recent punch and relay events, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Reachability {
+    pub events: Vec<ReachEvent>,
 }
 
 mod opt_hex {

@@ -12,12 +12,37 @@ pub struct Proof {
     pub leaf: Option<ProofLeaf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProofLeaf {
     #[serde(with = "crate::hexser")]
+    #[schemars(with = "crate::hexser::Hex<32>")]
     pub slot: Hash,
     #[serde(with = "crate::hexser")]
+    #[schemars(with = "crate::hexser::Hex<32>")]
     pub id: Hash,
+}
+
+impl schemars::JsonSchema for Proof {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Proof".into()
+    }
+
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let child = g.subschema_for::<crate::hexser::Hex<32>>();
+        let leaf = g.subschema_for::<Option<ProofLeaf>>();
+        schemars::json_schema!({
+            "type": "object",
+            "description": "The branches from the root down the slot's path (all 16 children of each, as hashes) and the leaf where the path ends, or null where it ends at an empty child (docs/merkle.md).",
+            "properties": {
+                "branches": {
+                    "type": "array",
+                    "items": {"type": "array", "items": child, "minItems": 16, "maxItems": 16},
+                },
+                "leaf": leaf,
+            },
+            "required": ["branches", "leaf"],
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
