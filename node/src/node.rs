@@ -484,7 +484,7 @@ async fn serve_relays(
             r = relays.recv() => match r { Some(r) => r, None => return Ok(()) },
         };
         let dispatcher = dispatcher.clone();
-        reach.relay(ReachRole::Target, r.from.to_string(), None);
+        reach.relay(ReachRole::Target, r.from.to_string(), None, &r.request);
         tasks.spawn(async move {
             tracing::debug!(from = %r.from, "relayed request");
             let metrics = dispatcher.context().metrics.clone();

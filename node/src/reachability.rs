@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cirrus_proto::api::{ReachEvent, ReachKind, ReachPath, ReachRole, Transport};
+use cirrus_proto::api::{Method, ReachEvent, ReachKind, ReachPath, ReachRole, Transport};
 
 /// Events kept; the oldest goes when a new one comes.
 pub const KEEP: usize = 64;
@@ -77,6 +77,7 @@ impl Reachability {
                 peer_id: peer,
                 client: Some(endpoint.to_string()),
                 transport: Some(transport),
+                method: None,
                 path: ReachPath::Pending,
             },
             since: Instant::now(),
@@ -84,10 +85,10 @@ impl Reachability {
         });
     }
 
-    /// A relay: asked of us by a client at `client` to reach `peer` (rendezvous),
-    /// or by the rendezvous node `peer` (target; the client is not named). The
-    /// client's pending punches toward that peer went nowhere.
-    pub fn relay(&self, role: ReachRole, peer: String, client: Option<IpAddr>) {
+    /// A relay of `request`: asked of us by a client at `client` to reach `peer`
+    /// (rendezvous), or by the rendezvous node `peer` (target; the client is not
+    /// named). The client's pending punches toward that peer went nowhere.
+    pub fn relay(&self, role: ReachRole, peer: String, client: Option<IpAddr>, request: &[u8]) {
         if role == ReachRole::Rendezvous && self.pending.load(Ordering::Relaxed) > 0 {
             let mut e = self.lock();
             for x in e.iter_mut() {
@@ -109,6 +110,7 @@ impl Reachability {
                 peer_id: peer,
                 client: client.map(|ip| ip.to_string()),
                 transport: None,
+                method: Some(method_of(request).to_string()),
                 path: ReachPath::Relay,
             },
             since: Instant::now(),
@@ -143,6 +145,19 @@ impl Reachability {
     }
 }
 
+/// The method of a single request, as the API names it: never the sender's text.
+fn method_of(request: &[u8]) -> &'static str {
+    #[derive(serde::Deserialize)]
+    struct Named<'a> {
+        #[serde(borrow)]
+        method: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_slice::<Named>(request)
+        .ok()
+        .and_then(|r| Method::from_name(&r.method))
+        .map_or("unknown", Method::name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +177,7 @@ mod tests {
             ReachRole::Rendezvous,
             "target".into(),
             Some(ip("198.51.100.8")),
+            br#"{"jsonrpc":"2.0","id":1,"method":"getdbhash"}"#,
         );
         assert!(
             r.events()
@@ -169,10 +185,21 @@ mod tests {
                 .filter(|e| e.kind == ReachKind::Punch)
                 .all(|e| e.path == ReachPath::Pending)
         );
-        r.relay(ReachRole::Rendezvous, "target".into(), Some(ep.ip()));
+        r.relay(
+            ReachRole::Rendezvous,
+            "target".into(),
+            Some(ep.ip()),
+            b"<b>not json</b>",
+        );
         r.client_seen(ep.ip());
         let ev = r.events();
         assert_eq!(ev.len(), 4);
+        let methods: Vec<_> = ev.iter().filter_map(|e| e.method.as_deref()).collect();
+        assert_eq!(
+            methods,
+            ["unknown", "getdbhash"],
+            "newest first; never the sender's text"
+        );
         let punch = |role| {
             ev.iter()
                 .find(|e| e.kind == ReachKind::Punch && e.role == role)

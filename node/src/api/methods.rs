@@ -149,13 +149,14 @@ pub async fn relay(
     let peer: libp2p::PeerId = peer_id
         .parse()
         .map_err(|_| ApiError::Params(format!("peerId {peer_id:?} is not a peer id")))?;
-    ctx.reach.relay(ReachRole::Rendezvous, peer_id, client);
     if request.get("method").and_then(Value::as_str) == Some("relay") {
         return Err(ApiError::Params(
             "a relayed request cannot be a relay".into(),
         ));
     }
     let bytes = serde_json::to_vec(&request).expect("serializes");
+    ctx.reach
+        .relay(ReachRole::Rendezvous, peer_id, client, &bytes);
     match ctx
         .network
         .ask_peer(peer, peer::Request::Relay(bytes.into()))

@@ -422,6 +422,9 @@ pub struct ReachEvent {
     pub client: Option<String>,
     /// The punch's transport; null for a relay.
     pub transport: Option<Transport>,
+    /// A relayed request's method (`unknown` for a name the API does not have, a
+    /// batch or garbage); null for a punch.
+    pub method: Option<String>,
     pub path: ReachPath,
 }
 

@@ -642,6 +642,7 @@ function onDb(db) {
     updateAgreement();
     // Let the write spread, then compare again (at most every few seconds).
     if (prevRoot && !state.compare.running) compareIn(Math.max(2500, 5000 - (Date.now() - state.compare.at)));
+    renderCompare();
   }
   renderDb();
   renderChart();
@@ -1094,12 +1095,27 @@ function demoEvents() {
   ];
 }
 
+/** Alike events (the compare panel's relays, a client's retries) as one line: the
+ * newest, where it stands, with how many there were. */
+function foldRepeats(events) {
+  const out = [];
+  const seen = new Map();
+  const key = (e) => [e.kind, e.role, e.peerId, e.method, e.path, e.transport, e.client].join('|');
+  for (const e of events) {
+    const k = key(e);
+    const first = seen.get(k);
+    if (first) first.times += 1;
+    else { const x = { ...e, times: 1 }; seen.set(k, x); out.push(x); }
+  }
+  return out;
+}
+
 function renderReach() {
   const r = state.reach;
   $('reach-demo').hidden = r.status !== 'demo';
   const list = $('reach-list');
   const empty = $('reach-empty');
-  const events = (r.events || []).slice(0, 50);
+  const events = foldRepeats((r.events || []).slice(0, 64)).slice(0, 30);
   if (r.status === 'unsupported') {
     list.replaceChildren(); list.__sig = null;
     $('reach-summary').replaceChildren();
@@ -1126,6 +1142,8 @@ function renderReach() {
       h('div', { class: 'reach-main' },
         h('div', { class: 'reach-line' },
           h('strong', { text: str(e.kind) }),
+          e.method ? h('code', { class: 'mono small', text: ` ${str(e.method)}` }) : null,
+          e.times > 1 ? h('span', { class: 'badge badge-muted times', title: `${e.times} alike among the last events; the newest shown`, text: `×${e.times}` }) : null,
           h('span', { class: 'muted', text: ` as ${str(e.role)}` }),
           e.peerId ? [h('span', { class: 'muted', text: e.role === 'target' ? ' · from ' : ' · to ' }),
             hashChip(e.peerId, { what: 'peer id', short: shortPeer, cls: 'hash-sm' })] : null),
@@ -1234,8 +1252,12 @@ function renderCompare() {
   else if (!c.agree && unreachable) d = `${unreachable} could not be reached`;
   else if (!c.agree) d = 'after asking three times, 1 s apart';
   else if (n === 1) d = 'no peers connected';
-  setText(detail, d);
   const first = c.rows[0].ok ? c.rows[0].db : null;
+  // The table is a snapshot: say so once this node has moved on since.
+  const moved = !c.running && first && state.db && state.db.root !== first.root;
+  if (moved) d = 'this node has new records since; comparing again shortly';
+  box.classList.toggle('stale', !!moved);
+  setText(detail, d);
   patch($('compare-body'), JSON.stringify(c.rows), () => c.rows.map((r) => {
     const same = r.ok && sameDb(r.db, first);
     return h('tr', { class: same ? '' : 'row-bad', dataset: { testid: 'compare-row', peerId: str(r.peerId, '') } },
