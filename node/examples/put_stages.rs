@@ -111,6 +111,8 @@ fn main() -> anyhow::Result<()> {
                         serde_json::to_value(PutResult {
                             id: stored.id,
                             status,
+                            // The node signs one token per message; not modelled here.
+                            session: String::new(),
                         })
                         .expect("serializes"),
                     )

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod client;
 pub mod clock;
+pub mod cloud;
 pub mod config;
 pub mod identity;
 pub mod metrics;

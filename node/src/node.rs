@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::limits::{ConnectionCounter, LimitedListener, Slots};
 use crate::api::serve::Timeouts;
+use crate::api::session::Sessions;
 use crate::api::udp::UdpApi;
 use crate::api::ws::WsLimits;
 use crate::api::{self, Answer, Context, Dispatcher, DynamicPorts, Origin, http};
@@ -162,6 +163,17 @@ impl Node {
         };
         let connections = ConnectionCounter::new(slots, metrics.clone());
         let reach = Arc::new(Reachability::default());
+        let sessions = Arc::new(Sessions::new(
+            key.clone(),
+            store.clone(),
+            writer.clone(),
+            table.clone(),
+        ));
+        let (s, token) = (sessions.clone(), shutdown.clone());
+        services.spawn(async move {
+            s.observe(token).await;
+            Ok(())
+        });
         let ctx = Arc::new(Context {
             limiter,
             admin_token: admin_token(&cfg.data_dir)?,
@@ -183,6 +195,7 @@ impl Node {
             peers: table.clone(),
             stun: stun_state.clone(),
             reach: reach.clone(),
+            sessions,
             metrics: metrics.clone(),
         });
         let dispatcher = Dispatcher::new(ctx);

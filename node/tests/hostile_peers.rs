@@ -211,11 +211,11 @@ fn bad_hellos_disconnect_and_announcement_floods_are_cheap() {
 /// An announcement as docs/network.md defines it, signed by `key`.
 fn announcement(key: &Keypair, root: &str, at: u64) -> Vec<u8> {
     let body = serde_json::json!({"key": hex::encode(key.public().encode_protobuf()), "root": root,
-        "records": 0, "at": at, "stunPort": 1,
+        "records": 0, "epoch": 1, "position": 0, "at": at, "stunPort": 1,
         "stun": {"address": null, "nat": "unknown", "udp": [], "tcp": []}})
     .to_string();
     let sig = key
-        .sign(&[b"cirrus-announce/2\n".as_slice(), body.as_bytes()].concat())
+        .sign(&[b"cirrus-announce/3\n".as_slice(), body.as_bytes()].concat())
         .unwrap();
     [sig, body.into_bytes()].concat()
 }

@@ -349,11 +349,11 @@ fn client_writes_reach_a_peer_by_gossip_alone() {
 /// domain and the body, then the body with `key`'s public key in it.
 fn announcement(key: &Keypair, signer: &Keypair, root: &str, at: u64) -> Vec<u8> {
     let body = json!({"key": hex::encode(key.public().encode_protobuf()), "root": root,
-                      "records": 0, "at": at, "stunPort": 1,
+                      "records": 0, "epoch": 1, "position": 0, "at": at, "stunPort": 1,
                       "stun": {"address": null, "nat": "unknown", "udp": [], "tcp": []}})
     .to_string();
     let sig = signer
-        .sign(&[b"cirrus-announce/2\n".as_slice(), body.as_bytes()].concat())
+        .sign(&[b"cirrus-announce/3\n".as_slice(), body.as_bytes()].concat())
         .unwrap();
     [sig, body.into_bytes()].concat()
 }

@@ -10,6 +10,7 @@
 //! - [`udp`]: the UDP API's datagram framing (fragments) and anti-amplification.
 //! - [`sync`]: anti-entropy messages and the reconciliation over the trie.
 //! - [`peer`]: the other node-to-node messages (hello, peer exchange, relay, punch).
+//! - [`session`]: session tokens, which name what a client wrote so far.
 
 pub mod api;
 pub mod hexser;
@@ -17,6 +18,7 @@ pub mod jsonrpc;
 pub mod merkle;
 pub mod peer;
 pub mod record;
+pub mod session;
 pub mod stun;
 pub mod sync;
 pub mod udp;

@@ -19,6 +19,8 @@ import { finish, step } from './steps.mjs';
 const CHROMIUM = process.env.CIRRUS_CHROMIUM ?? '/usr/bin/chromium';
 const HTTP = (process.env.CIRRUS_NODES ?? 'http://127.0.0.101:38081,http://127.0.0.102:38081,http://127.0.0.103:38081').split(',').map((s) => s.trim()).filter(Boolean);
 const WS = process.env.CIRRUS_WS ? process.env.CIRRUS_WS.split(',').map((s) => s.trim()) : HTTP.map((u) => nodeUrls(u).ws);
+// A node apart from the others (its root differs), for the verified-read step.
+const ODD = process.env.CIRRUS_ODD ?? '';
 const SHOTS = resolve(process.env.CIRRUS_SCREENSHOTS ?? new URL('../screenshots', import.meta.url).pathname);
 if (HTTP.length < 2 || WS.length !== HTTP.length) {
   console.error('CIRRUS_NODES needs at least two node URLs (and CIRRUS_WS as many, if given)');
@@ -172,6 +174,23 @@ try {
     if (!v.present) throw new Error(JSON.stringify(v));
     return `${v.agreed} of ${v.asked} agree`;
   });
+
+  if (ODD) {
+    await step(`[CORS] http: a verified read names ${ODD}, whose root differs, as disagreeing`, async () => {
+      const v = await page.evaluate(async ({ nodes, odd }) => {
+        const w = /** @type {any} */ (window);
+        const c = w.makeCloud([...nodes, odd], 'http');
+        try {
+          const v = await c.verifiedGet(w.me.author, `${w.key}-http`);
+          return { present: v.present, agreed: v.agreed.length, asked: v.asked, disagreed: v.disagreed.map((/** @type {any} */ d) => d.node) };
+        } finally {
+          c.close();
+        }
+      }, { nodes: HTTP, odd: ODD });
+      if (!v.present || !v.disagreed.includes(ODD)) throw new Error(JSON.stringify(v));
+      return `${v.agreed} of ${v.asked} agree; disagreeing: ${v.disagreed.join(', ')}`;
+    });
+  }
 
   await page.evaluate(() => {
     const w = /** @type {any} */ (window);

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use cirrus_proto::api::{Method, PutResult};
 use cirrus_proto::jsonrpc::{Body, ErrorObject, Request, Response, parse_body};
+use cirrus_proto::session::{Session, Write};
 use serde_json::{Map, Value};
 
 use super::error::{ApiError, outcome};
@@ -107,6 +108,15 @@ fn cost(v: &Value) -> usize {
         Some(Value::Array(a)) => a.len(),
         _ => 1,
     }
+}
+
+/// A put of a message, waiting for the others to be committed with it.
+struct Put {
+    /// Its place among the message's answers.
+    at: usize,
+    id: Option<Value>,
+    stored: crate::store::Stored,
+    session: Option<Session>,
 }
 
 #[derive(Clone)]
@@ -247,11 +257,36 @@ impl Dispatcher {
                 out.push(req.id.map(|id| e.response(id)));
                 continue;
             }
+            let mut params = req.params;
+            let asked = match self.ctx.sessions.take(&mut params) {
+                Ok(asked) => asked,
+                Err(e) => {
+                    self.ctx
+                        .metrics
+                        .request(transport, method, outcome(e.code()));
+                    out.push(req.id.map(|id| e.response(id)));
+                    continue;
+                }
+            };
+            if let Some(s) = &asked.session
+                && let Err(e) = self.ctx.sessions.hold(s, asked.wait).await
+            {
+                self.ctx
+                    .metrics
+                    .request(transport, method, outcome(e.code()));
+                out.push(req.id.map(|id| e.response(id)));
+                continue;
+            }
             if req.method == "put" {
                 self.ctx.metrics.verified("api", 1);
-                match methods::prepare_put(req.params) {
+                match methods::prepare_put(params) {
                     Ok(stored) => {
-                        puts.push((out.len(), req.id, stored));
+                        puts.push(Put {
+                            at: out.len(),
+                            id: req.id,
+                            stored,
+                            session: asked.session,
+                        });
                         out.push(None); // filled in once the writer answers
                     }
                     Err(e) => {
@@ -262,7 +297,7 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let result = self.call(&req.method, req.params, origin).await;
+            let result = self.call(&req.method, params, origin).await;
             let response = match result {
                 Ok(v) => {
                     self.ctx.metrics.request(transport, method, "ok");
@@ -284,35 +319,63 @@ impl Dispatcher {
         out.into_iter().flatten().collect()
     }
 
+    /// Commit a message's puts together, then answer each with its status and the
+    /// session token after it. Puts that came with the same session (or none) get
+    /// one token, which names them all: they were committed at once.
     async fn apply_puts(
         &self,
-        puts: Vec<(usize, Option<Value>, crate::store::Stored)>,
+        puts: Vec<Put>,
         out: &mut [Option<Vec<u8>>],
         transport: &'static str,
     ) {
-        let ids: Vec<_> = puts.iter().map(|(_, _, s)| s.id).collect();
-        let (slots, records): (Vec<_>, Vec<_>) =
-            puts.into_iter().map(|(i, id, s)| ((i, id), s)).unzip();
-        match self.ctx.writer.apply(records, WriteOrigin::Api).await {
-            Ok(statuses) => {
-                for (((i, req_id), status), id) in slots.into_iter().zip(statuses).zip(ids) {
-                    self.ctx.metrics.request(transport, "put", "ok");
-                    out[i] = req_id.map(|rid| {
-                        let result =
-                            serde_json::to_value(PutResult { id, status }).expect("serializes");
-                        encode(&Response::ok(rid, result))
-                    });
-                }
-            }
+        let records: Vec<_> = puts.iter().map(|p| p.stored.clone()).collect();
+        let statuses = match self.ctx.writer.apply(records, WriteOrigin::Api).await {
+            Ok(statuses) => statuses,
             Err(e) => {
                 let err: ErrorObject = ApiError::from(e).into();
-                for (i, req_id) in slots {
+                for p in puts {
                     self.ctx
                         .metrics
                         .request(transport, "put", outcome(err.code));
-                    out[i] = req_id.map(|rid| encode(&Response::err(rid, err.clone())));
+                    out[p.at] = p.id.map(|rid| encode(&Response::err(rid, err.clone())));
                 }
+                return;
             }
+        };
+        let mut tokens: Vec<(Option<&Session>, Vec<Write>)> = Vec::new();
+        for p in &puts {
+            let w = Write::new(
+                p.stored.record.slot().hash(),
+                p.stored.record.seq,
+                &p.stored.id,
+            );
+            match tokens.iter_mut().find(|(s, _)| *s == p.session.as_ref()) {
+                Some((_, ws)) => ws.push(w),
+                None => tokens.push((p.session.as_ref(), vec![w])),
+            }
+        }
+        let tokens: Vec<(Option<&Session>, Option<String>)> = tokens
+            .into_iter()
+            .map(|(s, ws)| (s, self.ctx.sessions.issue(s, &ws)))
+            .collect();
+        for (p, status) in puts.iter().zip(statuses) {
+            self.ctx.metrics.request(transport, "put", "ok");
+            let session = tokens
+                .iter()
+                .find(|(s, _)| *s == p.session.as_ref())
+                .and_then(|(_, t)| t.clone())
+                .unwrap_or_default();
+            out[p.at] = p.id.clone().map(|rid| {
+                let result = PutResult {
+                    id: p.stored.id,
+                    status,
+                    session,
+                };
+                encode(&Response::ok(
+                    rid,
+                    serde_json::to_value(result).expect("serializes"),
+                ))
+            });
         }
     }
 
@@ -342,19 +405,10 @@ impl Dispatcher {
             Method::AddPeer => methods::addpeer(ctx, params).await,
             Method::Shutdown => methods::shutdown(ctx, params),
             Method::GetDbHash => methods::getdbhash(ctx),
-            // A message's puts go to the writer together (see handle_all); one that
-            // comes this way alone goes the same way.
-            Method::Put => {
-                let stored = methods::prepare_put(params)?;
-                let id = stored.id;
-                let status = ctx.writer.apply(vec![stored], WriteOrigin::Api).await?;
-                let status = status.into_iter().next().ok_or_else(|| {
-                    ApiError::Write(crate::store::writer::WriteError::Failed(
-                        "the writer answered nothing".into(),
-                    ))
-                })?;
-                Ok(serde_json::to_value(PutResult { id, status }).expect("serializes"))
-            }
+            // Puts never come this way: handle_all commits a message's puts together.
+            Method::Put => Err(ApiError::MethodNotFound(
+                "put (only as a request of its own, not from inside the node)".into(),
+            )),
             Method::Get => methods::get(ctx, params),
             Method::List => methods::list(ctx, params),
             Method::GetRating => methods::getrating(ctx, params),

@@ -44,6 +44,11 @@ pub enum ApiError {
     Parse(&'static str),
     #[error("rate limited: too many requests from this address")]
     RateLimited,
+    /// The node does not hold all of the request's session in time.
+    #[error(
+        "behind: this node does not hold {missing} of the session's writes yet; try another node"
+    )]
+    Behind { missing: usize },
 }
 
 impl ApiError {
@@ -69,6 +74,7 @@ impl ApiError {
             | ApiError::Store(StoreError::Reopening) => STORAGE_UNAVAILABLE,
             ApiError::Parse(_) => PARSE_ERROR,
             ApiError::RateLimited => RATE_LIMITED,
+            ApiError::Behind { .. } => BEHIND,
             ApiError::Store(_) | ApiError::Write(_) | ApiError::List(ListError::Store(_)) => {
                 INTERNAL_ERROR
             }
@@ -79,6 +85,10 @@ impl ApiError {
 impl From<ApiError> for ErrorObject {
     fn from(e: ApiError) -> ErrorObject {
         let code = e.code();
+        let data = match &e {
+            ApiError::Behind { missing } => Some(serde_json::json!({ "missing": missing })),
+            _ => None,
+        };
         let message = match e {
             ApiError::MethodNotFound(m) => format!("method not found: {m:.64}"),
             ApiError::Params(m) => format!("invalid params: {m}"),
@@ -94,7 +104,9 @@ impl From<ApiError> for ErrorObject {
             }
             e => e.to_string(),
         };
-        ErrorObject::new(code, message)
+        let mut o = ErrorObject::new(code, message);
+        o.data = data;
+        o
     }
 }
 

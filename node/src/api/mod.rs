@@ -12,6 +12,7 @@ pub mod http;
 pub mod limits;
 pub mod methods;
 pub mod serve;
+pub mod session;
 pub mod udp;
 pub mod ws;
 
@@ -112,6 +113,8 @@ pub struct Context {
     pub network: Network,
     pub peers: Arc<PeerTable>,
     pub stun: std::sync::Arc<crate::stun::StunState>,
+    /// Issues session tokens and holds requests for them.
+    pub sessions: Arc<session::Sessions>,
     /// Punches and relays on clients' behalf (`getreachability`).
     pub reach: Arc<crate::reachability::Reachability>,
     pub limiter: Arc<crate::rate::RateLimiter>,

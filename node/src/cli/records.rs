@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use cirrus_node::client::Client;
@@ -33,9 +33,13 @@ pub struct SignArgs {
     /// time in milliseconds, so a later write wins even through another node).
     #[arg(long)]
     seq: Option<u64>,
-    /// Print the result as JSON.
+    /// Print the result as JSON (with the session token after this write).
     #[arg(long)]
     json: bool,
+    /// Session token of earlier writes (from `--json`): the node applies this
+    /// write only once it holds those (docs/sessions.md).
+    #[arg(long, env = "CIRRUS_SESSION")]
+    session: Option<String>,
     #[command(flatten)]
     identity: IdentityArg,
     #[command(flatten)]
@@ -64,8 +68,26 @@ pub struct GetArgs {
     /// Ask for a Merkle proof and check it against the root the node returns.
     #[arg(long)]
     proof: bool,
-    #[command(flatten)]
-    node: NodeArg,
+    /// A verified read: the root a strict majority of the nodes report, a proof from
+    /// one of them checked here; nodes that disagree are named. With one `--node`,
+    /// the others are found through its `getpeerinfo`.
+    #[arg(long)]
+    verify: bool,
+    /// Answer only once the node holds this session's writes (a token from
+    /// `put --json`).
+    #[arg(long, env = "CIRRUS_SESSION")]
+    session: Option<String>,
+    /// Node URL (repeat for --verify).
+    #[arg(
+        long = "node",
+        env = "CIRRUS_NODE",
+        default_value = "http://127.0.0.1:38081",
+        value_delimiter = ','
+    )]
+    nodes: Vec<String>,
+    /// Seconds to wait for an answer.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
 }
 
 fn default_identity() -> anyhow::Result<PathBuf> {
@@ -149,13 +171,20 @@ async fn sign_and_send(
     };
     let record = Record::sign(&secret, kind, key, seq, value);
     record.check_limits()?;
-    let res: PutResult = client.call_as("put", json!({ "record": record })).await?;
+    let mut params = json!({ "record": record });
+    if let Some(s) = &a.session {
+        params["session"] = s.as_str().into();
+    }
+    let res: PutResult = client.call_as("put", params).await?;
     if a.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &json!({"id": hex::encode(res.id), "status": res.status, "record": record})
-            )?
+            serde_json::to_string_pretty(&json!({
+                "id": hex::encode(res.id),
+                "status": res.status,
+                "session": res.session,
+                "record": record,
+            }))?
         );
     } else {
         let status = serde_json::to_value(res.status)?;
@@ -189,8 +218,15 @@ async fn next_seq(
 pub async fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
     let author: [u8; 32] = cirrus_proto::hexser::decode_array(&a.author)
         .map_err(|e| anyhow::anyhow!("AUTHOR: {e}"))?;
-    let client = a.node.client()?;
-    let params = json!({"author": a.author, "key": a.key, "kind": a.kind, "proof": a.proof});
+    if a.verify {
+        return verified_get(a, author).await;
+    }
+    let first = a.nodes.first().context("--node is required")?;
+    let client = super::client(first, a.timeout)?;
+    let mut params = json!({"author": a.author, "key": a.key, "kind": a.kind, "proof": a.proof});
+    if let Some(s) = &a.session {
+        params["session"] = s.as_str().into();
+    }
     let res: GetResult = client.call_as("get", params).await?;
     println!("{}", serde_json::to_string_pretty(&res.record)?);
     if let Some(view) = &res.record {
@@ -221,6 +257,45 @@ pub async fn get(a: GetArgs) -> anyhow::Result<ExitCode> {
         }
         (None, None) => eprintln!("proof: absent, checked against root {}", hex::encode(root)),
         _ => bail!("the proof and the returned record disagree"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `get --verify`: through the cloud of the given nodes (and, with one, its peers).
+async fn verified_get(a: GetArgs, author: [u8; 32]) -> anyhow::Result<ExitCode> {
+    use cirrus_node::cloud::{Cloud, CloudConfig};
+    let timeout =
+        Duration::try_from_secs_f64(a.timeout).context("--timeout must be a positive number")?;
+    let cfg = CloudConfig {
+        timeout,
+        discover: a.nodes.len() == 1,
+        ..CloudConfig::default()
+    };
+    let cloud = Cloud::connect(&a.nodes, cfg).await?;
+    cloud.set_session(a.session.clone());
+    let slot = Slot {
+        author,
+        kind: a.kind,
+        key: a.key,
+    };
+    let read = cloud.verified_get(&slot).await?;
+    println!("{}", serde_json::to_string_pretty(&read.record)?);
+    let m = &read.majority;
+    eprintln!(
+        "verified: {} of {} nodes report root {}; proof from {} checked against it",
+        m.agreed.len(),
+        m.asked,
+        hex::encode(m.root),
+        read.served_by
+    );
+    for (node, root) in &m.disagreed {
+        eprintln!("disagreeing: {node} reports root {}", hex::encode(root));
+    }
+    for (node, why) in &m.unresponsive {
+        eprintln!("no answer: {node}: {why}");
+    }
+    for (node, why) in &read.caught {
+        eprintln!("caught: {node}: {why}");
     }
     Ok(ExitCode::SUCCESS)
 }

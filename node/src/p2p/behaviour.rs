@@ -40,7 +40,7 @@ pub const IDENTIFY_PROTOCOL: &str = "/cirrus/id/1";
 /// Version 2: messages are anonymous (no gossipsub author or signature), which
 /// version 1 nodes refuse, so the two never share a mesh.
 pub const RECORDS_TOPIC: &str = "cirrus/records/2";
-pub const ANNOUNCE_TOPIC: &str = "cirrus/announce/2";
+pub const ANNOUNCE_TOPIC: &str = "cirrus/announce/3";
 /// Most message ids in one IHAVE or IWANT list. libp2p-gossipsub 0.50 sends lists of
 /// up to 5000 ids by default, but refuses an RPC whose control part is over 16 KiB
 /// (`max_control_message_size`) by failing the stream, and five failed streams

@@ -1,4 +1,4 @@
-//! Announcements on `cirrus/announce/2`: a node's root and STUN data, signed by the
+//! Announcements on `cirrus/announce/3`: a node's root and STUN data, signed by the
 //! node inside the message.
 //!
 //! Gossip messages carry no author (gossipsub's anonymous mode): records are signed
@@ -9,8 +9,11 @@
 //! announcement rather than once per copy of every record.
 //!
 //! Wire: a 64-byte ed25519 signature, then the body, JSON:
-//! `{"key": hex of the protobuf public key, "root": hex, "records": n, "at": unix_ms,
-//! "stunPort": n, "stun": {the stun object, typed}}`. The signature is over
+//! `{"key": hex of the protobuf public key, "root": hex, "records": n, "epoch": n,
+//! "position": n, "at": unix_ms, "stunPort": n, "stun": {the stun object, typed}}`.
+//! `root` is the node's root once it had applied `position` writes in the run that
+//! `epoch` names (or more: see sessions), which tells a peer with the same root that
+//! it holds every write the node had then. The signature is over
 //! [`DOMAIN`] then the body. The same bytes answer a peer's hello.
 
 use cirrus_proto::api::StunInfo;
@@ -20,7 +23,7 @@ use libp2p::identity::{KeyType, Keypair, PublicKey};
 use serde::{Deserialize, Serialize};
 
 /// Separates these signatures from any other use of a node's key.
-pub const DOMAIN: &[u8] = b"cirrus-announce/2\n";
+pub const DOMAIN: &[u8] = b"cirrus-announce/3\n";
 const SIG_LEN: usize = 64;
 /// Largest announcement taken: a node lists one mapping per peer and transport, so
 /// even at [`StunInfo::MAX_MAPPINGS`] it stays well under this.
@@ -33,6 +36,10 @@ pub struct Body {
     #[serde(with = "cirrus_proto::hexser")]
     pub root: Hash,
     pub records: u64,
+    /// The announcer's run (random per start) and its count of applied writes in
+    /// that run, read before `root`.
+    pub epoch: u32,
+    pub position: u64,
     /// Unix milliseconds at the announcer; newer replaces older.
     pub at: u64,
     pub stun_port: u16,
@@ -47,6 +54,8 @@ struct Sealed {
     #[serde(with = "cirrus_proto::hexser")]
     root: Hash,
     records: u64,
+    epoch: u32,
+    position: u64,
     at: u64,
     stun_port: u16,
     stun: StunInfo,
@@ -58,6 +67,8 @@ impl Sealed {
             key: hex::encode(key.public().encode_protobuf()),
             root: b.root,
             records: b.records,
+            epoch: b.epoch,
+            position: b.position,
             at: b.at,
             stun_port: b.stun_port,
             stun: b.stun,
@@ -68,6 +79,8 @@ impl Sealed {
         Body {
             root: self.root,
             records: self.records,
+            epoch: self.epoch,
+            position: self.position,
             at: self.at,
             stun_port: self.stun_port,
             stun: self.stun,
@@ -145,6 +158,8 @@ mod tests {
         Body {
             root: [0xab; 32],
             records: 3,
+            epoch: 7,
+            position: 3,
             at: 1_700_000_000_000,
             stun_port: 38084,
             stun: StunInfo::unknown(),

@@ -133,10 +133,7 @@ pub(super) fn announcement(
 /// connected peer's, or not newer than the last).
 pub(super) fn take(p: &Peers, a: Announce, dirty: &mut HashMap<PeerId, KnownPeer>) -> bool {
     let (from, b) = (a.from, a.body);
-    let Some(before) = p
-        .table
-        .take(&from, b.at, b.root, b.stun.clone(), b.stun_port)
-    else {
+    let Some(before) = p.table.take(&from, &b) else {
         return false;
     };
     if before.stun_port != Some(b.stun_port) {

@@ -39,6 +39,8 @@ pub use table::{PeerNotice, PeerTable};
 
 /// Re-announce an unchanged root this often, so new peers learn it.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
+/// How often to check whether our root or STUN data changed since we announced.
+const ANNOUNCE_CHECK: Duration = Duration::from_millis(250);
 /// How often changes to known peers are saved (in one transaction).
 const SAVE_EVERY: Duration = Duration::from_secs(10);
 
@@ -94,7 +96,9 @@ pub async fn run(
 ) {
     let (hellos_tx, mut hellos) = mpsc::channel::<Hello>(64);
     let mut client_writes = p.writer.client_writes();
-    let mut announce_tick = tokio::time::interval(Duration::from_secs(1));
+    // Often enough that peers learn our root (and with it which session writes
+    // they hold) soon after a write; an announcement goes out only on a change.
+    let mut announce_tick = tokio::time::interval(ANNOUNCE_CHECK);
     let mut save_tick = tokio::time::interval(SAVE_EVERY);
     let mut state = Announcing::default();
     let mut dirty: HashMap<PeerId, KnownPeer> = HashMap::new();
@@ -316,10 +320,14 @@ impl Peers {
 
     /// Our announcement as of now: signed, as gossip carries it and hello answers.
     fn announcement(&self) -> Option<Vec<u8>> {
+        // The position first: the root read after it holds at least those writes.
+        let position = self.writer.next_seq();
         let db = self.store.db_hash().ok()?;
         let body = announce::Body {
             root: db.root,
             records: db.records,
+            epoch: self.writer.epoch(),
+            position,
             at: clock::unix_millis(),
             stun_port: self.stun.port,
             stun: self.stun.state.info(false),

@@ -38,6 +38,8 @@ pub struct Said {
     /// overtaken on the way) changes nothing.
     pub at: Option<u64>,
     pub root: Option<Hash>,
+    /// The peer's run and count of applied writes when it read `root`.
+    pub position: Option<(u32, u64)>,
     pub stun: Option<StunInfo>,
     pub stun_port: Option<u16>,
     /// When an announcement from it was last taken.
@@ -47,6 +49,8 @@ pub struct Said {
 pub struct PeerTable {
     said: Mutex<HashMap<PeerId, Said>>,
     notices: broadcast::Sender<PeerNotice>,
+    /// Bumped whenever an announcement is taken.
+    announced: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for PeerTable {
@@ -54,6 +58,7 @@ impl Default for PeerTable {
         PeerTable {
             said: Mutex::default(),
             notices: broadcast::channel(256).0,
+            announced: tokio::sync::watch::channel(0).0,
         }
     }
 }
@@ -87,28 +92,37 @@ impl PeerTable {
 
     /// Take what `peer` announced if it is newer than what we have; returns what
     /// it said before, or `None` if nothing was taken.
-    pub fn take(
-        &self,
-        peer: &PeerId,
-        at: u64,
-        root: Hash,
-        stun: StunInfo,
-        port: u16,
-    ) -> Option<Said> {
+    pub fn take(&self, peer: &PeerId, a: &crate::peers::announce::Body) -> Option<Said> {
         let mut g = self.lock();
         let s = g.get_mut(peer)?;
-        if s.at.is_some_and(|old| old >= at) {
+        if s.at.is_some_and(|old| old >= a.at) {
             return None;
         }
         let before = s.clone();
         *s = Said {
-            at: Some(at),
-            root: Some(root),
-            stun: Some(stun),
-            stun_port: Some(port),
+            at: Some(a.at),
+            root: Some(a.root),
+            position: Some((a.epoch, a.position)),
+            stun: Some(a.stun.clone()),
+            stun_port: Some(a.stun_port),
             taken: Some(Instant::now()),
         };
+        drop(g);
+        self.announced.send_modify(|n| *n += 1);
         Some(before)
+    }
+
+    /// Wakes whenever an announcement is taken.
+    pub fn announced(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.announced.subscribe()
+    }
+
+    /// Each connected peer's last announced root with its position.
+    pub fn positions(&self) -> Vec<(PeerId, Hash, (u32, u64))> {
+        self.lock()
+            .iter()
+            .filter_map(|(p, s)| Some((*p, s.root?, s.position?)))
+            .collect()
     }
 
     pub fn said(&self, peer: &PeerId) -> Option<Said> {

@@ -242,6 +242,23 @@ impl Store {
             .collect()
     }
 
+    /// How many of a session's `writes` this store does not hold (its slot holds
+    /// neither that record nor one that supersedes it), from one snapshot.
+    pub fn missing(&self, writes: &[cirrus_proto::session::Write]) -> Result<usize, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let (by_slot, records) = (txn.open_table(BY_SLOT)?, txn.open_table(RECORDS)?);
+        let mut missing = 0;
+        for w in writes {
+            let held = match by_slot.get(w.slot.as_slice())? {
+                Some(pk) => read_stored(&records, pk.value())?
+                    .is_some_and(|s| w.held_by(s.record.seq, &s.id)),
+                None => false,
+            };
+            missing += usize::from(!held);
+        }
+        Ok(missing)
+    }
+
     /// The record in `slot` (if any), a proof of presence or absence, and the root
     /// the proof is against, all from one snapshot.
     pub fn get_with_proof(&self, slot: &Slot) -> Result<(Option<Stored>, Proof, Hash), StoreError> {

@@ -66,6 +66,8 @@ pub struct Writer {
     next_seq: Arc<AtomicU64>,
     client_writes: ClientWrites,
     state: Arc<State>,
+    /// Names this run of the writer, whose [`Applied::seq`] numbers start at 0.
+    epoch: u32,
 }
 
 /// Where the writer hands records from clients to the swarm for publishing, once
@@ -95,8 +97,10 @@ pub enum WriteError {
 }
 
 /// What the writer shares with its handles.
-#[derive(Default)]
 struct State {
+    /// Bumped after every commit that applied something, once its records are
+    /// numbered: what a request waiting for a session waits on.
+    commits: tokio::sync::watch::Sender<u64>,
     /// Why writes are refused now, if they are.
     unavailable: std::sync::Mutex<Option<String>>,
     /// Fired when the store failed for good: the node must stop.
@@ -119,7 +123,11 @@ impl Writer {
         let (applied, _) = broadcast::channel(4096);
         let next_seq = Arc::new(AtomicU64::new(0));
         let client_writes = ClientWrites::default();
-        let state = Arc::new(State::default());
+        let state = Arc::new(State {
+            commits: tokio::sync::watch::channel(0).0,
+            unavailable: Default::default(),
+            fatal: Default::default(),
+        });
         let committer = Committer {
             store,
             cfg,
@@ -138,12 +146,17 @@ impl Writer {
             .name("cirrus-writer".into())
             .spawn(move || committer.run(rx))
             .expect("spawn writer thread");
+        let mut epoch = [0u8; 4];
+        // Without randomness two runs may share an epoch; sessions then only wait
+        // longer, since a floor of the old run is not taken as this run's.
+        let _ = getrandom::fill(&mut epoch);
         let writer = Writer {
             jobs: tx,
             applied,
             next_seq,
             client_writes,
             state,
+            epoch: u32::from_be_bytes(epoch),
         };
         (writer, handle)
     }
@@ -175,7 +188,19 @@ impl Writer {
         rx
     }
 
-    /// The [`Applied::seq`] the next applied record will get.
+    /// This run's epoch: [`Writer::next_seq`] counts from 0 in it.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Wakes after every commit that applied records (the value counts them).
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.commits.subscribe()
+    }
+
+    /// The [`Applied::seq`] the next applied record will get: the number of records
+    /// applied so far in this run. Read it before the root, and the root holds at
+    /// least those records.
     pub fn next_seq(&self) -> u64 {
         self.next_seq.load(Ordering::Acquire)
     }
@@ -334,6 +359,9 @@ impl Committer {
                 seq: self.next_seq.fetch_add(1, Ordering::AcqRel),
             })
             .collect();
+        if !applied.is_empty() {
+            self.state.commits.send_modify(|n| *n += 1);
+        }
         let mut rest = statuses.as_slice();
         for (n, reply) in replies {
             let (mine, tail) = rest.split_at(n);

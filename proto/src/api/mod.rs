@@ -48,6 +48,9 @@ pub struct PutResult {
     #[schemars(with = "crate::hexser::Hex<32>")]
     pub id: Id,
     pub status: PutStatus,
+    /// The session token after this write: pass it as `session` to any node
+    /// (SPEC "Sessions", docs/sessions.md).
+    pub session: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -6,12 +6,13 @@ use serde_json::{Map, Value, json};
 
 use super::Method;
 use crate::jsonrpc::{
-    COOKIE_REQUIRED, ERRORS, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND,
-    PARSE_ERROR, RATE_LIMITED, TOO_LARGE,
+    BEHIND, COOKIE_REQUIRED, ERRORS, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST,
+    METHOD_NOT_FOUND, PARSE_ERROR, RATE_LIMITED, TOO_LARGE,
 };
 
 /// What any request may get, whatever its method.
 const COMMON_ERRORS: &[i64] = &[
+    BEHIND,
     PARSE_ERROR,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
@@ -40,10 +41,11 @@ pub fn document(version: &str) -> Value {
     let methods: Vec<Value> = Method::ALL
         .iter()
         .map(|m| {
-            let params = match m.params_schema(&mut g) {
+            let mut params = match m.params_schema(&mut g) {
                 Some(s) => by_name(&mut g, s.to_value()),
                 None => Vec::new(),
             };
+            params.extend(session_params());
             let mut errors: Vec<i64> = COMMON_ERRORS.to_vec();
             errors.extend(m.errors());
             json!({
@@ -67,6 +69,24 @@ pub fn document(version: &str) -> Value {
         "methods": methods,
         "components": { "schemas": schemas },
     })
+}
+
+/// What every method takes besides its own params (SPEC "Sessions").
+fn session_params() -> [Value; 2] {
+    [
+        json!({
+            "name": "session",
+            "required": false,
+            "description": "A session token from a put result: answer only once this node holds every write it names (docs/sessions.md).",
+            "schema": { "type": "string", "maxLength": crate::session::MAX_CHARS },
+        }),
+        json!({
+            "name": "wait",
+            "required": false,
+            "description": "How long to wait for the session, in ms (default 2000; more than 10000 is taken as 10000); then error -32011.",
+            "schema": { "type": "integer", "minimum": 0 },
+        }),
+    ]
 }
 
 /// The params of a method whose params are the fields of one struct: one content
