@@ -392,14 +392,19 @@ for tr in "${TRANSPORTS[@]}"; do
         set -e
         t1=$(date +%s%N)
         ms=$(( (t1 - t0) / 1000000 ))
-        path=$(grep -o 'path: [a-z]*' "$f.err" | head -n1 | cut -d' ' -f2 || true)
+        # The punch's outcome (`path: direct|relay ... after N ms`), and how soon
+        # the first answer came (`answer 1: ... after N ms`, relayed or direct).
+        path=$(grep -o '^path: [a-z]*' "$f.err" | head -n1 | cut -d' ' -f2 || true)
+        settled=$(grep -E '^path: (direct|relay)' "$f.err" | head -n1 | sed -n 's/.* after \([0-9]*\) ms$/\1/p')
+        first=$(grep '^answer 1:' "$f.err" | sed -n 's/.* after \([0-9]*\)\(\.[0-9]*\)\? ms$/\1/p')
         ok=0
         if [ "$rc" = 0 ] && python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["peerId"] != sys.argv[2])' "$f.out" "$id" 2>/dev/null; then
           ok=1
         fi
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tr" "$c" "$nt" "$k" "$ok" "${path:-none}" "$ms" >> "$RESULTS"
-        printf '%s[natlab] %d/%d  %s  client %-9s node %-9s  %s %s ms   %s' "$CR" "$n" "$total" \
-          "$tr" "$c" "$nt" "${path:-FAILED}" "$ms" "$NL" >&2
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tr" "$c" "$nt" "$k" "$ok" "${path:-none}" \
+          "$ms" "${first:-0}" "${settled:-0}" >> "$RESULTS"
+        printf '%s[natlab] %d/%d  %s  client %-9s node %-9s  first answer %s ms, %s after %s ms   %s' \
+          "$CR" "$n" "$total" "$tr" "$c" "$nt" "${first:-?}" "${path:-FAILED}" "${settled:-?}" "$NL" >&2
       done
     done
   done
@@ -430,11 +435,14 @@ def why(tr, c, n, k):
 cells = defaultdict(list)
 order = []
 trial = defaultdict(list)
-for tr, c, n, k, ok, path, ms in rows:
+firsts = []
+for tr, c, n, k, ok, path, ms, first, settled in rows:
     key = (tr, c, n)
     if key not in cells:
         order.append(key)
-    cells[key].append((ok == "1", path, int(ms)))
+    cells[key].append((ok == "1", path, int(first), int(settled)))
+    if ok == "1":
+        firsts.append(int(first))
     trial[key].append(k)
 
 def theory(tr, c, n):
@@ -456,26 +464,29 @@ def pct(xs, p):
 
 fail = False
 print()
-print(f"{trials} trial(s) per cell; time = wall time of one `cirrus call getnodeinfo --peer` (ms)")
+print(f"{trials} trial(s) per cell of `cirrus call getnodeinfo --peer`; first = ms to the first")
+print("answer (relayed while the punch runs), settled = ms until the punch opened the direct")
+print("path or gave up (the link then stays on the relay)")
 print()
-print("| transport | client NAT | node NAT | reached | direct | relay | p50 ms | p95 ms | theory |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| transport | client NAT | node NAT | reached | direct | relay | first p50 | first p95 | settled p50 | theory |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 grid = defaultdict(dict)
 for key in order:
     tr, c, n = key
     xs = cells[key]
-    ok = sum(1 for o, _, _ in xs if o)
-    d = sum(1 for o, p, _ in xs if o and p == "direct")
-    r = sum(1 for o, p, _ in xs if o and p == "relay")
-    t = [ms for o, _, ms in xs if o] or [0]
+    ok = sum(1 for o, _, _, _ in xs if o)
+    d = sum(1 for o, p, _, _ in xs if o and p == "direct")
+    r = sum(1 for o, p, _, _ in xs if o and p == "relay")
+    t = [f for o, _, f, _ in xs if o] or [0]
+    st = [s for o, _, _, s in xs if o] or [0]
     th = theory(tr, c, n)
     got = "direct" if d == len(xs) else "relay" if r == len(xs) else "mixed"
     mark = "" if th.startswith(got) else " (differs)"
     if mark:
-        for k, (o, p, _) in zip(trial[key], xs):
+        for k, (o, p, _, _) in zip(trial[key], xs):
             if not (o and th.startswith(p)):
                 print(f"  {tr} {c} -> {n} trial {k}: {why(tr, c, n, k)}", file=sys.stderr)
-    print(f"| {tr} | {c} | {n} | {ok}/{len(xs)} | {d} | {r} | {pct(t, 50)} | {pct(t, 95)} | {th}{mark} |")
+    print(f"| {tr} | {c} | {n} | {ok}/{len(xs)} | {d} | {r} | {pct(t, 50)} | {pct(t, 95)} | {pct(st, 50)} | {th}{mark} |")
     grid[tr][(c, n)] = f"{d}D {r}R" + ("" if ok == len(xs) else f" {len(xs) - ok}F")
     if ok < len(xs):
         fail = True
@@ -486,6 +497,10 @@ for key in order:
     if smoke and (tr, c, n) == ("udp", "symmetric", "eim-pdf") and r != len(xs):
         fail = True
         print(f"FAIL: smoke expects symmetric -> eim-pdf over UDP to go through the relay; got {r}/{len(xs)}", file=sys.stderr)
+
+if firsts:
+    print()
+    print(f"first answer over all {len(firsts)} answered calls: p50 {pct(firsts, 50)} ms, p95 {pct(firsts, 95)} ms, max {max(firsts)} ms")
 
 for tr in grid:
     cs = list(dict.fromkeys(c for c, _ in grid[tr]))

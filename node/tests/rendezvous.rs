@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::process::Output;
 use std::time::Duration;
 
-use cirrus_node::rendezvous::{Path, call_peer};
+use cirrus_node::rendezvous::{PeerLink, Via, call_peer};
 use cirrus_proto::api::Transport;
 use cirrus_proto::record::Kind;
 use cirrus_proto::stun;
@@ -107,16 +107,15 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The endpoint in `path: direct (T to IP:PORT)` on stderr.
+/// The endpoint in `path: direct (T to IP:PORT) after N ms` on stderr.
 fn direct_endpoint(stderr: &str, transport: &str) -> SocketAddr {
     let prefix = format!("path: direct ({transport} to ");
     let line = stderr
         .lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .unwrap_or_else(|| panic!("no {prefix:?} line on stderr: {stderr}"));
-    line.trim_end_matches(')')
-        .parse()
-        .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    let at = line.split(')').next().unwrap_or_default();
+    at.parse().unwrap_or_else(|e| panic!("{line:?}: {e}"))
 }
 
 fn unknown_peer() -> String {
@@ -158,13 +157,18 @@ fn call_peer_from_rust_reaches_the_target_directly_over_udp() {
             Duration::from_secs(10),
         ))
         .expect("call_peer");
-    match reached.path {
-        Path::Direct(at) => assert!(
+    // The first answer may come through the relay (it is raced against the
+    // punch); the direct path must open all the same.
+    match reached.direct {
+        Ok((at, _)) => assert!(
             p.endpoints.0.contains(&at),
-            "answered from {at}, not one of B's endpoints {:?}",
+            "direct to {at}, not one of B's endpoints {:?}",
             p.endpoints.0
         ),
-        Path::Relay { why } => panic!("relayed on loopback, where direct must work: {why}"),
+        Err(why) => panic!("no direct path on loopback, where it must open: {why}"),
+    }
+    if let Via::Direct(at) = reached.via {
+        assert!(p.endpoints.0.contains(&at), "{at}");
     }
     let r = reached.response;
     assert_eq!(r["id"], 7, "{r}");
@@ -226,9 +230,9 @@ fn a_request_too_big_for_one_datagram_goes_through_the_relay_over_udp() {
             let why = stderr
                 .lines()
                 .find_map(|l| {
-                    l.strip_prefix(&format!("path: relay (through {}; direct: ", p.a().url))
+                    l.strip_prefix(&format!("answer 1: relay (through {}; direct: ", p.a().url))
                 })
-                .unwrap_or_else(|| panic!("no relay line on stderr: {stderr}"));
+                .unwrap_or_else(|| panic!("no relayed answer on stderr: {stderr}"));
             assert!(why.contains("datagram"), "{why}");
         } else {
             // TCP speaks WebSocket to the target: the size is no obstacle.
@@ -386,4 +390,64 @@ fn the_cli_fails_clearly_for_a_peer_the_rendezvous_node_does_not_know() {
     ]);
     assert!(!out.status.success(), "{}", text(&out.stderr));
     assert_eq!(p.a().ok("getnodeinfo", json!({}))["peerId"], p.a().peer_id);
+}
+
+/// A link answers at once over the relay, moves to the direct path when the punch
+/// opens it, and when the target restarts (its punched socket gone) the next
+/// request goes over the relay again and the link punches anew.
+#[test]
+fn a_link_starts_on_the_relay_moves_to_direct_and_recovers_a_lost_path() {
+    let mut p = pair();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let request = json!({"jsonrpc": "2.0", "id": 3, "method": "getnodeinfo"});
+    let link = rt
+        .block_on(async {
+            PeerLink::open(
+                &p.a().url,
+                &p.b().peer_id,
+                Transport::Udp,
+                Duration::from_secs(2),
+            )
+        })
+        .unwrap();
+    let first = rt
+        .block_on(link.settled())
+        .expect("a direct path on loopback");
+    assert!(p.endpoints.0.contains(&first.0), "{first:?}");
+    let (answer, via) = rt.block_on(link.call(&request)).unwrap();
+    assert_eq!(answer["result"]["peerId"], p.b().peer_id, "{answer}");
+    assert_eq!(via, Via::Direct(first.0));
+
+    // The target restarts on the same address and identity: new STUN client
+    // sockets, so the punched endpoint is dead.
+    p.net.stop(1);
+    p.net.up(1, &["--bootstrap", &p.net.boot()]);
+    let b = p.b().peer_id.clone();
+    wait_until("A lists the restarted B with STUN endpoints", || {
+        let peers = p.a().peers();
+        match peers.iter().find(|x| x["peerId"] == b) {
+            Some(e) if e["stun"].is_object() && !endpoints_in(&e["stun"], "udp").is_empty() => {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let (answer, via) = rt.block_on(link.call(&request)).unwrap();
+    assert_eq!(answer["result"]["peerId"], b, "{answer}");
+    assert!(
+        matches!(via, Via::Relay { .. }),
+        "the dead path is left for the relay: {via:?}"
+    );
+    let mut saw_lost = false;
+    let again = wait_until("the link punches again and goes direct", || {
+        while let Some(e) = link.try_event() {
+            saw_lost |= matches!(e, cirrus_node::rendezvous::LinkEvent::Lost { .. });
+        }
+        match rt.block_on(link.call(&request)) {
+            Ok((_, Via::Direct(at))) => Ok(at),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(saw_lost, "the loss was reported");
+    assert_ne!(again, first.0, "a new endpoint after the restart");
 }

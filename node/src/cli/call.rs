@@ -28,6 +28,13 @@ pub struct CallArgs {
     /// How to reach --peer directly.
     #[arg(long, default_value = "udp", value_parser = ["udp", "tcp"])]
     transport: String,
+    /// With --peer: send the request this many times over one link (relay until
+    /// the punch opens a direct path, then direct); stderr says each path change.
+    #[arg(long, default_value_t = 1, requires = "peer")]
+    repeat: u32,
+    /// With --repeat: milliseconds between requests.
+    #[arg(long, default_value_t = 0, requires = "peer")]
+    interval_ms: u64,
     /// The node's data dir: admin methods (addpeer, shutdown) get the token from
     /// its admin.token.
     #[arg(long, env = "CIRRUS_DATA_DIR")]
@@ -56,18 +63,21 @@ pub async fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
         p.insert("token".into(), token.trim().into());
     }
     if let (Some(peer), Some(rendezvous)) = (&a.peer, &a.rendezvous) {
-        use cirrus_node::rendezvous::{Path, call_peer};
         let transport: cirrus_proto::api::Transport =
             a.transport.parse().map_err(anyhow::Error::msg)?;
-        let request = cirrus_proto::jsonrpc::request(1, &a.method, params);
         let timeout = Duration::try_from_secs_f64(a.node.timeout)
             .context("--timeout must be a positive number")?;
-        let reached = call_peer(rendezvous, peer, transport, request, timeout).await?;
-        match &reached.path {
-            Path::Direct(at) => eprintln!("path: direct ({} to {at})", a.transport),
-            Path::Relay { why } => eprintln!("path: relay (through {rendezvous}; direct: {why})"),
-        }
-        return print_response(&reached.response);
+        let request = cirrus_proto::jsonrpc::request(1, &a.method, params);
+        return call_peer(
+            rendezvous,
+            peer,
+            transport,
+            &request,
+            timeout,
+            a.repeat,
+            a.interval_ms,
+        )
+        .await;
     }
     if a.subscribe {
         let topics: Vec<String> = match params.get("topics") {
@@ -102,6 +112,64 @@ pub async fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `call --peer`: one link, `repeat` requests over it; stderr says how each went
+/// and every change of path, and last how the punch settled.
+async fn call_peer(
+    rendezvous: &str,
+    peer: &str,
+    transport: cirrus_proto::api::Transport,
+    request: &Value,
+    timeout: Duration,
+    repeat: u32,
+    interval_ms: u64,
+) -> anyhow::Result<ExitCode> {
+    use cirrus_node::rendezvous::{LinkEvent, PeerLink, Via};
+    let link = PeerLink::open(rendezvous, peer, transport, timeout)?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let say = |e: LinkEvent| match e {
+        LinkEvent::Direct { at, after } => {
+            eprintln!(
+                "path: direct ({transport} to {at}) after {:.0} ms",
+                ms(after)
+            )
+        }
+        LinkEvent::Failed { why, after } => eprintln!(
+            "path: relay (through {rendezvous}; direct: {why}) after {:.0} ms",
+            ms(after)
+        ),
+        LinkEvent::Lost { why } => eprintln!("path: lost ({why}); relaying"),
+    };
+    let mut code = ExitCode::SUCCESS;
+    for i in 1..=repeat.max(1) {
+        let t0 = std::time::Instant::now();
+        let (response, via) = link.call(request).await?;
+        let took = ms(t0.elapsed());
+        match via {
+            Via::Direct(at) => {
+                eprintln!("answer {i}: direct ({transport} to {at}) after {took:.1} ms")
+            }
+            Via::Relay { why } => {
+                eprintln!(
+                    "answer {i}: relay (through {rendezvous}; direct: {why}) after {took:.1} ms"
+                )
+            }
+        }
+        code = print_response(&response)?;
+        while let Some(e) = link.try_event() {
+            say(e);
+        }
+        if i < repeat && interval_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        }
+    }
+    // How the punch went, if it has not been said yet.
+    let _ = link.settled().await;
+    while let Some(e) = link.try_event() {
+        say(e);
+    }
+    Ok(code)
 }
 
 /// Print a whole JSON-RPC response the way `call` prints any answer.

@@ -1,0 +1,263 @@
+//! A lasting path to one node behind NAT. Requests go over the relay until the
+//! punch, running beside them, opens a direct path; then over that path, kept open
+//! with keepalives; when a request finds it dead, that request and the next ones
+//! go over the relay again while the link punches anew. A failed punch is tried
+//! again after a backoff (1 s, doubling to a minute). Every change is a
+//! [`LinkEvent`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cirrus_proto::api::Transport;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, Notify, mpsc, watch};
+
+use super::tcp::DirectTcp;
+use super::udp::DirectUdp;
+use super::{DirectError, RendezvousError, plan};
+use crate::client::Client;
+
+/// Between requests, how often the direct path is kept alive: under Linux
+/// conntrack's 30 s for a UDP flow, as the STUN clients' keepalive.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// How a request reached the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    Direct(SocketAddr),
+    /// Through the rendezvous node's `relay`, and why not directly.
+    Relay {
+        why: String,
+    },
+}
+
+/// A change of the link's path.
+#[derive(Debug, Clone)]
+pub enum LinkEvent {
+    /// A direct path opened to this endpoint, this long after the link opened.
+    Direct { at: SocketAddr, after: Duration },
+    /// A punch did not open one; the relay carries the requests.
+    Failed { why: DirectError, after: Duration },
+    /// The direct path stopped answering; back to the relay, and punching again.
+    Lost { why: DirectError },
+}
+
+enum Direct {
+    Udp(DirectUdp),
+    Tcp(Box<DirectTcp>),
+}
+
+impl Direct {
+    fn at(&self) -> SocketAddr {
+        match self {
+            Direct::Udp(d) => d.at,
+            Direct::Tcp(d) => d.at,
+        }
+    }
+
+    async fn call(&mut self, request: &Value, timeout: Duration) -> Result<Value, DirectError> {
+        match self {
+            Direct::Udp(d) => d.call(request, timeout).await,
+            Direct::Tcp(d) => d.call(request, timeout).await,
+        }
+    }
+
+    async fn keepalive(&mut self) -> Result<(), DirectError> {
+        match self {
+            Direct::Udp(d) => {
+                d.keepalive().await;
+                Ok(())
+            }
+            Direct::Tcp(d) => d.keepalive().await,
+        }
+    }
+}
+
+type Outcome = Result<(SocketAddr, Duration), DirectError>;
+
+struct Shared {
+    rendezvous: Client,
+    url: String,
+    peer: String,
+    transport: Transport,
+    timeout: Duration,
+    direct: Mutex<Option<Direct>>,
+    /// The outcome of the latest punch (none before the first settles).
+    settled: watch::Sender<Option<Outcome>>,
+    /// A request found the direct path dead.
+    lost: Notify,
+    opened: Instant,
+    events: mpsc::UnboundedSender<LinkEvent>,
+}
+
+pub struct PeerLink {
+    shared: Arc<Shared>,
+    events: std::sync::Mutex<mpsc::UnboundedReceiver<LinkEvent>>,
+    /// Punches and keepalives; ends with the link.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PeerLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PeerLink {
+    /// A link to `peer` through the rendezvous node at `url`; the punch starts at
+    /// once. `timeout` bounds each request.
+    pub fn open(
+        url: &str,
+        peer: &str,
+        transport: Transport,
+        timeout: Duration,
+    ) -> Result<PeerLink, RendezvousError> {
+        // What is not a peer id names no peer the rendezvous node can have.
+        if peer.parse::<libp2p::PeerId>().is_err() {
+            return Err(RendezvousError::NotConnected(peer.to_string()));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            rendezvous: Client::connect(url, timeout)?,
+            url: url.to_string(),
+            peer: peer.to_string(),
+            transport,
+            timeout,
+            direct: Mutex::new(None),
+            settled: watch::channel(None).0,
+            lost: Notify::new(),
+            opened: Instant::now(),
+            events: tx,
+        });
+        let task = tokio::spawn(manage(shared.clone()));
+        Ok(PeerLink {
+            shared,
+            events: std::sync::Mutex::new(rx),
+            task,
+        })
+    }
+
+    /// Send `request` (a JSON-RPC request object): directly if the path is open,
+    /// else through the relay. Returns the target's whole response object.
+    pub async fn call(&self, request: &Value) -> Result<(Value, Via), RendezvousError> {
+        let s = &self.shared;
+        let len = serde_json::to_vec(request).map_or(0, |b| b.len());
+        let why = if s.transport == Transport::Udp && len > cirrus_proto::udp::MAX_DATAGRAM {
+            cirrus_proto::udp::CallError::TooLarge(len).to_string()
+        } else {
+            let mut direct = s.direct.lock().await;
+            match direct.as_mut() {
+                Some(d) => {
+                    let at = d.at();
+                    match d.call(request, s.timeout).await {
+                        Ok(v) => return Ok((v, Via::Direct(at))),
+                        // The path is fine; this request does not fit it.
+                        Err(e @ DirectError::Request(_)) => e.to_string(),
+                        Err(e) => {
+                            *direct = None;
+                            let _ = s.events.send(LinkEvent::Lost { why: e.clone() });
+                            s.lost.notify_one();
+                            e.to_string()
+                        }
+                    }
+                }
+                None => match s.settled.borrow().as_ref() {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "the direct path is not open yet".into(),
+                },
+            }
+        };
+        let answer = s
+            .rendezvous
+            .call("relay", json!({ "peerId": s.peer, "request": request }))
+            .await
+            .map_err(|e| match e {
+                crate::client::ClientError::Rpc(ref o)
+                    if o.code == cirrus_proto::jsonrpc::PEER_UNAVAILABLE =>
+                {
+                    RendezvousError::NotConnected(s.peer.clone())
+                }
+                other => RendezvousError::Client(other),
+            })?;
+        if !answer.is_object() && !answer.is_array() {
+            return Err(RendezvousError::BadAnswer(answer.to_string()));
+        }
+        Ok((answer, Via::Relay { why }))
+    }
+
+    /// Wait until the first punch has settled: the direct path's endpoint and how
+    /// long it took to open, or why it did not.
+    pub async fn settled(&self) -> Outcome {
+        let mut rx = self.shared.settled.subscribe();
+        loop {
+            if let Some(o) = rx.borrow_and_update().clone() {
+                return o;
+            }
+            if rx.changed().await.is_err() {
+                return Err(DirectError::Lost("the link stopped".into()));
+            }
+        }
+    }
+
+    /// The next change of path, if one happened.
+    pub fn try_event(&self) -> Option<LinkEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_recv()
+            .ok()
+    }
+}
+
+/// Punch, keep the path alive, punch again when it is lost or the punch failed.
+async fn manage(s: Arc<Shared>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match open_direct(&s).await {
+            Ok(d) => {
+                let (at, after) = (d.at(), s.opened.elapsed());
+                *s.direct.lock().await = Some(d);
+                // The event before the outcome: whoever waits for the outcome then
+                // finds the event queued.
+                let _ = s.events.send(LinkEvent::Direct { at, after });
+                s.settled.send_replace(Some(Ok((at, after))));
+                backoff = BACKOFF_MIN;
+                loop {
+                    tokio::select! {
+                        _ = s.lost.notified() => break,
+                        _ = tokio::time::sleep(KEEPALIVE) => {
+                            let mut direct = s.direct.lock().await;
+                            let Some(d) = direct.as_mut() else { break };
+                            if let Err(why) = d.keepalive().await {
+                                *direct = None;
+                                let _ = s.events.send(LinkEvent::Lost { why });
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(why) => {
+                let after = s.opened.elapsed();
+                let _ = s.events.send(LinkEvent::Failed {
+                    why: why.clone(),
+                    after,
+                });
+                s.settled.send_replace(Some(Err(why)));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+async fn open_direct(s: &Shared) -> Result<Direct, DirectError> {
+    let p = plan(&s.rendezvous, &s.url, &s.peer, s.transport).await?;
+    Ok(match s.transport {
+        Transport::Udp => Direct::Udp(DirectUdp::open(&s.rendezvous, &s.peer, &p).await?),
+        Transport::Tcp => Direct::Tcp(Box::new(DirectTcp::open(&s.rendezvous, &s.peer, &p).await?)),
+    })
+}

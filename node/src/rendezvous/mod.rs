@@ -1,0 +1,201 @@
+//! Reaching a node behind NAT through a rendezvous node (Ford, Srisuresh and Kegel):
+//! learn the target's STUN-found endpoints and our own mapping from the rendezvous
+//! node, ask it to have the target punch toward us, talk to the target directly, and
+//! relay through the rendezvous node while there is no direct path.
+//!
+//! [`PeerLink`] keeps a path to one target for many requests: the first goes over
+//! the relay at once (as ICE and iroh start), the punch runs beside it, and later
+//! requests take the direct path once it opens; when it dies, the relay carries
+//! them again while the link punches anew. [`call_peer`] is one request on a link.
+//! Used by `cirrus call --peer X --rendezvous URL [--repeat N]`.
+
+mod link;
+mod tcp;
+mod udp;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use cirrus_proto::api::{NodeInfo, PeerInfo, Transport};
+use cirrus_proto::udp::CallError;
+use serde_json::{Value, json};
+
+pub use link::{LinkEvent, PeerLink, Via};
+
+use crate::client::{Client, ClientError};
+use crate::stun::probe::ProbeError;
+
+/// How long one punch is tried before the link says it failed (and tries again
+/// later); the relay carries the requests meanwhile.
+pub const DIRECT_FOR: Duration = Duration::from_secs(4);
+
+/// TTL of the UDP packets that open our own NAT toward the target before the punch:
+/// they pass our NAT (the first router) and expire at the next router. Had the
+/// target's punch packets reached our NAT first, its conntrack would hold the very
+/// port pair our packets need and map them to another port; had our packets reached
+/// the target's NAT first, the same would happen there (docs/nat.md, "Matrix").
+/// Sent only when we are behind NAT.
+pub const OPENING_TTL: u32 = 2;
+
+/// Why a call through a rendezvous node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RendezvousError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("peer {0} is not connected to the rendezvous node")]
+    NotConnected(String),
+    #[error("the peer's answer is not JSON-RPC: {0}")]
+    BadAnswer(String),
+}
+
+/// Why the direct path did not open, or closed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DirectError {
+    #[error("the rendezvous node lists no {0} endpoints for the peer")]
+    NoEndpoints(Transport),
+    #[error("the rendezvous node shows no STUN port")]
+    NoStunPort,
+    #[error(transparent)]
+    Request(#[from] CallError),
+    #[error("no local socket: {0}")]
+    Socket(String),
+    #[error("no STUN answer from {server}: {why}")]
+    Stun { server: SocketAddr, why: String },
+    #[error("punch failed: {0}")]
+    Punch(String),
+    #[error("no answer within {DIRECT_FOR:?} from {} (our mapping {mine})", list(.tried))]
+    NoAnswer {
+        tried: Vec<SocketAddr>,
+        mine: SocketAddr,
+    },
+    #[error("the direct path answered as {0}, not the peer")]
+    WrongPeer(String),
+    #[error("the direct path stopped answering: {0}")]
+    Lost(String),
+    #[error("the rendezvous node: {0}")]
+    Rendezvous(String),
+}
+
+fn list(addrs: &[SocketAddr]) -> String {
+    let each: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    each.join(", ")
+}
+
+/// One request's answer, the path it took, and what became of the direct path by
+/// the time this returned.
+#[derive(Debug)]
+pub struct Reached {
+    pub via: Via,
+    /// The target's whole JSON-RPC response object.
+    pub response: Value,
+    /// How long the answer took.
+    pub answered_after: Duration,
+    /// The direct path, once settled: open at this endpoint after this long, or why
+    /// not.
+    pub direct: Result<(SocketAddr, Duration), DirectError>,
+}
+
+/// Send `request` (a JSON-RPC request object) to `peer` through the rendezvous node
+/// at once, punching beside it; waits for the punch to settle before returning, so
+/// that `direct` says whether a direct path opened.
+pub async fn call_peer(
+    rendezvous: &str,
+    peer: &str,
+    transport: Transport,
+    request: Value,
+    timeout: Duration,
+) -> Result<Reached, RendezvousError> {
+    let link = PeerLink::open(rendezvous, peer, transport, timeout)?;
+    let started = std::time::Instant::now();
+    let (response, via) = link.call(&request).await?;
+    let answered_after = started.elapsed();
+    let direct = link.settled().await;
+    Ok(Reached {
+        via,
+        response,
+        answered_after,
+        direct,
+    })
+}
+
+/// What the client needs to punch toward `peer`: its endpoints as the rendezvous
+/// node lists them, and the rendezvous node's STUN server.
+struct Plan {
+    targets: Vec<SocketAddr>,
+    stun: SocketAddr,
+}
+
+async fn plan(
+    r: &Client,
+    url: &str,
+    peer: &str,
+    transport: Transport,
+) -> Result<Plan, DirectError> {
+    let rv = |e: ClientError| DirectError::Rendezvous(e.to_string());
+    let peers: Vec<PeerInfo> = r.call_as("getpeerinfo", json!({})).await.map_err(rv)?;
+    let entry = peers
+        .iter()
+        .find(|p| p.peer_id == peer)
+        .ok_or_else(|| DirectError::Rendezvous(format!("peer {peer} is not connected to it")))?;
+    let targets = entry
+        .stun
+        .as_ref()
+        .map(|s| s.endpoints(transport))
+        .unwrap_or_default();
+    if targets.is_empty() {
+        return Err(DirectError::NoEndpoints(transport));
+    }
+    let info: NodeInfo = r.call_as("getnodeinfo", json!({})).await.map_err(rv)?;
+    let stun = rendezvous_stun(url, &info).ok_or(DirectError::NoStunPort)?;
+    Ok(Plan { targets, stun })
+}
+
+/// The rendezvous node's STUN server: its host from the URL, its STUN port from
+/// `getnodeinfo`.
+fn rendezvous_stun(url: &str, info: &NodeInfo) -> Option<SocketAddr> {
+    let host = url.split_once("://")?.1.trim_end_matches('/');
+    // Our punching sockets are IPv4 (bound to 0.0.0.0), so take an IPv4 address
+    // even where the name resolves to IPv6 first (`localhost` to ::1).
+    let ip: IpAddr = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .ok()?
+        .find(SocketAddr::is_ipv4)?
+        .ip();
+    Some(SocketAddr::new(ip, info.ports.stun?))
+}
+
+/// Ask the rendezvous node to have the target punch toward `mine`.
+async fn punch(
+    r: &Client,
+    peer: &str,
+    mine: SocketAddr,
+    transport: Transport,
+) -> Result<(), DirectError> {
+    r.call(
+        "punch",
+        json!({"peerId": peer, "endpoint": mine.to_string(), "transport": transport}),
+    )
+    .await
+    .map_err(|e| DirectError::Punch(e.to_string()))?;
+    Ok(())
+}
+
+/// The request the direct path is opened with: its answer names the peer.
+fn probe_request() -> Value {
+    json!({"jsonrpc": "2.0", "id": "cirrus-link", "method": "getnodeinfo"})
+}
+
+/// Whether a probe's answer came from `peer`.
+fn answers_as(answer: &Value, peer: &str) -> Result<(), DirectError> {
+    match answer["result"]["peerId"].as_str() {
+        Some(p) if p == peer => Ok(()),
+        Some(other) => Err(DirectError::WrongPeer(other.to_string())),
+        None => Err(DirectError::WrongPeer(format!("no peer id in {answer}"))),
+    }
+}
+
+fn stun_error(server: SocketAddr) -> impl Fn(ProbeError) -> DirectError {
+    move |why| DirectError::Stun {
+        server,
+        why: why.to_string(),
+    }
+}
