@@ -8,8 +8,10 @@
 #   testnet/natlab.sh [--smoke] [--trials K] [--transports udp,tcp] [--nodes LIST]
 #                     [--clients LIST] [--hold]
 #
-#   --smoke        one eim-pdf node; an eim-pdf client must go direct over UDP and a
-#                  symmetric client must fall back to the relay (K defaults to 3)
+#   --smoke        an eim-pdf and a symmetric node and client over UDP: every pair
+#                  must go direct (the mixed pairs by port guessing) except
+#                  symmetric to symmetric, which must fall back to the relay (K
+#                  defaults to 3)
 #   --trials K     trials per cell (default 5)
 #   --transports   which of udp,tcp to run (default both; --smoke: udp)
 #   --nodes LIST, --clients LIST
@@ -76,7 +78,7 @@ while [ $# -gt 0 ]; do
 done
 if [ "$SMOKE" = 1 ]; then
   TRIALS=${TRIALS:-3}; TRANSPORTS=${TRANSPORTS:-udp}
-  NODE_TYPES=(eim-pdf); CLIENT_TYPES=(eim-pdf symmetric)
+  NODE_TYPES=(eim-pdf symmetric); CLIENT_TYPES=(eim-pdf symmetric)
 else
   TRIALS=${TRIALS:-5}; TRANSPORTS=${TRANSPORTS:-udp,tcp}
   NODE_TYPES=(none eim-pdf full-cone symmetric); CLIENT_TYPES=(none eim-pdf full-cone symmetric)
@@ -290,6 +292,23 @@ json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.ar
 log "building the lab (tag $TAG, logs in $WORK; NAT routers' WAN input: $WAN_INPUT)"
 mkns "$CORE"
 inns "$CORE" sysctl -qw net.ipv4.ip_forward=1
+# UDP packets that cross the core, per (source, destination) public address: what
+# one call makes each side send toward the other (the punch and port-guessing
+# budgets), counted by the kernel rather than by the software under test.
+inns "$CORE" nft -f - <<'EOF'
+table ip natcount {
+  set flows {
+    type ipv4_addr . ipv4_addr
+    flags dynamic
+    counter
+    size 65536
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    meta l4proto udp add @flows { ip saddr . ip daddr }
+  }
+}
+EOF
 
 RV_NS="$TAG-rv"
 mkns "$RV_NS"
@@ -384,25 +403,32 @@ for tr in "${TRANSPORTS[@]}"; do
       for k in $(seq 1 "$TRIALS"); do
         n=$((n + 1))
         f="$WORK/call-$tr-$c-$nt-$k"
-        t0=$(date +%s%N)
+        inns "$CORE" nft flush set ip natcount flows
         set +e
         inns "${CLIENT_NS[$c]}" timeout 60 "$BIN" call getnodeinfo '{}' --peer "$id" \
           --rendezvous "$RV_URL" --transport "$tr" > "$f.out" 2> "$f.err"
         rc=$?
         set -e
-        t1=$(date +%s%N)
-        ms=$(( (t1 - t0) / 1000000 ))
+        # Packets node -> client and client -> node (public addresses) in this call,
+        # once a port guess's probes (sent in bursts over some 50 ms) are all out.
+        sleep 0.3
+        pkts=$(inns "$CORE" nft -j list set ip natcount flows | python3 -c '
+import json, sys
+n, c = sys.argv[1], sys.argv[2]
+sets = [x["set"] for x in json.load(sys.stdin)["nftables"] if "set" in x]
+count = {tuple(e["elem"]["val"]["concat"]): e["elem"]["counter"]["packets"] for e in sets[0].get("elem", [])}
+print(count.get((n, c), 0), count.get((c, n), 0))' "198.18.1$(idx_of "$nt").2" "198.18.2$(idx_of "$c").2")
         # The punch's outcome (`path: direct|relay ... after N ms`), and how soon
         # the first answer came (`answer 1: ... after N ms`, relayed or direct).
-        path=$(grep -o '^path: [a-z]*' "$f.err" | head -n1 | cut -d' ' -f2 || true)
-        settled=$(grep -E '^path: (direct|relay)' "$f.err" | head -n1 | sed -n 's/.* after \([0-9]*\) ms$/\1/p')
+        path=$(grep -oE '^path: (direct|relay)' "$f.err" | tail -n1 | cut -d' ' -f2 || true)
+        settled=$(grep -E '^path: (direct|relay)' "$f.err" | tail -n1 | sed -n 's/.* after \([0-9]*\) ms$/\1/p')
         first=$(grep '^answer 1:' "$f.err" | sed -n 's/.* after \([0-9]*\)\(\.[0-9]*\)\? ms$/\1/p')
         ok=0
         if [ "$rc" = 0 ] && python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["peerId"] != sys.argv[2])' "$f.out" "$id" 2>/dev/null; then
           ok=1
         fi
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tr" "$c" "$nt" "$k" "$ok" "${path:-none}" \
-          "$ms" "${first:-0}" "${settled:-0}" >> "$RESULTS"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tr" "$c" "$nt" "$k" "$ok" "${path:-none}" \
+          "${first:-0}" "${settled:-0}" "${pkts% *}" "${pkts#* }" >> "$RESULTS"
         printf '%s[natlab] %d/%d  %s  client %-9s node %-9s  first answer %s ms, %s after %s ms   %s' \
           "$CR" "$n" "$total" "$tr" "$c" "$nt" "${first:-?}" "${path:-FAILED}" "${settled:-?}" "$NL" >&2
       done
@@ -436,22 +462,29 @@ cells = defaultdict(list)
 order = []
 trial = defaultdict(list)
 firsts = []
-for tr, c, n, k, ok, path, ms, first, settled in rows:
+pkts = defaultdict(lambda: [0, 0])
+for tr, c, n, k, ok, path, first, settled, to_client, to_node in rows:
     key = (tr, c, n)
     if key not in cells:
         order.append(key)
     cells[key].append((ok == "1", path, int(first), int(settled)))
+    pkts[key][0] = max(pkts[key][0], int(to_client))
+    pkts[key][1] = max(pkts[key][1], int(to_node))
     if ok == "1":
         firsts.append(int(first))
     trial[key].append(k)
 
 def theory(tr, c, n):
-    """Direct unless one side is symmetric and the other filters by port
-    (eim-pdf or symmetric). Over TCP, two port-filtering NATs need each SYN to
-    be dropped, not answered, by the other NAT (RFC 5382 REQ-4): a router that
-    answers with RST kills the simultaneous open. See docs/nat.md."""
+    """A plain punch goes direct unless one side is symmetric and the other
+    filters by port (eim-pdf or symmetric). Over UDP, port guessing then opens
+    the pairs where only one side is symmetric; two symmetric NATs stay on the
+    relay. Over TCP, two port-filtering NATs need each SYN to be dropped, not
+    answered, by the other NAT (RFC 5382 REQ-4): a router that answers with RST
+    kills the simultaneous open. See docs/nat.md."""
     pdf = {"eim-pdf", "symmetric"}
     if (c == "symmetric" and n in pdf) or (n == "symmetric" and c in pdf):
+        if tr == "udp" and c != n:
+            return "direct (guess)"
         return "relay"
     if tr == "tcp" and wan_input != "drop" and c in pdf and n in pdf:
         return "relay (RST)"
@@ -466,10 +499,11 @@ fail = False
 print()
 print(f"{trials} trial(s) per cell of `cirrus call getnodeinfo --peer`; first = ms to the first")
 print("answer (relayed while the punch runs), settled = ms until the punch opened the direct")
-print("path or gave up (the link then stays on the relay)")
+print("path or gave up (the link then stays on the relay); node->client, client->node = most UDP")
+print("packets one call sent that way across the core (TCP: STUN and keepalives only)")
 print()
-print("| transport | client NAT | node NAT | reached | direct | relay | first p50 | first p95 | settled p50 | theory |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| transport | client NAT | node NAT | reached | direct | relay | first p50 | first p95 | settled p50 | settled p95 | node->client | client->node | theory |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 grid = defaultdict(dict)
 for key in order:
     tr, c, n = key
@@ -486,17 +520,22 @@ for key in order:
         for k, (o, p, _, _) in zip(trial[key], xs):
             if not (o and th.startswith(p)):
                 print(f"  {tr} {c} -> {n} trial {k}: {why(tr, c, n, k)}", file=sys.stderr)
-    print(f"| {tr} | {c} | {n} | {ok}/{len(xs)} | {d} | {r} | {pct(t, 50)} | {pct(t, 95)} | {pct(st, 50)} | {th}{mark} |")
+    print(f"| {tr} | {c} | {n} | {ok}/{len(xs)} | {d} | {r} | {pct(t, 50)} | {pct(t, 95)} | {pct(st, 50)} | {pct(st, 95)} | {pkts[key][0]} | {pkts[key][1]} | {th}{mark} |")
     grid[tr][(c, n)] = f"{d}D {r}R" + ("" if ok == len(xs) else f" {len(xs) - ok}F")
     if ok < len(xs):
         fail = True
         print(f"FAIL: {tr} {c} -> {n}: only {ok}/{len(xs)} calls answered", file=sys.stderr)
-    if smoke and (tr, c, n) == ("udp", "eim-pdf", "eim-pdf") and d != len(xs):
+    # Budget: a plain punch (2 sockets x 8 rounds), then at most two guesses of
+    # 1,024 probes each, and the probes' retransmissions.
+    if max(pkts[key]) > 2 * 1024 + 250:
         fail = True
-        print(f"FAIL: smoke expects eim-pdf -> eim-pdf over UDP to go direct; got {d}/{len(xs)}", file=sys.stderr)
-    if smoke and (tr, c, n) == ("udp", "symmetric", "eim-pdf") and r != len(xs):
-        fail = True
-        print(f"FAIL: smoke expects symmetric -> eim-pdf over UDP to go through the relay; got {r}/{len(xs)}", file=sys.stderr)
+        print(f"FAIL: {tr} {c} -> {n}: one call sent {pkts[key]} packets (node->client, client->node), over the budget of {2 * 1024 + 250}", file=sys.stderr)
+    if smoke:
+        want = "relay" if th.startswith("relay") else "direct"
+        got_n = r if want == "relay" else d
+        if got_n != len(xs):
+            fail = True
+            print(f"FAIL: smoke expects {c} -> {n} over {tr} to go {want}; got {got_n}/{len(xs)}", file=sys.stderr)
 
 if firsts:
     print()

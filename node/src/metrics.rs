@@ -72,6 +72,9 @@ pub struct Metrics {
     pub evictions: Family<ByListener, Counter>,
     pub udp_datagrams: Family<ByResult, Counter>,
     pub udp_unvalidated_bytes: Counter,
+    pub guess_probes: Counter,
+    pub guess_sockets: Counter,
+    pub guess_sockets_open: Gauge,
     // Records from peers.
     pub gossip_records: Family<ByResult, Counter>,
     pub sync_rounds: Counter,
@@ -119,6 +122,9 @@ impl Metrics {
             evictions: Family::default(),
             udp_datagrams: Family::default(),
             udp_unvalidated_bytes: Counter::default(),
+            guess_probes: Counter::default(),
+            guess_sockets: Counter::default(),
+            guess_sockets_open: Gauge::default(),
             gossip_records: Family::default(),
             sync_rounds: Counter::default(),
             sync_records: Counter::default(),
@@ -187,6 +193,21 @@ impl Metrics {
             "Bytes the UDP API sent to sources that had not shown they receive there",
             Unit::Bytes,
             m.udp_unvalidated_bytes.clone(),
+        );
+        r.register(
+            "punch_guess_probes",
+            "Packets sent to random ports of a requester's address for port guessing",
+            m.guess_probes.clone(),
+        );
+        r.register(
+            "punch_guess_sockets",
+            "Sockets opened toward a requester for port guessing",
+            m.guess_sockets.clone(),
+        );
+        r.register(
+            "punch_guess_sockets_open",
+            "Sockets opened for port guessing that are open now",
+            m.guess_sockets_open.clone(),
         );
         r.register(
             "gossip_records",

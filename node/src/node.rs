@@ -127,6 +127,7 @@ impl Node {
             cfg.punch_rate_limit,
             metrics.clone(),
             tasks.clone(),
+            shutdown.clone(),
         ));
         // The swarm stops after the API, so requests in flight can still reach it.
         let swarm_stop = CancellationToken::new();
@@ -235,7 +236,7 @@ impl Node {
         }
         let (token, api) = (shutdown.clone(), udp_api.clone());
         serve(&mut services, "udp api", async move {
-            api.serve(Arc::new(sockets.udp), None, token).await;
+            api.serve(Arc::new(sockets.udp), None, None, token).await;
             Ok(())
         });
 

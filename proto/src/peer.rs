@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::api::Transport;
+use crate::api::{Guess, Transport};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -27,6 +27,7 @@ pub enum Request {
     Punch {
         endpoint: SocketAddr,
         transport: Transport,
+        guess: Option<Guess>,
     },
 }
 

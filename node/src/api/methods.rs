@@ -4,7 +4,7 @@
 use cirrus_proto::api::{
     AddPeerParams, AdminParams, Done, GetParams, GetRatingParams, GetResult, LIST_DEFAULT_LIMIT,
     LIST_MAX_LIMIT, ListParams, ListResult, NodeInfo, PunchParams, PutParams, ReachRole,
-    Reachability, RecordView, RelayParams,
+    Reachability, RecordView, RelayParams, Transport,
 };
 use cirrus_proto::peer;
 use cirrus_proto::record::Slot;
@@ -115,7 +115,11 @@ pub async fn punch(ctx: &Context, p: Map<String, Value>, from: IpAddr) -> Result
         peer_id,
         endpoint,
         transport,
+        guess,
     } = params(p)?;
+    if guess.is_some() && transport != Transport::Udp {
+        return Err(ApiError::Params("port guessing is for UDP only".into()));
+    }
     let peer: libp2p::PeerId = peer_id
         .parse()
         .map_err(|_| ApiError::Params(format!("peerId {peer_id:?} is not a peer id")))?;
@@ -130,6 +134,7 @@ pub async fn punch(ctx: &Context, p: Map<String, Value>, from: IpAddr) -> Result
     let req = peer::Request::Punch {
         endpoint,
         transport,
+        guess,
     };
     match ctx.network.ask_peer(peer, req).await? {
         peer::Response::Punching => to_value(Done::OK),

@@ -54,7 +54,17 @@ impl crate::stun::DynamicApi for DynamicPorts {
         stop: CancellationToken,
     ) {
         self.tasks
-            .spawn(self.udp.clone().serve(sock, Some(stun), stop));
+            .spawn(self.udp.clone().serve(sock, Some(stun), None, stop));
+    }
+
+    fn serve_guessed_udp(
+        &self,
+        sock: Arc<tokio::net::UdpSocket>,
+        heard: Arc<std::sync::atomic::AtomicU64>,
+        stop: CancellationToken,
+    ) {
+        self.tasks
+            .spawn(self.udp.clone().serve(sock, None, Some(heard), stop));
     }
 
     fn serve_tcp_stream(&self, stream: tokio::net::TcpStream) {

@@ -8,6 +8,7 @@
 //! latter, STUN responses are handed to the STUN client that owns the socket.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -59,11 +60,13 @@ impl UdpApi {
         self.endpoint.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Serve `sock` until `stop`. STUN responses go to `stun_responses` if given.
+    /// Serve `sock` until `stop`. STUN responses go to `stun_responses` if given;
+    /// `heard`, if given, counts every datagram that arrives.
     pub async fn serve(
         self: Arc<Self>,
         sock: Arc<UdpSocket>,
         stun_responses: Option<mpsc::Sender<StunDatagram>>,
+        heard: Option<Arc<AtomicU64>>,
         stop: CancellationToken,
     ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -75,6 +78,9 @@ impl UdpApi {
                     Err(e) => { tracing::trace!(error = %e, "UDP receive error"); continue; }
                 },
             };
+            if let Some(heard) = &heard {
+                heard.fetch_add(1, Ordering::Relaxed);
+            }
             let bytes = &buf[..n];
             let incoming = self.endpoint().on_datagram(Instant::now(), from, bytes);
             match incoming {

@@ -140,6 +140,10 @@ async fn call_peer(
             ms(after)
         ),
         LinkEvent::Lost { why } => eprintln!("path: lost ({why}); relaying"),
+        LinkEvent::Guessing { why, after } => eprintln!(
+            "path: guessing ports (plain punch: {why}) after {:.0} ms",
+            ms(after)
+        ),
     };
     let mut code = ExitCode::SUCCESS;
     for i in 1..=repeat.max(1) {

@@ -237,8 +237,9 @@ impl Peers {
             peer::Request::Punch {
                 endpoint,
                 transport,
+                guess,
             } => {
-                tracing::info!(%peer, %endpoint, %transport, "punching toward a client");
+                tracing::info!(%peer, %endpoint, %transport, ?guess, "punching toward a client");
                 self.reach.punch(
                     cirrus_proto::api::ReachRole::Target,
                     peer.to_string(),
@@ -249,11 +250,18 @@ impl Peers {
                 // Answer only once our first packets are out: the client starts
                 // sending when it has the answer (see stun::punch).
                 self.tasks.spawn(async move {
-                    let sockets = punchers.punch(endpoint, transport).await;
-                    tracing::debug!(%endpoint, sockets, "punch under way");
-                    network
-                        .respond_peer(channel, peer::Response::Punching)
-                        .await;
+                    let response = match guess {
+                        None => {
+                            let sockets = punchers.punch(endpoint, transport).await;
+                            tracing::debug!(%endpoint, sockets, "punch under way");
+                            peer::Response::Punching
+                        }
+                        Some(guess) => match punchers.guess(endpoint, guess).await {
+                            Ok(()) => peer::Response::Punching,
+                            Err(why) => peer::Response::Refused(why.to_string()),
+                        },
+                    };
+                    network.respond_peer(channel, response).await;
                 });
             }
             peer::Request::Relay(bytes) => {

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cirrus_proto::api::Transport;
+use cirrus_proto::stun::nat::Nat;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 
 use super::tcp::DirectTcp;
-use super::udp::DirectUdp;
+use super::udp::{DirectUdp, Opening};
 use super::{DirectError, RendezvousError, plan};
 use crate::client::Client;
 
@@ -23,6 +24,9 @@ use crate::client::Client;
 const KEEPALIVE: Duration = Duration::from_secs(15);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Port guesses after a failed plain punch, before the round gives up: one finds
+/// an open mapping about 98% of the time, two 99.97%.
+const GUESSES: u32 = 2;
 
 /// How a request reached the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +47,8 @@ pub enum LinkEvent {
     Failed { why: DirectError, after: Duration },
     /// The direct path stopped answering; back to the relay, and punching again.
     Lost { why: DirectError },
+    /// A plain punch did not open one, and a port guess starts at once.
+    Guessing { why: DirectError, after: Duration },
 }
 
 enum Direct {
@@ -215,9 +221,13 @@ impl PeerLink {
 /// Punch, keep the path alive, punch again when it is lost or the punch failed.
 async fn manage(s: Arc<Shared>) {
     let mut backoff = BACKOFF_MIN;
+    // Each round is a plain punch, then (right after it, where it applies) up to
+    // GUESSES port guesses; `plain` is why the round's plain punch failed.
+    let (mut plain, mut guesses): (Option<DirectError>, u32) = (None, 0);
     loop {
-        match open_direct(&s).await {
+        match open_direct(&s, plain.as_ref()).await {
             Ok(d) => {
+                (plain, guesses) = (None, 0);
                 let (at, after) = (d.at(), s.opened.elapsed());
                 *s.direct.lock().await = Some(d);
                 // The event before the outcome: whoever waits for the outcome then
@@ -240,13 +250,24 @@ async fn manage(s: Arc<Shared>) {
                     }
                 }
             }
-            Err(why) => {
+            Err((why, guessable)) => {
                 let after = s.opened.elapsed();
+                if guessable && guesses < GUESSES {
+                    // A guess follows at once: the round has not settled yet.
+                    let _ = s.events.send(LinkEvent::Guessing {
+                        why: why.clone(),
+                        after,
+                    });
+                    plain.get_or_insert(why);
+                    guesses += 1;
+                    continue;
+                }
                 let _ = s.events.send(LinkEvent::Failed {
                     why: why.clone(),
                     after,
                 });
                 s.settled.send_replace(Some(Err(why)));
+                (plain, guesses) = (None, 0);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
@@ -254,10 +275,42 @@ async fn manage(s: Arc<Shared>) {
     }
 }
 
-async fn open_direct(s: &Shared) -> Result<Direct, DirectError> {
-    let p = plan(&s.rendezvous, &s.url, &s.peer, s.transport).await?;
+/// How to open the path: plain, unless a plain punch just found no answer over UDP
+/// (`after`). Then, if the target's NAT maps per destination, the target opens
+/// many sockets and we probe; if its NAT maps independently of the destination, the
+/// plain punch failed because ours does not, so we open them and the target probes
+/// (docs/nat.md, "Port guessing").
+fn opening(after: Option<&DirectError>, nat: Nat) -> Opening {
+    match (after, nat) {
+        (Some(DirectError::NoAnswer { .. }), Nat::EndpointDependent) => Opening::TargetOpens,
+        (Some(DirectError::NoAnswer { .. }), Nat::EndpointIndependent) => Opening::WeOpen,
+        _ => Opening::Plain,
+    }
+}
+
+/// One attempt (a guess if `after` says why the plain punch failed); on failure,
+/// why, and whether a port guess may follow.
+async fn open_direct(
+    s: &Shared,
+    after: Option<&DirectError>,
+) -> Result<Direct, (DirectError, bool)> {
+    let p = plan(&s.rendezvous, &s.url, &s.peer, s.transport)
+        .await
+        .map_err(|e| (e, false))?;
+    let guess_after = |e: DirectError| {
+        let guessable = opening(Some(after.unwrap_or(&e)), p.nat) != Opening::Plain;
+        (e, guessable)
+    };
     Ok(match s.transport {
-        Transport::Udp => Direct::Udp(DirectUdp::open(&s.rendezvous, &s.peer, &p).await?),
-        Transport::Tcp => Direct::Tcp(Box::new(DirectTcp::open(&s.rendezvous, &s.peer, &p).await?)),
+        Transport::Udp => {
+            let how = opening(after, p.nat);
+            let d = DirectUdp::open(&s.rendezvous, &s.peer, &p, how).await;
+            Direct::Udp(d.map_err(guess_after)?)
+        }
+        Transport::Tcp => Direct::Tcp(Box::new(
+            DirectTcp::open(&s.rendezvous, &s.peer, &p)
+                .await
+                .map_err(|e| (e, false))?,
+        )),
     })
 }

@@ -16,7 +16,8 @@ mod udp;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use cirrus_proto::api::{NodeInfo, PeerInfo, Transport};
+use cirrus_proto::api::{Guess, NodeInfo, PeerInfo, Transport};
+use cirrus_proto::stun::nat::Nat;
 use cirrus_proto::udp::CallError;
 use serde_json::{Value, json};
 
@@ -63,7 +64,7 @@ pub enum DirectError {
     Stun { server: SocketAddr, why: String },
     #[error("punch failed: {0}")]
     Punch(String),
-    #[error("no answer within {DIRECT_FOR:?} from {} (our mapping {mine})", list(.tried))]
+    #[error("no answer from {} (our mapping {mine})", list(.tried))]
     NoAnswer {
         tried: Vec<SocketAddr>,
         mine: SocketAddr,
@@ -119,9 +120,12 @@ pub async fn call_peer(
 }
 
 /// What the client needs to punch toward `peer`: its endpoints as the rendezvous
-/// node lists them, and the rendezvous node's STUN server.
+/// node lists them (and the local port of the socket behind each), how its NAT
+/// maps, and the rendezvous node's STUN server.
 struct Plan {
     targets: Vec<SocketAddr>,
+    local_ports: Vec<u16>,
+    nat: Nat,
     stun: SocketAddr,
 }
 
@@ -137,17 +141,24 @@ async fn plan(
         .iter()
         .find(|p| p.peer_id == peer)
         .ok_or_else(|| DirectError::Rendezvous(format!("peer {peer} is not connected to it")))?;
-    let targets = entry
-        .stun
-        .as_ref()
-        .map(|s| s.endpoints(transport))
-        .unwrap_or_default();
-    if targets.is_empty() {
+    let Some(info) = entry.stun.as_ref() else {
+        return Err(DirectError::NoEndpoints(transport));
+    };
+    let mappings = info.mappings(transport);
+    if mappings.is_empty() {
         return Err(DirectError::NoEndpoints(transport));
     }
-    let info: NodeInfo = r.call_as("getnodeinfo", json!({})).await.map_err(rv)?;
-    let stun = rendezvous_stun(url, &info).ok_or(DirectError::NoStunPort)?;
-    Ok(Plan { targets, stun })
+    let targets = mappings.iter().map(|m| m.endpoint()).collect();
+    let local_ports = mappings.iter().map(|m| m.local_port).collect();
+    let nat = info.nat;
+    let ours: NodeInfo = r.call_as("getnodeinfo", json!({})).await.map_err(rv)?;
+    let stun = rendezvous_stun(url, &ours).ok_or(DirectError::NoStunPort)?;
+    Ok(Plan {
+        targets,
+        local_ports,
+        nat,
+        stun,
+    })
 }
 
 /// The rendezvous node's STUN server: its host from the URL, its STUN port from
@@ -163,19 +174,22 @@ fn rendezvous_stun(url: &str, info: &NodeInfo) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, info.ports.stun?))
 }
 
-/// Ask the rendezvous node to have the target punch toward `mine`.
+/// Ask the rendezvous node to have the target punch toward `mine` (or do its half
+/// of a port guess).
 async fn punch(
     r: &Client,
     peer: &str,
     mine: SocketAddr,
     transport: Transport,
+    guess: Option<Guess>,
 ) -> Result<(), DirectError> {
-    r.call(
-        "punch",
-        json!({"peerId": peer, "endpoint": mine.to_string(), "transport": transport}),
-    )
-    .await
-    .map_err(|e| DirectError::Punch(e.to_string()))?;
+    let mut params = json!({"peerId": peer, "endpoint": mine.to_string(), "transport": transport});
+    if let Some(g) = guess {
+        params["guess"] = serde_json::to_value(g).expect("a guess serializes");
+    }
+    r.call("punch", params)
+        .await
+        .map_err(|e| DirectError::Punch(e.to_string()))?;
     Ok(())
 }
 

@@ -44,7 +44,7 @@ impl DirectTcp {
         drop(to_stun);
         let listener = listen_on(SocketAddr::new(bind, port))
             .map_err(|e| DirectError::Socket(e.to_string()))?;
-        punch(r, peer, mine, Transport::Tcp).await?;
+        punch(r, peer, mine, Transport::Tcp, None).await?;
         let until = tokio::time::Instant::now() + DIRECT_FOR;
         let (tx, mut opened) = mpsc::channel::<(SocketAddr, Ws)>(8);
         let mut tries = JoinSet::new();

@@ -3,11 +3,11 @@
 //! endpoint of the target (and to any endpoint its punch packets come from) until
 //! one answers as the target. The socket and that endpoint are then the path.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cirrus_proto::api::Transport;
+use cirrus_proto::api::{Guess, Transport};
 use cirrus_proto::stun::{self, Class};
 use cirrus_proto::udp::{Progress, Retransmit, UdpCall};
 use serde_json::Value;
@@ -23,6 +23,8 @@ use crate::stun::{probe, transaction_id};
 /// Most endpoints learned from the target's punch packets (a symmetric NAT sends
 /// them from a port that is not in its `stun` list).
 const MAX_LEARNED: usize = 8;
+/// How long a port guess waits for its probes to find a mapping.
+const GUESS_FOR: Duration = Duration::from_secs(2);
 /// Retransmission while the path is being opened: each send also keeps our NAT's
 /// mapping toward the target fresh.
 const PUNCH_EVERY: Duration = Duration::from_millis(250);
@@ -32,89 +34,87 @@ pub struct DirectUdp {
     pub at: SocketAddr,
 }
 
+/// How to open the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// A plain punch: both sides send to each other's mapping.
+    Plain,
+    /// We open [`Guess::SOCKETS`] sockets toward the target's mapping and it probes
+    /// random ports of our address (our NAT maps per destination).
+    WeOpen,
+    /// The target opens the sockets and we probe random ports of its address (its
+    /// NAT maps per destination).
+    TargetOpens,
+}
+
 impl DirectUdp {
-    pub async fn open(r: &Client, peer: &str, plan: &Plan) -> Result<DirectUdp, DirectError> {
-        let body = serde_json::to_vec(&probe_request()).expect("a JSON value serializes");
-        let mut call = UdpCall::new(
-            Instant::now(),
-            body,
-            DIRECT_FOR,
-            Retransmit::Every(PUNCH_EVERY),
-        )?;
-        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-            .await
-            .map_err(|e| DirectError::Socket(e.to_string()))?;
+    pub async fn open(
+        r: &Client,
+        peer: &str,
+        plan: &Plan,
+        how: Opening,
+    ) -> Result<DirectUdp, DirectError> {
+        let sock = bind().await?;
         let mine = probe::binding_udp(&sock, plan.stun, Duration::from_secs(2))
             .await
             .map_err(stun_error(plan.stun))?;
-        if local_ip_towards(Ipv4Addr::UNSPECIFIED.into(), plan.stun).await != mine.ip() {
-            // Behind NAT: open ours toward the target before it punches toward us,
-            // so its packets find our mapping instead of creating one of their own.
-            if let Ok(ttl) = sock.ttl()
-                && sock.set_ttl(OPENING_TTL).is_ok()
-            {
-                for t in &plan.targets {
-                    let _ = sock.send_to(&indication(), t).await;
-                }
-                let _ = sock.set_ttl(ttl);
-            }
-        }
-        punch(r, peer, mine, Transport::Udp).await?;
-        let mut targets = plan.targets.clone();
-        let listed = targets.len();
-        // Every endpoint until one asks for a cookie, then that one alone.
-        let mut sending = targets.clone();
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            if let Some(d) = call.poll_transmit(Instant::now()) {
-                for t in &sending {
-                    let _ = sock.send_to(d, t).await;
-                }
-            }
-            let wake = tokio::time::Instant::from_std(call.poll_timeout());
-            let Ok(Ok((n, from))) = tokio::time::timeout_at(wake, sock.recv_from(&mut buf)).await
-            else {
-                if call.handle_timeout(Instant::now()).is_err() {
-                    return Err(DirectError::NoAnswer {
-                        tried: targets,
-                        mine,
-                    });
-                }
-                continue;
+        let behind_nat =
+            local_ip_towards(Ipv4Addr::UNSPECIFIED.into(), plan.stun).await != mine.ip();
+        // A guess's probes arrive within a round trip of `punch`'s answer.
+        let deadline = Instant::now()
+            + match how {
+                Opening::Plain => DIRECT_FOR,
+                Opening::WeOpen | Opening::TargetOpens => GUESS_FOR,
             };
-            let bytes = &buf[..n];
-            if stun::is_stun(bytes) {
-                // A punch packet from an endpoint we do not know: the target's NAT
-                // maps per destination (symmetric), and this is its mapping toward
-                // us (a peer-reflexive candidate, RFC 8445 §7.3.1.3).
-                if is_indication(bytes)
-                    && !targets.contains(&from)
-                    && targets.len() < listed + MAX_LEARNED
-                {
-                    targets.push(from);
-                    sending.push(from);
-                    let _ = sock.send_to(call.datagram(), from).await;
+        match how {
+            Opening::Plain => {
+                if behind_nat {
+                    // Open ours toward the target before it punches toward us, so
+                    // its packets find our mapping instead of creating one of their
+                    // own.
+                    open_toward(&sock, &plan.targets).await;
                 }
-                continue;
+                punch(r, peer, mine, Transport::Udp, None).await?;
+                let probe = Probe::new(plan.targets.clone(), None, mine)?;
+                let at = probe.run(&sock, peer, deadline).await?;
+                Ok(DirectUdp { sock, at })
             }
-            // Once one endpoint has given us a cookie, only it is talked to: the
-            // target's other sockets may each ask for their own.
-            if !sending.contains(&from) {
-                continue;
-            }
-            match call.on_datagram(Instant::now(), bytes)? {
-                Progress::Waiting => {}
-                Progress::CookieTaken => sending = vec![from],
-                Progress::Answer(msg) => {
-                    let Ok(v) = serde_json::from_slice::<Value>(&msg) else {
-                        continue;
-                    };
-                    answers_as(&v, peer)?;
-                    return Ok(DirectUdp {
-                        sock: Arc::new(sock),
-                        at: from,
-                    });
+            Opening::WeOpen => {
+                let (&target, &local_port) = plan
+                    .targets
+                    .first()
+                    .zip(plan.local_ports.first())
+                    .ok_or(DirectError::NoEndpoints(Transport::Udp))?;
+                let mut socks = Vec::with_capacity(Guess::SOCKETS);
+                for _ in 0..Guess::SOCKETS {
+                    let s = bind().await?;
+                    open_toward(&s, &[target]).await;
+                    socks.push(s);
                 }
+                let guess = Guess::Probe { local_port };
+                punch(r, peer, mine, Transport::Udp, Some(guess)).await?;
+                // The socket the target's probe reached has a mapping it may send to.
+                let sock = first_to_hear(socks, target, deadline)
+                    .await
+                    .ok_or_else(|| DirectError::NoAnswer {
+                        tried: vec![target],
+                        mine,
+                    })?;
+                let probe = Probe::new(vec![target], None, mine)?;
+                let at = probe.run(&sock, peer, deadline).await?;
+                Ok(DirectUdp { sock, at })
+            }
+            Opening::TargetOpens => {
+                let ip = plan
+                    .targets
+                    .first()
+                    .ok_or(DirectError::NoEndpoints(Transport::Udp))?
+                    .ip();
+                punch(r, peer, mine, Transport::Udp, Some(Guess::Open)).await?;
+                let probe = Probe::new(Vec::new(), Some(ip), mine)?;
+                crate::stun::spray(&sock, ip, probe.call.datagram()).await;
+                let at = probe.run(&sock, peer, deadline).await?;
+                Ok(DirectUdp { sock, at })
             }
         }
     }
@@ -167,4 +167,157 @@ fn indication() -> Vec<u8> {
 fn is_indication(bytes: &[u8]) -> bool {
     stun::Message::decode(bytes)
         .is_ok_and(|m| m.class == Class::Indication && m.method == stun::BINDING)
+}
+
+async fn bind() -> Result<Arc<UdpSocket>, DirectError> {
+    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .await
+        .map(Arc::new)
+        .map_err(|e| DirectError::Socket(e.to_string()))
+}
+
+/// Open our NAT toward `targets` with packets that expire at the next router, so
+/// they never reach the target's NAT (see [`OPENING_TTL`]).
+async fn open_toward(sock: &UdpSocket, targets: &[SocketAddr]) {
+    if let Ok(ttl) = sock.ttl()
+        && sock.set_ttl(OPENING_TTL).is_ok()
+    {
+        for t in targets {
+            let _ = sock.send_to(&indication(), t).await;
+        }
+        let _ = sock.set_ttl(ttl);
+    }
+}
+
+/// The first of `socks` to receive a packet from `target` before `deadline`.
+async fn first_to_hear(
+    socks: Vec<Arc<UdpSocket>>,
+    target: SocketAddr,
+    deadline: Instant,
+) -> Option<Arc<UdpSocket>> {
+    let mut waiting = tokio::task::JoinSet::new();
+    for s in socks {
+        waiting.spawn(async move {
+            let mut buf = [0u8; 1500];
+            loop {
+                match s.recv_from(&mut buf).await {
+                    Ok((_, from)) if from == target => return Some(s),
+                    Ok(_) => continue,
+                    Err(_) => return None,
+                }
+            }
+        });
+    }
+    let until = tokio::time::Instant::from_std(deadline);
+    while let Ok(Some(done)) = tokio::time::timeout_at(until, waiting.join_next()).await {
+        if let Ok(Some(s)) = done {
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// The probe that opens a path: one request, sent to every candidate endpoint until
+/// one answers as the target.
+struct Probe {
+    call: UdpCall,
+    /// Candidates, and how many of them were listed (the rest were learned).
+    targets: Vec<SocketAddr>,
+    listed: usize,
+    /// Where the probe is sent: every candidate until one asks for a cookie.
+    sending: Vec<SocketAddr>,
+    /// Any endpoint of this address that answers becomes a candidate (we probed
+    /// its random ports).
+    learn_from: Option<IpAddr>,
+    mine: SocketAddr,
+}
+
+impl Probe {
+    fn new(
+        targets: Vec<SocketAddr>,
+        learn_from: Option<IpAddr>,
+        mine: SocketAddr,
+    ) -> Result<Probe, DirectError> {
+        let body = serde_json::to_vec(&probe_request()).expect("a JSON value serializes");
+        let call = UdpCall::new(
+            Instant::now(),
+            body,
+            DIRECT_FOR,
+            Retransmit::Every(PUNCH_EVERY),
+        )?;
+        Ok(Probe {
+            call,
+            listed: targets.len(),
+            sending: targets.clone(),
+            targets,
+            learn_from,
+            mine,
+        })
+    }
+
+    fn learn(&mut self, from: SocketAddr) -> bool {
+        if self.targets.contains(&from) || self.targets.len() >= self.listed + MAX_LEARNED {
+            return false;
+        }
+        self.targets.push(from);
+        self.sending.push(from);
+        true
+    }
+
+    /// Until `deadline`: the endpoint that answered as `peer`.
+    async fn run(
+        mut self,
+        sock: &UdpSocket,
+        peer: &str,
+        deadline: Instant,
+    ) -> Result<SocketAddr, DirectError> {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            if let Some(d) = self.call.poll_transmit(Instant::now()) {
+                for t in &self.sending {
+                    let _ = sock.send_to(d, t).await;
+                }
+            }
+            let wake = tokio::time::Instant::from_std(self.call.poll_timeout().min(deadline));
+            let Ok(Ok((n, from))) = tokio::time::timeout_at(wake, sock.recv_from(&mut buf)).await
+            else {
+                if Instant::now() >= deadline || self.call.handle_timeout(Instant::now()).is_err() {
+                    return Err(DirectError::NoAnswer {
+                        tried: self.targets,
+                        mine: self.mine,
+                    });
+                }
+                continue;
+            };
+            let bytes = &buf[..n];
+            if stun::is_stun(bytes) {
+                // A punch packet from an endpoint we do not know: the target's NAT
+                // maps per destination (symmetric), and this is its mapping toward
+                // us (a peer-reflexive candidate, RFC 8445 §7.3.1.3).
+                if is_indication(bytes) && self.learn(from) {
+                    let _ = sock.send_to(self.call.datagram(), from).await;
+                }
+                continue;
+            }
+            if self.learn_from == Some(from.ip()) {
+                self.learn(from);
+            }
+            // Once one endpoint has given us a cookie, only it is talked to: the
+            // target's other sockets may each ask for their own.
+            if !self.sending.contains(&from) {
+                continue;
+            }
+            match self.call.on_datagram(Instant::now(), bytes)? {
+                Progress::Waiting => {}
+                Progress::CookieTaken => self.sending = vec![from],
+                Progress::Answer(msg) => {
+                    let Ok(v) = serde_json::from_slice::<Value>(&msg) else {
+                        continue;
+                    };
+                    answers_as(&v, peer)?;
+                    return Ok(from);
+                }
+            }
+        }
+    }
 }

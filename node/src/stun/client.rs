@@ -73,7 +73,7 @@ async fn udp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
     let port = sock.local_addr().map_or(0, |a| a.port());
     let local = SocketAddr::new(local_ip_towards(ctx.bind, server).await, port);
     tracing::debug!(%peer, %local, %server, "STUN UDP client up");
-    let _punchable = ctx.punchers.register_udp(sock.clone());
+    let _punchable = ctx.punchers.register_udp(sock.clone(), ctx.api.clone());
     let mut round = 0u64;
     loop {
         match udp_ask(&sock, &mut responses, &ctx.key, server).await {

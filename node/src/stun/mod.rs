@@ -10,6 +10,7 @@
 //! request.
 
 pub mod client;
+mod guess;
 pub mod pairs;
 pub mod probe;
 pub mod punch;
@@ -20,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use cirrus_proto::api::{Mapping, Seen, StunInfo, Transport};
+pub use guess::spray;
 pub use state::{MAX_SEEN, StunState};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -43,6 +45,14 @@ pub trait DynamicApi: Send + Sync {
         &self,
         sock: Arc<UdpSocket>,
         stun: mpsc::Sender<(Vec<u8>, SocketAddr)>,
+        stop: CancellationToken,
+    );
+    /// Serve the UDP API on a socket opened for port guessing; `heard` counts the
+    /// datagrams that arrive on it (the socket lives while it is used).
+    fn serve_guessed_udp(
+        &self,
+        sock: Arc<UdpSocket>,
+        heard: Arc<std::sync::atomic::AtomicU64>,
         stop: CancellationToken,
     );
     /// Serve WebSocket on `listener`, which shares the TCP client's port.

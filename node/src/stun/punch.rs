@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use cirrus_proto::stun;
 use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{DynamicApi, Transport, transaction_id};
@@ -26,9 +27,20 @@ use crate::sockets::connect_from;
 /// How long a punch keeps trying: the client is sending meanwhile.
 const PUNCH_FOR: Duration = Duration::from_secs(5);
 const PUNCH_EVERY: Duration = Duration::from_millis(200);
+/// UDP rounds come at 0, 0.2, 0.6, 1.4 s and then every second: dense while the
+/// client is most likely sending, sparse after, so that several clients behind
+/// one address (a carrier-grade NAT, or one client's retries) stay within the
+/// per-IP packet rate.
+const UDP_ROUND_MAX: Duration = Duration::from_secs(1);
 /// Most punches under way at once, so a flood of `punch` requests cannot start
 /// unbounded tasks.
 const MAX_RUNNING: usize = 64;
+
+/// A STUN client UDP socket we can send from, and the API that serves it.
+pub(super) struct UdpPort {
+    pub(super) sock: Arc<UdpSocket>,
+    pub(super) api: Arc<dyn DynamicApi>,
+}
 
 /// A STUN client TCP port we can connect out from.
 struct TcpPort {
@@ -38,20 +50,33 @@ struct TcpPort {
 
 pub struct Punchers {
     /// By local port.
-    udp: Mutex<HashMap<u16, Arc<UdpSocket>>>,
+    pub(super) udp: Mutex<HashMap<u16, UdpPort>>,
     tcp: Mutex<HashMap<u16, TcpPort>>,
     /// Punches under way.
     running: Mutex<Vec<(SocketAddr, Transport)>>,
     /// Packets (and connection attempts) per second toward one IP.
     per_ip: RateLimiter,
-    metrics: Metrics,
+    pub(super) metrics: Metrics,
     /// The punches' own tasks, which the node waits for on shutdown.
-    tasks: TaskTracker,
+    pub(super) tasks: TaskTracker,
+    /// Port guessing under way, by the requester's address (one each).
+    pub(super) guessing: Mutex<Vec<IpAddr>>,
+    /// Port-guessing attempts per second from one IP.
+    pub(super) guesses_per_ip: RateLimiter,
+    /// Sockets open for port guessing.
+    pub(super) guess_sockets: std::sync::atomic::AtomicUsize,
+    /// The node's shutdown: sockets opened for guessing close with it.
+    pub(super) stop: CancellationToken,
 }
 
 impl Punchers {
     /// `rate`: packets per second this node sends toward one IP, whatever asks.
-    pub fn new(rate: f64, metrics: Metrics, tasks: TaskTracker) -> Punchers {
+    pub fn new(
+        rate: f64,
+        metrics: Metrics,
+        tasks: TaskTracker,
+        stop: CancellationToken,
+    ) -> Punchers {
         Punchers {
             udp: Mutex::default(),
             tcp: Mutex::default(),
@@ -59,6 +84,14 @@ impl Punchers {
             per_ip: RateLimiter::new(Rates::per_second(rate, rate, true)),
             metrics,
             tasks,
+            guessing: Mutex::default(),
+            guess_sockets: Default::default(),
+            stop,
+            guesses_per_ip: RateLimiter::new(Rates::per_second(
+                super::guess::ATTEMPTS_PER_SEC,
+                super::guess::ATTEMPTS_BURST,
+                true,
+            )),
         }
     }
 }
@@ -79,14 +112,18 @@ impl Drop for Registration {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Punchers {
-    pub fn register_udp(self: &Arc<Self>, sock: Arc<UdpSocket>) -> Option<Registration> {
+    pub fn register_udp(
+        self: &Arc<Self>,
+        sock: Arc<UdpSocket>,
+        api: Arc<dyn DynamicApi>,
+    ) -> Option<Registration> {
         let port = sock.local_addr().ok()?.port();
-        lock(&self.udp).insert(port, sock);
+        lock(&self.udp).insert(port, UdpPort { sock, api });
         Some(Registration {
             punchers: self.clone(),
             port,
@@ -123,13 +160,15 @@ impl Punchers {
         }
         self.metrics.punch(transport.as_str(), "started");
         if transport == Transport::Udp {
-            let socks: Vec<_> = lock(&self.udp).values().cloned().collect();
+            let socks: Vec<_> = lock(&self.udp).values().map(|u| u.sock.clone()).collect();
             self.round(&socks, endpoint).await;
             let (me, n) = (self.clone(), socks.len());
             self.tasks.spawn(async move {
                 let until = tokio::time::Instant::now() + PUNCH_FOR;
+                let mut every = PUNCH_EVERY;
                 loop {
-                    tokio::time::sleep(PUNCH_EVERY).await;
+                    tokio::time::sleep(every).await;
+                    every = (every * 2).min(UDP_ROUND_MAX);
                     if tokio::time::Instant::now() >= until {
                         break;
                     }
@@ -213,6 +252,31 @@ async fn punch_tcp(
 mod tests {
     use super::*;
 
+    /// The punch tests send only; nothing serves the sockets.
+    struct Unserved;
+    impl DynamicApi for Unserved {
+        fn serve_udp(
+            &self,
+            _: Arc<UdpSocket>,
+            _: tokio::sync::mpsc::Sender<(Vec<u8>, SocketAddr)>,
+            _: CancellationToken,
+        ) {
+        }
+        fn serve_guessed_udp(
+            &self,
+            _: Arc<UdpSocket>,
+            _: Arc<std::sync::atomic::AtomicU64>,
+            _: CancellationToken,
+        ) {
+        }
+        fn serve_tcp(&self, _: tokio::net::TcpListener, _: CancellationToken) {}
+        fn serve_tcp_stream(&self, _: tokio::net::TcpStream) {}
+    }
+
+    fn unserved() -> Arc<dyn DynamicApi> {
+        Arc::new(Unserved)
+    }
+
     async fn socket() -> Arc<UdpSocket> {
         Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap())
     }
@@ -226,10 +290,15 @@ mod tests {
 
     #[tokio::test]
     async fn first_packets_are_out_when_punch_returns() {
-        let punchers = Arc::new(Punchers::new(100.0, Metrics::new(), TaskTracker::new()));
+        let punchers = Arc::new(Punchers::new(
+            100.0,
+            Metrics::new(),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        ));
         let (a, b) = (socket().await, socket().await);
-        let _ra = punchers.register_udp(a.clone()).unwrap();
-        let rb = punchers.register_udp(b.clone()).unwrap();
+        let _ra = punchers.register_udp(a.clone(), unserved()).unwrap();
+        let rb = punchers.register_udp(b.clone(), unserved()).unwrap();
         let client = receiver();
         let to = client.local_addr().unwrap();
 

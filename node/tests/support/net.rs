@@ -123,6 +123,13 @@ impl TestNet {
         self.nodes.iter().flatten().collect()
     }
 
+    /// An address of this net's /24 that no node uses: a client's own address,
+    /// where nothing else listens.
+    pub fn spare_ip(&self) -> String {
+        let (prefix, _) = self.ips[0].rsplit_once('.').expect("an IPv4 address");
+        format!("{prefix}.250")
+    }
+
     pub fn ip(&self, i: usize) -> &str {
         &self.ips[i]
     }

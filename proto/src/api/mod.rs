@@ -315,6 +315,39 @@ pub struct PunchParams {
     /// The client's mapped endpoint, "ip:port", as a STUN server saw it.
     pub endpoint: std::net::SocketAddr,
     pub transport: Transport,
+    /// Port guessing, for a pair where one NAT maps per destination (UDP only;
+    /// docs/nat.md, "Port guessing"). Absent: a plain punch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guess: Option<Guess>,
+}
+
+/// The two halves of the birthday search (after Tailscale's NAT traversal): the
+/// side whose NAT maps per destination opens many sockets toward the other's one
+/// endpoint; the other side probes random ports of its address. With 256 sockets
+/// open and 1,024 probes, one probe hits an open mapping about 98% of the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum Guess {
+    /// The requester's NAT maps per destination and it has opened many sockets
+    /// toward the target's mapping of its STUN socket on `localPort`: the target
+    /// probes random ports of the requester's address from that socket.
+    Probe { local_port: u16 },
+    /// The target's NAT maps per destination: it opens many sockets toward
+    /// `endpoint`, which serve the API, and the requester probes random ports of
+    /// the target's address.
+    Open,
+}
+
+impl Guess {
+    /// Sockets the side that opens them opens.
+    pub const SOCKETS: usize = 256;
+    /// Probes the probing side sends, to random ports of 1024..=65535.
+    pub const PROBES: usize = 1024;
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
