@@ -133,6 +133,35 @@ fn an_open_guess_opens_256_sockets_that_serve_the_api_and_closes_the_unused() {
     );
 }
 
+/// A requester that talks to every socket of its guess keeps two of them, not
+/// all 256.
+#[test]
+fn a_requester_that_uses_every_guessed_socket_keeps_two() {
+    let net = pair();
+    let (a, b) = (net.node(0), net.node(1));
+    let me: IpAddr = net.spare_ip().parse().unwrap();
+    let sock = requester(me);
+    let endpoint = sock.local_addr().unwrap();
+    let r = punch_from(
+        me,
+        a,
+        json!({"peerId": b.peer_id, "endpoint": endpoint.to_string(), "transport": "udp",
+               "guess": {"kind": "open"}}),
+    );
+    assert_eq!(r["result"]["ok"], true, "{r}");
+    let from = indication_sources(&sock);
+    assert_eq!(from.len(), 256, "{from:?}");
+    for at in &from {
+        sock.send_to(b"{}", at).unwrap();
+    }
+    wait_until("B keeps two of the sockets", || {
+        match b.metric("cirrus_punch_guess_sockets_open", &[]) {
+            2.0 => Ok(()),
+            n => Err(format!("{n} open")),
+        }
+    });
+}
+
 #[test]
 fn guesses_are_bounded_and_bad_ones_refused_clearly() {
     let net = pair();

@@ -38,6 +38,8 @@ pub const MAX_SOCKETS: usize = 3 * Guess::SOCKETS;
 /// reached, the others close at the next look.
 const WAIT: Duration = Duration::from_millis(2500);
 const LOOK_EVERY: Duration = Duration::from_millis(100);
+/// Used sockets a guess keeps: its path, and one spare.
+const KEEP: usize = 2;
 /// A guessed socket that was used lives while it hears something this often (the
 /// client's keepalives come every 15 s).
 const IDLE: Duration = Duration::from_secs(60);
@@ -247,17 +249,22 @@ impl Opened {
             .any(|(heard, _, seen)| heard.load(Ordering::Relaxed) != *seen)
     }
 
-    /// Keep the sockets that heard something since the last look; close the rest.
+    /// Keep the first [`KEEP`] sockets that heard something since the last look;
+    /// close the rest. A requester needs one path; one that talks to every port
+    /// of its guess cannot hold them all.
     fn keep_heard(&mut self) {
         let before = self.sockets.len();
+        let mut kept = 0;
         self.sockets.retain_mut(|(heard, stop, seen)| {
             let now = heard.load(Ordering::Relaxed);
-            let used = now != *seen;
+            let keep = now != *seen && kept < KEEP;
             *seen = now;
-            if !used {
+            if keep {
+                kept += 1;
+            } else {
                 stop.cancel();
             }
-            used
+            keep
         });
         self.punchers.give_room(before - self.sockets.len());
     }
