@@ -338,13 +338,7 @@ fn the_default_ports_are_the_specs() {
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let ready = ready_line(&mut child);
     assert_eq!(ready["http"], format!("{ip}:38081"), "{ready}");
     assert_eq!(ready["ws"], format!("{ip}:38082"), "{ready}");
     assert_eq!(ready["udp"], format!("{ip}:38083"), "{ready}");

@@ -75,13 +75,7 @@ fn config_file_and_env_are_honoured_and_bad_config_is_refused() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let ready = ready_line(&mut child);
     let url = format!("http://{}", ready["http"].as_str().unwrap());
     assert!(
         dir.path().join("d").join("node.key").exists(),

@@ -24,7 +24,7 @@ pub mod wait;
 pub use cli::{cirrus, cirrus_in, fails, must_not_start};
 pub use net::TestNet;
 pub use node::{
-    TestNode, entry_for, metric_in, run_command, run_command_on, terminate, wait_lists,
+    TestNode, entry_for, metric_in, ready_line, run_command, run_command_on, terminate, wait_lists,
 };
 pub use records::*;
 pub use wait::{POLL, TIMEOUT, wait_until, wait_until_every};

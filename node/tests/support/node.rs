@@ -77,12 +77,7 @@ impl TestNode {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn cirrus");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read ready line");
-        let ready: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("node did not start (stdout {line:?}): {e}"));
+        let ready = ready_line(&mut child);
         let field = |k: &str| {
             ready[k]
                 .as_str()
@@ -279,4 +274,14 @@ pub fn wait_lists(node: &TestNode, peer: &str) -> Value {
     super::wait_until(&format!("{} lists peer {peer}", node.peer_id), || {
         entry_for(node, peer).ok_or_else(|| Value::Array(node.peers()).to_string())
     })
+}
+
+/// The JSON line a node started with piped stdout prints once it serves.
+pub fn ready_line(child: &mut std::process::Child) -> Value {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout piped"))
+        .read_line(&mut line)
+        .expect("read ready line");
+    serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("node did not start (stdout {line:?}): {e}"))
 }
