@@ -20,7 +20,9 @@ HOME=$home "$BIN" rate smoke-target 4 --node http://127.0.0.203:38081 > /dev/nul
 for _ in $(seq 1 300); do
   if scripts/testnet.sh status > "$CIRRUS_TESTNET_DIR/status" 2>&1 && grep -q '^http.* 2 ' "$CIRRUS_TESTNET_DIR/status"; then
     cat "$CIRRUS_TESTNET_DIR/status"
-    "$BIN" call getpeerinfo --node http://127.0.0.201:38081 | grep -q '"agent": "cirrus/' || { echo "getpeerinfo lists no cirrus peer" >&2; exit 1; }
+    # The whole answer first: `grep -q` stops reading at the first match.
+    peers=$("$BIN" call getpeerinfo --node http://127.0.0.201:38081)
+    grep -q '"agent": "cirrus/' <<< "$peers" || { echo "getpeerinfo lists no cirrus peer: $peers" >&2; exit 1; }
     scripts/testnet.sh down
     echo "testnet smoke: ok"
     exit 0

@@ -6,6 +6,15 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
+    if !args.is_node() {
+        // Rust ignores SIGPIPE, so `cirrus call ... | head` panicked on the closed
+        // pipe. A client command ends quietly when its reader has gone, like any
+        // Unix filter; a node keeps ignoring it (a closed stdout must not stop it).
+        // SAFETY: no other thread exists yet.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

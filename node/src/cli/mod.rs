@@ -27,6 +27,13 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// Whether this runs a node (a long-lived server) rather than a client command.
+    pub fn is_node(&self) -> bool {
+        matches!(self.command, Command::Run(_))
+    }
+}
+
 /// Where a client command sends its calls.
 #[derive(clap::Args, Clone)]
 pub struct NodeArg {
