@@ -12,8 +12,11 @@
 //! 3. B's writer then applies the last K records (origin `Sync`, so B does not gossip
 //!    them). Now A misses exactly K records that B holds.
 //!
-//! Measured: `cirrus_node::sync::reconcile(A, B)` by hand, its `SyncStats`, and its
-//! wall time until it returns (the K records are then verified and committed on A).
+//! Measured: `cirrus_node::sync::reconcile_by(A, B)` by hand, once by coded symbols
+//! (what nodes do) and once by the trie walk alone, each on fresh copies of the
+//! stores, repeated until the roots agree (a walk leaves what did not fit in one
+//! answer to the next reconciliation); the summed `SyncStats` and the wall time
+//! until the last returns (the K records are then verified and committed on A).
 //! Afterwards both roots and record counts must agree. Overhead is
 //! `bytes_sent + bytes_received − record_bytes`, where `record_bytes` is the canonical
 //! bytes of the records A received.
@@ -32,7 +35,7 @@ use cirrus_node::config::{Config, RunArgs};
 use cirrus_node::node::{DB_FILE, Node};
 use cirrus_node::store::writer::Origin;
 use cirrus_node::store::{Store, Stored};
-use cirrus_node::sync::{SyncStats, reconcile};
+use cirrus_node::sync::{Method, SyncStats, reconcile_by};
 use cirrus_proto::api::PutStatus;
 use clap::Parser;
 use libp2p::multiaddr::Protocol;
@@ -84,6 +87,7 @@ async fn stop(node: Node) -> anyhow::Result<()> {
 
 struct Outcome {
     stats: SyncStats,
+    reconciliations: usize,
     secs: f64,
     /// B's writer applying the same K records (verified already): a reference for
     /// how much of `secs` is the store.
@@ -91,7 +95,13 @@ struct Outcome {
     new_on_a: u64,
 }
 
-async fn one_k(root: &Path, base: &Path, records: &[Stored], k: usize) -> anyhow::Result<Outcome> {
+async fn one_k(
+    root: &Path,
+    base: &Path,
+    records: &[Stored],
+    k: usize,
+    method: Method,
+) -> anyhow::Result<Outcome> {
     let n = records.len();
     let (a_dir, b_dir) = (root.join(format!("a{k}")), root.join(format!("b{k}")));
     std::fs::create_dir_all(&a_dir)?;
@@ -142,8 +152,35 @@ async fn one_k(root: &Path, base: &Path, records: &[Stored], k: usize) -> anyhow
     let before = a.store().db_hash()?;
     ensure!(before.records as usize == n - k && b.store().db_hash()?.records as usize == n);
 
+    // A walk answer carries at most 4 MiB of records and leaves the rest to the next
+    // reconciliation, so the node would reconcile again: count them all.
     let t = Instant::now();
-    let stats = reconcile(a.network(), a.store(), a.writer(), a.metrics(), b.peer_id).await?;
+    let mut stats = SyncStats::default();
+    let mut reconciliations = 0;
+    while reconciliations == 0 || a.store().db_hash()?.root != b.store().db_hash()?.root {
+        reconciliations += 1;
+        ensure!(
+            reconciliations <= 20,
+            "no convergence after 20 reconciliations"
+        );
+        let s = reconcile_by(
+            a.network(),
+            a.store(),
+            a.writer(),
+            a.metrics(),
+            b.peer_id,
+            method,
+        )
+        .await?;
+        stats.rounds += s.rounds;
+        stats.walked |= s.walked;
+        stats.requests += s.requests;
+        stats.bytes_sent += s.bytes_sent;
+        stats.bytes_received += s.bytes_received;
+        stats.records_received += s.records_received;
+        stats.record_bytes += s.record_bytes;
+        stats.pages += s.pages;
+    }
     let secs = t.elapsed().as_secs_f64();
 
     let (ha, hb) = (a.store().db_hash()?, b.store().db_hash()?);
@@ -159,6 +196,7 @@ async fn one_k(root: &Path, base: &Path, records: &[Stored], k: usize) -> anyhow
     std::fs::remove_dir_all(&b_dir)?;
     Ok(Outcome {
         stats,
+        reconciliations,
         secs,
         local_apply_secs,
         new_on_a: ha.records - before.records,
@@ -207,31 +245,40 @@ async fn main() -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     for &k in &args.k {
-        let o = one_k(root.path(), &base, &records, k).await?;
-        let s = &o.stats;
-        let overhead = s.bytes_sent + s.bytes_received - s.record_bytes;
-        let row = json!({
-            "n": args.n, "k": k, "rounds": s.rounds, "requests": s.requests,
-            "bytesSent": s.bytes_sent, "bytesReceived": s.bytes_received,
-            "recordsReceived": s.records_received, "newRecordsOnA": o.new_on_a,
-            "recordBytes": s.record_bytes, "pages": s.pages, "overheadBytes": overhead,
-            "overheadPerMissing": overhead as f64 / k as f64,
-            "overheadTarget": 2048 + 64 * k, "seconds": o.secs,
-            "localApplySeconds": o.local_apply_secs,
-        });
-        eprintln!("K={k}: {row}");
-        println!("{row}");
-        rows.push(row);
+        for method in [Method::Symbols, Method::Walk] {
+            let o = one_k(root.path(), &base, &records, k, method).await?;
+            let s = &o.stats;
+            let overhead = s.bytes_sent + s.bytes_received - s.record_bytes;
+            let row = json!({
+                "method": format!("{method:?}").to_lowercase(), "walked": s.walked,
+            "reconciliations": o.reconciliations,
+                "n": args.n, "k": k, "rounds": s.rounds, "requests": s.requests,
+                "bytesSent": s.bytes_sent, "bytesReceived": s.bytes_received,
+                "recordsReceived": s.records_received, "newRecordsOnA": o.new_on_a,
+                "recordBytes": s.record_bytes, "pages": s.pages, "overheadBytes": overhead,
+                "overheadPerMissing": overhead as f64 / k as f64,
+                "overheadTarget": 32 * k, "seconds": o.secs,
+                "localApplySeconds": o.local_apply_secs,
+            });
+            eprintln!("K={k}: {row}");
+            println!("{row}");
+            rows.push(row);
+        }
     }
 
     eprintln!();
     eprintln!(
-        "| N | K | rounds | requests | records received | new on A | record bytes | bytes sent | bytes received | overhead bytes | overhead / missing record | target 2048 + 64·K | seconds | B's local apply s |"
+        "| method | walked | reconciliations | N | K | rounds | requests | records received | new on A | record bytes | bytes sent | bytes received | overhead bytes | overhead / missing record | target 32·K | seconds | B's local apply s |"
     );
-    eprintln!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    eprintln!(
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in &rows {
         eprintln!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {:.3} | {:.3} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {:.3} | {:.3} |",
+            r["method"].as_str().unwrap_or(""),
+            r["walked"],
+            r["reconciliations"],
             r["n"],
             r["k"],
             r["rounds"],

@@ -78,6 +78,7 @@ pub struct Metrics {
     // Records from peers.
     pub gossip_records: Family<ByResult, Counter>,
     pub sync_rounds: Counter,
+    pub sync_walks: Counter,
     pub sync_records: Counter,
     pub syncs: Family<ByResult, Counter>,
     // The store.
@@ -127,6 +128,7 @@ impl Metrics {
             guess_sockets_open: Gauge::default(),
             gossip_records: Family::default(),
             sync_rounds: Counter::default(),
+            sync_walks: Counter::default(),
             sync_records: Counter::default(),
             syncs: Family::default(),
             commit_seconds: seconds(),
@@ -216,8 +218,13 @@ impl Metrics {
         );
         r.register(
             "sync_rounds",
-            "Round trips of anti-entropy walks this node started",
+            "Round trips of anti-entropy reconciliations this node started",
             m.sync_rounds.clone(),
+        );
+        r.register(
+            "sync_walks",
+            "Reconciliations this node started that fell back to the trie walk",
+            m.sync_walks.clone(),
         );
         r.register(
             "sync_records",

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 
 use cirrus_proto::merkle::{self, Hash, NibblePath, Node, NodeSource, NodeStore};
 use cirrus_proto::record::{Kind, Record};
-use cirrus_proto::sync::{self, Item, Replica};
+use cirrus_proto::sync::{self, Item, Outcome, Replica, riblt};
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 
@@ -127,6 +127,17 @@ fn records(spec: &[(u8, u8, u64, bool)]) -> Vec<Record> {
         .collect()
 }
 
+/// Two replicas from their specs, and one that holds both.
+fn replicas(a: &[(u8, u8, u64, bool)], b: &[(u8, u8, u64, bool)]) -> (Mem, Mem, Mem) {
+    let (ra, rb) = (records(a), records(b));
+    let (mut ma, mut mb, mut merged) = (Mem::default(), Mem::default(), Mem::default());
+    ma.apply(&ra);
+    mb.apply(&rb);
+    merged.apply(&ra);
+    merged.apply(&rb);
+    (ma, mb, merged)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
@@ -134,13 +145,7 @@ proptest! {
         a_spec in prop::collection::vec((0u8..3, 0u8..60, 0u64..3, any::<bool>()), 0..120),
         b_spec in prop::collection::vec((0u8..3, 0u8..60, 0u64..3, any::<bool>()), 0..120),
     ) {
-        let (ra, rb) = (records(&a_spec), records(&b_spec));
-        let (mut a, mut b) = (Mem::default(), Mem::default());
-        a.apply(&ra);
-        b.apply(&rb);
-        let mut merged = Mem::default();
-        merged.apply(&ra);
-        merged.apply(&rb);
+        let (mut a, mut b, mut merged) = replicas(&a_spec, &b_spec);
         reconcile(&mut a, &mut b);
         prop_assert_eq!(a.root(), merged.root());
         prop_assert_eq!(b.root(), merged.root());
@@ -190,5 +195,102 @@ fn malformed_items_are_errors() {
             sync::answer(&mut m, std::slice::from_ref(&item), &[]).is_err(),
             "{item:?}"
         );
+    }
+}
+
+impl Mem {
+    /// Our first `n` symbols and bucket counts.
+    fn sketch(&self, n: usize) -> riblt::Sketch {
+        riblt::Sketch::new(
+            self.records
+                .iter()
+                .map(|(slot, (_, id))| sync::item(slot, id)),
+            n,
+        )
+    }
+    fn under(&mut self, prefixes: &[[u8; sync::PREFIX]]) -> Vec<Record> {
+        let mut out = Vec::new();
+        for p in prefixes {
+            for (_, bytes) in self
+                .records_under(&sync::prefix_path(p), usize::MAX)
+                .unwrap()
+                .unwrap()
+            {
+                out.push(Record::decode(&bytes).unwrap());
+            }
+        }
+        out
+    }
+}
+
+/// The symbol exchange from `a` to `b`, as the node runs it; `Some(round trips)`
+/// once the difference was settled, `None` when it was left to the walk.
+fn settle_by_symbols(a: &mut Mem, b: &mut Mem) -> Option<usize> {
+    let mut n = sync::PROBE;
+    for ask in 1..=4 {
+        let mine = a.sketch(n);
+        let wire = sync::decode_symbols(&sync::encode_symbols(mine.prefix(n))).unwrap();
+        let buckets = if ask == 1 {
+            sync::encode_buckets(mine.buckets())
+        } else {
+            Vec::new()
+        };
+        let theirs = b.sketch(n);
+        let sizes = (a.records.len() as u64, b.records.len() as u64);
+        match sync::respond(&wire, theirs.prefix(n), (&buckets, theirs.buckets()), sizes) {
+            Outcome::Need(m) => n = m,
+            Outcome::Decoded(d) => {
+                let pre =
+                    |items: &[u64]| items.iter().map(|&i| sync::prefix(i)).collect::<Vec<_>>();
+                let to_a = b.under(&pre(&d.ours));
+                let won_a = a.apply(&to_a);
+                let mut to_b = a.under(&pre(&d.theirs));
+                to_b.extend(won_a.iter().map(|s| a.records[s].0.clone()));
+                let won_b = b.apply(&to_b);
+                let back: Vec<Record> = won_b.iter().map(|s| b.records[s].0.clone()).collect();
+                a.apply(&back);
+                return Some(ask + 1);
+            }
+        }
+    }
+    None
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn the_symbol_exchange_leaves_two_replicas_equal(
+        a_spec in prop::collection::vec((0u8..3, 0u8..80, 0u64..3, any::<bool>()), 0..160),
+        b_spec in prop::collection::vec((0u8..3, 0u8..80, 0u64..3, any::<bool>()), 0..160),
+    ) {
+        let (mut a, mut b, mut merged) = replicas(&a_spec, &b_spec);
+        let rounds = settle_by_symbols(&mut a, &mut b);
+        prop_assert!(rounds.is_some(), "left to the walk");
+        prop_assert!(rounds.unwrap() <= 4);
+        prop_assert_eq!(a.root(), merged.root());
+        prop_assert_eq!(b.root(), merged.root());
+    }
+
+    /// Symbols and bucket counts of any bytes: an answer, never a panic; a "need"
+    /// always asks for more than was sent, and a decoded difference has at most
+    /// as many items as symbols.
+    #[test]
+    fn any_symbols_get_an_answer(
+        bytes in prop::collection::vec(any::<u8>(), 0..4000),
+        buckets in prop::collection::vec(any::<u8>(), 256..=256),
+        first in any::<bool>(),
+        sizes in (any::<u64>(), any::<u64>()),
+    ) {
+        let whole = bytes.len() / sync::SYMBOL_BYTES * sync::SYMBOL_BYTES;
+        let theirs = sync::decode_symbols(&bytes[..whole]).unwrap();
+        prop_assert!(bytes.len() == whole || sync::decode_symbols(&bytes).is_none());
+        let mut mine = Mem::default();
+        mine.apply(&records(&[(0, 1, 1, false), (1, 2, 1, true), (2, 3, 2, false)]));
+        let sk = mine.sketch(theirs.len());
+        let b: &[u8] = if first { &buckets } else { &[] };
+        match sync::respond(&theirs, sk.prefix(theirs.len()), (b, sk.buckets()), sizes) {
+            Outcome::Need(n) => prop_assert!(n > theirs.len() && n <= sync::MAX_SYMBOLS),
+            Outcome::Decoded(d) => prop_assert!(d.len() <= theirs.len()),
+        }
     }
 }

@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 
 /// Version 2: without the summary request, and with the other node-to-node
 /// messages moved to [`PEER_PROTOCOL`].
-pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/cirrus/sync/2");
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/cirrus/sync/3");
 pub const PEER_PROTOCOL: StreamProtocol = StreamProtocol::new("/cirrus/peer/1");
 /// A sync request carries at most one answer's records (`sync::RECORD_BUDGET`) and
 /// the items around them; a response the same.

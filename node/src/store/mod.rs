@@ -8,6 +8,7 @@
 mod list;
 mod peers;
 mod replica;
+mod sketch;
 mod tables;
 mod trie;
 pub mod writer;
@@ -29,6 +30,7 @@ use trie::{TrieReader, TrieWriter};
 pub use list::{ListError, ListQuery};
 pub use peers::KnownPeer;
 pub use replica::Snapshot;
+pub use sketch::{CACHED, Symbols};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -89,6 +91,8 @@ pub struct Store {
     /// answer cannot change.
     commits: AtomicU64,
     hash: Mutex<Option<(u64, DbHash)>>,
+    /// The records' first coded symbols, for anti-entropy.
+    sketch: sketch::Cache,
 }
 
 /// The open database, for one transaction's start.
@@ -116,12 +120,14 @@ impl Store {
 
     fn start(path: &Path, cache_bytes: Option<usize>) -> Result<Store, StoreError> {
         let db = Self::create(path, cache_bytes)?;
+        let sketch = sketch::Cache::build(&db)?;
         Ok(Store {
             path: path.to_owned(),
             cache_bytes,
             db: RwLock::new(Some(db)),
             commits: AtomicU64::new(0),
             hash: Mutex::new(None),
+            sketch,
         })
     }
 
@@ -140,6 +146,8 @@ impl Store {
         let mut g = self.db.write().unwrap_or_else(|e| e.into_inner());
         *g = None;
         let db = Self::create(&self.path, self.cache_bytes)?;
+        // Commits that were not yet durable are gone with the old handle.
+        self.sketch.rebuild(&db)?;
         *g = Some(db);
         self.commits.fetch_add(1, Ordering::Release);
         Ok(())
@@ -190,9 +198,11 @@ impl Store {
         if !fsync {
             txn.set_durability(Durability::None)?;
         }
-        let statuses = apply_in(&txn, records)?;
+        let mut changes = Vec::new();
+        let statuses = apply_in(&txn, records, &mut changes)?;
         txn.commit()?;
         self.commits.fetch_add(1, Ordering::Release);
+        self.sketch.committed(&changes);
         Ok(statuses)
     }
 
@@ -285,7 +295,11 @@ impl Store {
     }
 }
 
-fn apply_in(txn: &WriteTransaction, batch: &[Stored]) -> Result<Vec<PutStatus>, StoreError> {
+fn apply_in(
+    txn: &WriteTransaction,
+    batch: &[Stored],
+    changes: &mut Vec<sketch::Change>,
+) -> Result<Vec<PutStatus>, StoreError> {
     let mut records = txn.open_table(RECORDS)?;
     let mut by_key = txn.open_table(BY_KEY)?;
     let mut by_slot = txn.open_table(BY_SLOT)?;
@@ -335,6 +349,7 @@ fn apply_in(txn: &WriteTransaction, batch: &[Stored]) -> Result<Vec<PutStatus>, 
         value.extend_from_slice(&new.record.encode());
         records.insert(pk.as_slice(), value.as_slice())?;
         merkle::upsert(&mut trie, &slot_hash, &new.id)?;
+        changes.push((slot_hash, old.map(|o| o.id), new.id));
     }
     trie.flush()?;
     meta.insert(META_RECORDS, count)?;

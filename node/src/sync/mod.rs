@@ -2,14 +2,16 @@
 //! answers peers that reconcile with us; [`schedule`] decides with whom and when.
 //!
 //! A node that holds nothing first streams the peer's whole database in pages of a
-//! few megabytes. Then the two walk their tries until nothing differs. The walk
-//! opens with our root's children, so equal roots end it in one round trip (the
-//! peer answers nothing), and no separate summary request costs a round trip when
-//! they differ. Every record that arrives is verified before it reaches the writer; a
-//! peer that sends an invalid record or a malformed message is reported as
-//! misbehaving and disconnected.
+//! few megabytes. Then the coded-symbol exchange ([`sketch`]) finds and settles the
+//! difference in about two round trips; equal roots end it in one. If the roots
+//! still differ afterwards (or the difference is too large to code), the two walk
+//! their tries ([`walk`]) until nothing differs. Every record that arrives is
+//! verified before it reaches the writer; a peer that sends an invalid record or a
+//! malformed message is reported as misbehaving and disconnected.
 
 pub mod schedule;
+mod sketch;
+mod walk;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use cirrus_proto::api::PutStatus;
 use cirrus_proto::merkle::Hash;
 use cirrus_proto::record::Record;
-use cirrus_proto::sync::{self as proto, Item, Request, Response};
+use cirrus_proto::sync::{self as proto, Request, Response};
 use libp2p::PeerId;
 use serde_bytes::ByteBuf;
 
@@ -26,8 +28,6 @@ use crate::p2p::{Network, P2pError};
 use crate::store::writer::{Origin, WriteError, Writer};
 use crate::store::{Store, StoreError, Stored};
 
-/// Items per reconciliation request; a longer message goes as several requests.
-const ITEMS_PER_REQUEST: usize = 2048;
 /// Record bytes per page when streaming a whole database.
 const PAGE_BYTES: u32 = 4 << 20;
 
@@ -51,8 +51,10 @@ pub enum SyncError {
 /// What one reconciliation cost, for logs and benchmarks.
 #[derive(Debug, Default, Clone)]
 pub struct SyncStats {
-    /// Round trips of the trie walk (bulk pages not included).
+    /// Round trips of the symbol exchange and the trie walk (bulk pages not included).
     pub rounds: usize,
+    /// Whether the trie walk ran after the symbol exchange.
+    pub walked: bool,
     /// All requests sent, bulk pages included.
     pub requests: usize,
     pub bytes_sent: usize,
@@ -63,7 +65,17 @@ pub struct SyncStats {
     pub pages: usize,
 }
 
-/// Reconcile our store with `peer`'s until the tries agree.
+/// How a reconciliation finds the difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Coded symbols first, the trie walk if the roots still differ (what nodes do).
+    Symbols,
+    /// The trie walk alone (for comparison in benchmarks).
+    Walk,
+}
+
+/// Reconcile our store with `peer`'s until the roots agree, or the trie walk found
+/// nothing more to exchange.
 pub async fn reconcile(
     p2p: &Network,
     store: &Arc<Store>,
@@ -71,47 +83,55 @@ pub async fn reconcile(
     metrics: &Metrics,
     peer: PeerId,
 ) -> Result<SyncStats, SyncError> {
+    reconcile_by(p2p, store, writer, metrics, peer, Method::Symbols).await
+}
+
+/// [`reconcile`], by the given method.
+pub async fn reconcile_by(
+    p2p: &Network,
+    store: &Arc<Store>,
+    writer: &Writer,
+    metrics: &Metrics,
+    peer: PeerId,
+    method: Method,
+) -> Result<SyncStats, SyncError> {
     let mut st = SyncStats::default();
+    let node = Local {
+        store,
+        writer,
+        metrics,
+    };
     if store.db_hash()?.records == 0 {
-        stream_all(p2p, store, writer, metrics, peer, &mut st).await?;
+        stream_all(p2p, &node, peer, &mut st).await?;
     }
-    let mut msg = blocking(store, proto::opening).await?;
-    while !msg.is_empty() {
-        st.rounds += 1;
-        if st.rounds > proto::MAX_ROUNDS {
-            return Err(SyncError::Protocol("reconciliation did not end".into()));
-        }
-        let mut reply = Vec::new();
-        for chunk in msg.chunks(ITEMS_PER_REQUEST) {
-            match ask(p2p, peer, Request::Reconcile(chunk.to_vec()), &mut st).await? {
-                Response::Reconcile(items) => reply.extend(items),
-                Response::Refused(why) => return Err(SyncError::Refused(why)),
-                _ => return Err(SyncError::Protocol("unexpected answer to reconcile".into())),
-            }
-        }
-        msg = receive(store, writer, metrics, &reply, &mut st).await?;
+    if method == Method::Walk || !sketch::settle(p2p, &node, peer, &mut st).await? {
+        st.walked = true;
+        walk::run(p2p, &node, peer, &mut st).await?;
     }
     Ok(st)
 }
 
-/// Answer a peer's sync request (reconcile, range).
+/// Answer a peer's sync request.
 pub async fn serve(
     store: &Arc<Store>,
     writer: &Writer,
     metrics: &Metrics,
     request: Request,
 ) -> Result<Response, SyncError> {
+    let node = Local {
+        store,
+        writer,
+        metrics,
+    };
     match request {
-        Request::Reconcile(items) => {
-            if items.len() > ITEMS_PER_REQUEST {
-                return Err(SyncError::Protocol(format!(
-                    "{} items in one request",
-                    items.len()
-                )));
-            }
-            let answer = receive(store, writer, metrics, &items, &mut SyncStats::default()).await?;
-            Ok(Response::Reconcile(answer))
-        }
+        Request::Sketch {
+            root,
+            records,
+            symbols,
+            buckets,
+        } => sketch::answer(&node, &root, records, &symbols, &buckets).await,
+        Request::Exchange { records, want } => sketch::exchange(&node, records, &want).await,
+        Request::Reconcile(items) => walk::answer(&node, items).await,
         Request::Range { after, max_bytes } => {
             let store = store.clone();
             let max = max_bytes.min(PAGE_BYTES) as usize;
@@ -126,6 +146,13 @@ pub async fn serve(
             })
         }
     }
+}
+
+/// What a reconciliation works on here.
+struct Local<'a> {
+    store: &'a Arc<Store>,
+    writer: &'a Writer,
+    metrics: &'a Metrics,
 }
 
 async fn ask(
@@ -151,9 +178,7 @@ pub fn wire_len<T: serde::Serialize>(msg: &T) -> usize {
 
 async fn stream_all(
     p2p: &Network,
-    store: &Arc<Store>,
-    writer: &Writer,
-    metrics: &Metrics,
+    node: &Local<'_>,
     peer: PeerId,
     st: &mut SyncStats,
 ) -> Result<(), SyncError> {
@@ -167,14 +192,7 @@ async fn stream_all(
             return Err(SyncError::Protocol("unexpected answer to range".into()));
         };
         st.pages += 1;
-        let raw: Vec<Vec<u8>> = records.into_iter().map(ByteBuf::into_vec).collect();
-        st.record_bytes += raw.iter().map(Vec::len).sum::<usize>();
-        let (fresh, _) = sort_out(store, raw).await?;
-        let stored = verify_all(fresh, metrics).await?;
-        st.records_received += stored.len();
-        if !stored.is_empty() {
-            writer.apply(stored, Origin::Sync).await?;
-        }
+        take(node, records, st).await?;
         match next {
             Some(n) => after = Some(n),
             None => return Ok(()),
@@ -182,25 +200,21 @@ async fn stream_all(
     }
 }
 
-/// Apply the records a message carries, then answer it from our trie.
-async fn receive(
-    store: &Arc<Store>,
-    writer: &Writer,
-    metrics: &Metrics,
-    items: &[Item],
+/// Verify and apply records a peer sent; returns the slots where the version we
+/// hold won, so the caller can send ours back.
+async fn take(
+    node: &Local<'_>,
+    records: Vec<ByteBuf>,
     st: &mut SyncStats,
-) -> Result<Vec<Item>, SyncError> {
-    let raw: Vec<Vec<u8>> = proto::carried(items)
-        .into_iter()
-        .map(<[u8]>::to_vec)
-        .collect();
+) -> Result<Vec<Hash>, SyncError> {
+    let raw: Vec<Vec<u8>> = records.into_iter().map(ByteBuf::into_vec).collect();
     st.record_bytes += raw.iter().map(Vec::len).sum::<usize>();
-    let (fresh, mut lost) = sort_out(store, raw).await?;
-    let stored = verify_all(fresh, metrics).await?;
+    let (fresh, mut lost) = sort_out(node.store, raw).await?;
+    let stored = verify_all(fresh, node.metrics).await?;
     st.records_received += stored.len();
     if !stored.is_empty() {
         let slots: Vec<Hash> = stored.iter().map(|s| s.record.slot().hash()).collect();
-        let statuses = writer.apply(stored, Origin::Sync).await?;
+        let statuses = node.writer.apply(stored, Origin::Sync).await?;
         lost.extend(
             slots
                 .into_iter()
@@ -209,8 +223,7 @@ async fn receive(
                 .map(|(h, _)| h),
         );
     }
-    let items = items.to_vec();
-    blocking(store, move |snap| proto::answer(snap, &items, &lost)).await
+    Ok(lost)
 }
 
 /// Decode carried records and set aside, before any signature is checked, those

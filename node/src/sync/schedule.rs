@@ -172,6 +172,9 @@ impl Scheduler {
             match result {
                 Ok(stats) => {
                     metrics.sync_rounds.inc_by(stats.rounds as u64);
+                    if stats.walked {
+                        metrics.sync_walks.inc();
+                    }
                     metrics.sync_records.inc_by(stats.records_received as u64);
                     if stats.records_received > 0 || stats.rounds > 1 {
                         tracing::info!(%peer, ?stats, "reconciled");

@@ -1,6 +1,8 @@
-//! Anti-entropy: its messages, and reconciliation as a stateless exchange over the trie.
+//! The trie walk: reconciliation as a stateless exchange over the Merkle trie, for
+//! when the coded symbols of [`super::riblt`] cannot find the difference (too large,
+//! or a peer's answer left the roots apart).
 //!
-//! Reconciliation: the initiator sends [`opening`] (its root described as an
+//! The initiator sends [`opening`] (its root described as an
 //! [`Item`]); each side answers every message with [`answer`], after applying the
 //! records the message carried. An item says what the sender holds under a trie path:
 //! a branch (its 16 child hashes, truncated to [`SHORT`] bytes: they are only
@@ -26,29 +28,6 @@ pub const SHORT: usize = 16;
 pub const RECORD_BUDGET: usize = 4 << 20;
 /// A reconciliation that has not ended after this many rounds is abandoned.
 pub const MAX_ROUNDS: usize = 160;
-
-/// An anti-entropy request (`/cirrus/sync/2`). Other node-to-node messages are in
-/// [`crate::peer`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Request {
-    Reconcile(Vec<Item>),
-    /// Records in primary-key order after a cursor, for a node that starts empty.
-    Range {
-        after: Option<ByteBuf>,
-        max_bytes: u32,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Response {
-    Reconcile(Vec<Item>),
-    Range {
-        records: Vec<ByteBuf>,
-        next: Option<ByteBuf>,
-    },
-    /// The request was understood but refused (too large, malformed content, ...).
-    Refused(String),
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Item {

@@ -1,0 +1,108 @@
+//! The coded symbols of every record (`proto::sync::riblt`), which is how peers
+//! find what differs between two stores.
+//!
+//! The first [`CACHED`] symbols and the bucket counts live in memory, built from
+//! the trie's leaves when the file opens and updated after every commit (about 17
+//! symbol updates per record written), so the common question, a difference of up
+//! to a few thousand records, is answered without reading the database. Longer
+//! prefixes are computed from a scan of the trie, one scan at a time.
+
+use std::sync::Mutex;
+
+use cirrus_proto::merkle::{Hash, Node};
+use cirrus_proto::sync::{self, riblt};
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+use super::tables::TRIE;
+use super::{Store, StoreError};
+
+/// Symbols kept in memory: a difference of about 2,400 records is found from them.
+pub const CACHED: usize = 4096;
+
+/// The first symbols of the store's records, the bucket counts and the record count,
+/// all from one state of the store.
+#[derive(Debug, Clone)]
+pub struct Symbols {
+    pub symbols: Vec<riblt::Symbol>,
+    pub buckets: Vec<u64>,
+    pub records: u64,
+}
+
+impl Symbols {
+    fn of(sk: &riblt::Sketch, n: usize) -> Symbols {
+        Symbols {
+            symbols: sk.prefix(n).to_vec(),
+            buckets: sk.buckets().to_vec(),
+            records: sk.buckets().iter().fold(0u64, |a, b| a.wrapping_add(*b)),
+        }
+    }
+}
+
+/// A record written: its slot, the id it replaced (if any) and its id.
+pub(super) type Change = (Hash, Option<Hash>, Hash);
+
+pub(super) struct Cache {
+    sketch: Mutex<riblt::Sketch>,
+    /// Held by the one scan that may run.
+    scan: Mutex<()>,
+}
+
+impl Cache {
+    pub(super) fn build(db: &Database) -> Result<Cache, StoreError> {
+        Ok(Cache {
+            sketch: Mutex::new(riblt::Sketch::new(items(db)?, CACHED)),
+            scan: Mutex::new(()),
+        })
+    }
+
+    pub(super) fn rebuild(&self, db: &Database) -> Result<(), StoreError> {
+        let fresh = riblt::Sketch::new(items(db)?, CACHED);
+        *self.lock() = fresh;
+        Ok(())
+    }
+
+    /// Apply a commit's changes; called only once the commit succeeded.
+    pub(super) fn committed(&self, changes: &[Change]) {
+        let mut sk = self.lock();
+        for (slot, old, new) in changes {
+            if let Some(old) = old {
+                sk.remove(sync::item(slot, old));
+            }
+            sk.insert(sync::item(slot, new));
+        }
+    }
+
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, riblt::Sketch> {
+        self.sketch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Every record's item, from the trie's leaves in one read transaction.
+fn items(db: &Database) -> Result<Vec<riblt::Item>, StoreError> {
+    let txn = db.begin_read()?;
+    let trie = txn.open_table(TRIE)?;
+    let mut out = Vec::new();
+    for entry in trie.iter()? {
+        let (_, v) = entry?;
+        match Node::decode(v.value()) {
+            Ok(Node::Leaf { slot, id }) => out.push(sync::item(&slot, &id)),
+            Ok(Node::Branch { .. }) => {}
+            Err(e) => return Err(StoreError::Corrupt(e.to_string())),
+        }
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// The first `n` coded symbols over all records (at most
+    /// [`sync::MAX_SYMBOLS`]). Blocking: beyond [`CACHED`] it reads every trie node.
+    pub fn symbols(&self, n: usize) -> Result<Symbols, StoreError> {
+        let n = n.min(sync::MAX_SYMBOLS);
+        if n <= CACHED {
+            return Ok(Symbols::of(&self.sketch.lock(), n));
+        }
+        let _one = self.sketch.scan.lock().unwrap_or_else(|e| e.into_inner());
+        let db = self.db()?;
+        Ok(Symbols::of(&riblt::Sketch::new(items(&db)?, n), n))
+    }
+}
