@@ -11,6 +11,7 @@ mod replica;
 mod sketch;
 mod tables;
 mod trie;
+mod usage;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ pub use list::{ListError, ListQuery};
 pub use peers::KnownPeer;
 pub use replica::Snapshot;
 pub use sketch::{CACHED, Symbols};
+pub use usage::TableUsage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

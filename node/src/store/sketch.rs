@@ -106,3 +106,56 @@ impl Store {
         Ok(Symbols::of(&riblt::Sketch::new(items(&db)?, n), n))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Stored;
+    use cirrus_proto::record::{Kind, Record};
+    use ed25519_dalek::SigningKey;
+
+    fn stored(author: u8, key: &str, seq: u64) -> Stored {
+        let record = Record::sign(
+            &SigningKey::from_bytes(&[author; 32]),
+            Kind::Doc,
+            key.to_string(),
+            seq,
+            Some(format!("v{seq}")),
+        );
+        let id = record.id();
+        Stored { record, id }
+    }
+
+    /// What the store keeps in memory equals what a scan of its trie gives, after
+    /// new records, replacements, stale writes and a reopen.
+    #[test]
+    fn the_kept_symbols_follow_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let store = Store::open(&path).unwrap();
+        let first: Vec<_> = (0..300).map(|i| stored(1, &format!("k{i}"), 1)).collect();
+        store.apply(&first).unwrap();
+        let newer: Vec<_> = (0..50).map(|i| stored(1, &format!("k{i}"), 2)).collect();
+        store.apply_with(&newer, false).unwrap();
+        // Stale and duplicate writes change nothing.
+        store.apply(&first[..10]).unwrap();
+        store.apply(&newer[..10]).unwrap();
+
+        let scanned = |s: &Store| {
+            let db = s.db().unwrap();
+            riblt::Sketch::new(items(&db).unwrap(), CACHED)
+        };
+        let kept = store.symbols(CACHED).unwrap();
+        let fresh = scanned(&store);
+        assert_eq!(kept.symbols, fresh.prefix(CACHED));
+        assert_eq!(kept.buckets, fresh.buckets());
+        assert_eq!(kept.records, 300);
+        // Longer prefixes come from a scan, and agree on the common part.
+        let long = store.symbols(CACHED + 100).unwrap();
+        assert_eq!(&long.symbols[..CACHED], kept.symbols.as_slice());
+
+        drop(store);
+        let again = Store::open(&path).unwrap();
+        assert_eq!(again.symbols(CACHED).unwrap().symbols, kept.symbols);
+    }
+}
