@@ -27,6 +27,11 @@ use super::{Store, StoreError, Stored};
 const MAX_RECORDS_PER_COMMIT: usize = 4096;
 /// Longest a commit without fsync waits for a durable one.
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Records from peers are committed at most this often: under gossip they arrive
+/// one by one, and a commit writes its pages whether it holds one record or ten.
+/// A group that holds a client's put does not linger (a put that arrives during a
+/// linger waits out at most its rest).
+const PEER_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 type Reply = oneshot::Sender<Result<Vec<PutStatus>, WriteError>>;
 enum Job {
@@ -136,6 +141,7 @@ impl Writer {
             client_writes: client_writes.clone(),
             state: state.clone(),
             dirty: false,
+            last_commit: std::time::Instant::now(),
         };
         let flush = tx.downgrade();
         std::thread::Builder::new()
@@ -243,6 +249,7 @@ struct Committer {
     state: Arc<State>,
     /// A commit without fsync happened since the last durable one.
     dirty: bool,
+    last_commit: std::time::Instant,
 }
 
 impl Committer {
@@ -259,6 +266,10 @@ impl Committer {
                     Job::Flush => flush = true,
                 }
                 if total < MAX_RECORDS_PER_COMMIT {
+                    next = rx.try_recv().ok();
+                }
+                if next.is_none() && self.may_linger(&writes, flush, total) {
+                    std::thread::sleep(PEER_LINGER.saturating_sub(self.last_commit.elapsed()));
                     next = rx.try_recv().ok();
                 }
             }
@@ -285,6 +296,21 @@ impl Committer {
         {
             tracing::error!(error = %e, "final flush failed; the last gossip records may need anti-entropy again");
         }
+    }
+
+    /// Whether to wait a moment for more records before committing these: only
+    /// peers' records, nothing waiting for the disk, and a commit happened just now.
+    fn may_linger(
+        &self,
+        writes: &[(Vec<Stored>, Origin, Reply)],
+        flush: bool,
+        total: usize,
+    ) -> bool {
+        !flush
+            && total < MAX_RECORDS_PER_COMMIT
+            && !writes.is_empty()
+            && writes.iter().all(|(_, origin, _)| *origin != Origin::Api)
+            && self.last_commit.elapsed() < PEER_LINGER
     }
 
     /// Why this commit may not happen: the disk is below the floor. Checked before
@@ -326,6 +352,7 @@ impl Committer {
             all.extend(records);
         }
         let started = std::time::Instant::now();
+        self.last_commit = started;
         let result = self.store.apply_with(&all, fsync);
         self.cfg
             .metrics
