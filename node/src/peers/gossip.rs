@@ -42,45 +42,49 @@ pub(super) fn record(p: &Peers, id: MessageId, source: PeerId, data: Vec<u8>) {
             }
         };
         let rid = record.id();
-        let slot = record.slot();
-        let held = tokio::task::spawn_blocking(move || store.get(&slot))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten();
-        match held {
-            Some(h) if h.id == rid => {
+        // One trip to a blocking thread for both the lookup and the signature:
+        // each hand-off costs wakeups, and both are per record per node.
+        let checked = tokio::task::spawn_blocking(move || {
+            let held = store.get(&record.slot()).ok().flatten();
+            match held {
+                Some(h) if h.id == rid => Checked::Duplicate,
+                // We hold a newer version: this one changes nothing here, and
+                // whether it is even valid is not worth a signature check.
+                Some(h) if !record.supersedes(&rid, &h.record, &h.id) => Checked::Stale,
+                _ => match record.verify() {
+                    Ok(()) => Checked::Valid(record),
+                    Err(e) => Checked::Invalid(e),
+                },
+            }
+        })
+        .await;
+        let record = match checked {
+            Ok(Checked::Valid(r)) => r,
+            Ok(Checked::Duplicate) => {
                 metrics.gossip("duplicate");
                 return network
                     .validated(id, source, MessageAcceptance::Accept)
                     .await;
             }
-            // We hold a newer version: this one changes nothing here, and whether
-            // it is even valid is not worth a signature check.
-            Some(h) if !record.supersedes(&rid, &h.record, &h.id) => {
+            Ok(Checked::Stale) => {
                 metrics.gossip("stale");
                 return network
                     .validated(id, source, MessageAcceptance::Ignore)
                     .await;
             }
-            _ => {}
-        }
-        let record =
-            match tokio::task::spawn_blocking(move || record.verify().map(|()| record)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    tracing::warn!(peer = %source, error = %e, "dropping an invalid gossip record");
-                    metrics.gossip("invalid");
-                    return network
-                        .validated(id, source, MessageAcceptance::Reject)
-                        .await;
-                }
-                Err(_) => {
-                    return network
-                        .validated(id, source, MessageAcceptance::Ignore)
-                        .await;
-                }
-            };
+            Ok(Checked::Invalid(e)) => {
+                tracing::warn!(peer = %source, error = %e, "dropping an invalid gossip record");
+                metrics.gossip("invalid");
+                return network
+                    .validated(id, source, MessageAcceptance::Reject)
+                    .await;
+            }
+            Err(_) => {
+                return network
+                    .validated(id, source, MessageAcceptance::Ignore)
+                    .await;
+            }
+        };
         network
             .validated(id, source, MessageAcceptance::Accept)
             .await;
@@ -100,6 +104,14 @@ pub(super) fn record(p: &Peers, id: MessageId, source: PeerId, data: Vec<u8>) {
             Err(e) => tracing::warn!(error = %e, "cannot store a gossip record"),
         }
     });
+}
+
+/// What a blocking thread found of a gossiped record.
+enum Checked {
+    Duplicate,
+    Stale,
+    Valid(Record),
+    Invalid(cirrus_proto::RecordError),
 }
 
 /// A gossiped announcement: taken if it is a connected peer's own, newer than the
