@@ -14,6 +14,10 @@ use super::random_index;
 
 /// Keep dialing known peers while fewer than this many are connected.
 const TARGET_PEERS: usize = 8;
+/// Dial peers that an exchange names only while fewer than this many are
+/// connected: a node keeps a mesh of about this degree (plus whoever dials it, up
+/// to `max-peers`), not a connection to everyone it hears of.
+const DIAL_UP_TO: usize = 12;
 
 impl EventLoop {
     /// Keep enough peers: dial known ones, and ask a connected one whom it knows.
@@ -74,7 +78,7 @@ impl EventLoop {
             if new
                 && dials < self.cfg.exchange_dials
                 && !self.connected.contains_key(&peer)
-                && self.connected.len() < self.cfg.max_peers as usize
+                && self.connected.len() < DIAL_UP_TO.min(self.cfg.max_peers as usize)
             {
                 dials += 1;
                 self.metrics.exchange("dialed", 1);
