@@ -182,20 +182,48 @@ async fn stream_all(
     peer: PeerId,
     st: &mut SyncStats,
 ) -> Result<(), SyncError> {
+    // Two stages: while the writer commits one page, the next is fetched and
+    // verified, so the signatures (all cores) and the commits (the writer's thread)
+    // overlap instead of taking turns.
     let mut after = None;
+    let mut verified: Vec<Stored> = Vec::new();
     loop {
         let req = Request::Range {
             after: after.take(),
             max_bytes: PAGE_BYTES,
         };
-        let Response::Range { records, next } = ask(p2p, peer, req, st).await? else {
-            return Err(SyncError::Protocol("unexpected answer to range".into()));
+        let page = std::mem::take(&mut verified);
+        let commit = async {
+            if page.is_empty() {
+                Ok(Vec::new())
+            } else {
+                node.writer.apply(page, Origin::Sync).await
+            }
         };
-        st.pages += 1;
-        take(node, records, st).await?;
+        let fetch = async {
+            let Response::Range { records, next } = ask(p2p, peer, req, st).await? else {
+                return Err(SyncError::Protocol("unexpected answer to range".into()));
+            };
+            st.pages += 1;
+            let raw: Vec<Vec<u8>> = records.into_iter().map(ByteBuf::into_vec).collect();
+            st.record_bytes += raw.iter().map(Vec::len).sum::<usize>();
+            let (fresh, _) = sort_out(node.store, raw).await?;
+            let stored = verify_all(fresh, node.metrics).await?;
+            st.records_received += stored.len();
+            Ok((stored, next))
+        };
+        let (committed, fetched) = tokio::join!(commit, fetch);
+        committed?;
+        let (stored, next) = fetched?;
+        verified = stored;
         match next {
             Some(n) => after = Some(n),
-            None => return Ok(()),
+            None => {
+                if !verified.is_empty() {
+                    node.writer.apply(verified, Origin::Sync).await?;
+                }
+                return Ok(());
+            }
         }
     }
 }
