@@ -533,9 +533,13 @@ for key in order:
     if smoke:
         want = "relay" if th.startswith("relay") else "direct"
         got_n = r if want == "relay" else d
-        if got_n != len(xs):
+        # Port guessing is a birthday search: a call misses with a small
+        # probability (about 1 in 90 calls over the CI runs so far), so a guessed
+        # cell must go direct in all but one of its calls; every other cell in all.
+        need = len(xs) - 1 if th == "direct (guess)" and len(xs) >= 3 else len(xs)
+        if got_n < need:
             fail = True
-            print(f"FAIL: smoke expects {c} -> {n} over {tr} to go {want}; got {got_n}/{len(xs)}", file=sys.stderr)
+            print(f"FAIL: smoke expects {c} -> {n} over {tr} to go {want} in {need} of {len(xs)} calls; got {got_n}", file=sys.stderr)
 
 if firsts:
     print()
