@@ -534,7 +534,7 @@ for key in order:
         want = "relay" if th.startswith("relay") else "direct"
         got_n = r if want == "relay" else d
         # Port guessing is a birthday search: a call misses with a small
-        # probability (about 1 in 90 calls over the CI runs so far), so a guessed
+        # probability (1 of about 100 guessed calls on 2026-12-01), so a guessed
         # cell must go direct in all but one of its calls; every other cell in all.
         need = len(xs) - 1 if th == "direct (guess)" and len(xs) >= 3 else len(xs)
         if got_n < need:
