@@ -174,14 +174,7 @@ async fn one_k(
             method,
         )
         .await?;
-        stats.rounds += s.rounds;
-        stats.walked |= s.walked;
-        stats.requests += s.requests;
-        stats.bytes_sent += s.bytes_sent;
-        stats.bytes_received += s.bytes_received;
-        stats.records_received += s.records_received;
-        stats.record_bytes += s.record_bytes;
-        stats.pages += s.pages;
+        stats.add(&s);
     }
     let secs = t.elapsed().as_secs_f64();
 

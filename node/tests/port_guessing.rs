@@ -91,9 +91,10 @@ fn closed(at: SocketAddr, from: IpAddr) -> bool {
     matches!(s.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
-#[test]
-fn an_open_guess_opens_256_sockets_that_serve_the_api_and_closes_the_unused() {
-    let net = pair();
+/// From a requester on a spare address, ask node 1 to have node 2 open a guess
+/// toward it; returns the requester's address and socket and where node 2's
+/// opening packets came from.
+fn open_guess(net: &TestNet) -> (IpAddr, UdpSocket, Vec<SocketAddr>) {
     let (a, b) = (net.node(0), net.node(1));
     let me: IpAddr = net.spare_ip().parse().unwrap();
     let sock = requester(me);
@@ -105,10 +106,18 @@ fn an_open_guess_opens_256_sockets_that_serve_the_api_and_closes_the_unused() {
                "guess": {"kind": "open"}}),
     );
     assert_eq!(r["result"]["ok"], true, "{r}");
+    let from = indication_sources(&sock);
+    (me, sock, from)
+}
+
+#[test]
+fn an_open_guess_opens_256_sockets_that_serve_the_api_and_closes_the_unused() {
+    let net = pair();
+    let b = net.node(1);
+    let (me, _sock, from) = open_guess(&net);
 
     // One opening packet from each socket, all from B's address (no NAT here, so
     // the low TTL still arrives), each from a port of its own.
-    let from = indication_sources(&sock);
     let ports: HashSet<u16> = from.iter().map(|a| a.port()).collect();
     assert_eq!(from.len(), 256, "{from:?}");
     assert_eq!(ports.len(), 256, "a port per socket");
@@ -138,18 +147,8 @@ fn an_open_guess_opens_256_sockets_that_serve_the_api_and_closes_the_unused() {
 #[test]
 fn a_requester_that_uses_every_guessed_socket_keeps_two() {
     let net = pair();
-    let (a, b) = (net.node(0), net.node(1));
-    let me: IpAddr = net.spare_ip().parse().unwrap();
-    let sock = requester(me);
-    let endpoint = sock.local_addr().unwrap();
-    let r = punch_from(
-        me,
-        a,
-        json!({"peerId": b.peer_id, "endpoint": endpoint.to_string(), "transport": "udp",
-               "guess": {"kind": "open"}}),
-    );
-    assert_eq!(r["result"]["ok"], true, "{r}");
-    let from = indication_sources(&sock);
+    let b = net.node(1);
+    let (_, sock, from) = open_guess(&net);
     assert_eq!(from.len(), 256, "{from:?}");
     for at in &from {
         sock.send_to(b"{}", at).unwrap();

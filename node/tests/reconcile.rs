@@ -267,6 +267,66 @@ fn hostile_sketches_get_a_clear_answer_or_a_disconnect_and_change_nothing() {
     };
     assert!(records.is_empty() && want.is_empty());
 
+    // An exchange that asks by prefix gets the node's records under it, nothing
+    // else, and changes nothing.
+    let prefix = held[0].slot().hash()[..sync::PREFIX].to_vec();
+    let exchange = Request::Exchange {
+        records: Vec::new(),
+        want: ByteBuf::from(prefix),
+    };
+    let Response::Exchanged { records, owed, .. } = ask(&mut rogue, &exchange) else {
+        panic!("an exchange is answered by an exchange")
+    };
+    assert_eq!(records, vec![ByteBuf::from(held[0].encode())]);
+    assert!(owed.is_empty());
+    assert_eq!(node.db(), before);
+
+    // Each of these is a protocol violation that stores nothing: too many
+    // prefixes in one exchange, a pushed record whose signature is broken, a torn
+    // prefix list.
+    let mut forged = doc(&author(75), "pushed", 1, "planted").encode();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    for bad in [
+        Request::Exchange {
+            records: Vec::new(),
+            want: ByteBuf::from(vec![0u8; sync::PREFIX * 16_385]),
+        },
+        Request::Exchange {
+            records: vec![ByteBuf::from(forged.clone())],
+            want: ByteBuf::new(),
+        },
+        Request::Exchange {
+            records: Vec::new(),
+            want: ByteBuf::from(vec![0u8; sync::PREFIX + 1]),
+        },
+    ] {
+        let mut other = Rogue::new(raw_swarm, raw_chores);
+        let other_id = other.connect(&node.listen[0]);
+        other
+            .swarm
+            .behaviour_mut()
+            .send_request(&other_id, cbor(&bad));
+        other.wait_until("the node drops the peer", |r| {
+            if r.closed.contains(&other_id) {
+                Ok(())
+            } else {
+                Err("connected".into())
+            }
+        });
+    }
+    assert!(
+        get_record(
+            node,
+            &author(75).verifying_key().to_bytes(),
+            "pushed",
+            Kind::Doc
+        )
+        .is_null(),
+        "the forged push was stored"
+    );
+    assert_eq!(node.db(), before);
+
     // A torn symbol list is a protocol violation.
     rogue.swarm.behaviour_mut().send_request(
         &id,

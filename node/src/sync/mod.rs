@@ -65,6 +65,20 @@ pub struct SyncStats {
     pub pages: usize,
 }
 
+impl SyncStats {
+    /// Add another reconciliation's cost to this one.
+    pub fn add(&mut self, o: &SyncStats) {
+        self.rounds += o.rounds;
+        self.walked |= o.walked;
+        self.requests += o.requests;
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_received += o.bytes_received;
+        self.records_received += o.records_received;
+        self.record_bytes += o.record_bytes;
+        self.pages += o.pages;
+    }
+}
+
 /// How a reconciliation finds the difference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
