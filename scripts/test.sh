@@ -35,8 +35,8 @@ step "toolchain components"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
-step "test dependencies: coturn, promtool, chromium, nftables, iproute2; Python websockets, aioice; npm packages"
-apt_install coturn prometheus chromium nftables iproute2 || die "cannot install the Debian packages the tests use"
+step "test dependencies: coturn, promtool, chromium, nftables, iproute2, miniupnpd; Python websockets, aioice; npm packages"
+apt_install coturn prometheus chromium nftables iproute2 miniupnpd-nftables || die "cannot install the Debian packages the tests use"
 # Debian's coturn package leaves its daemon off (TURNSERVER_ENABLED in /etc/default/coturn);
 # on a systemd host stop it anyway so nothing holds 3478. The tests start their own.
 if command -v systemctl >/dev/null && systemctl is-active --quiet coturn 2>/dev/null; then
@@ -90,6 +90,9 @@ else
   # port to conntrack (docs/nat.md).
   CIRRUS_BIN="$BIN" testnet/natlab.sh --smoke
   CIRRUS_BIN="$BIN" testnet/natlab.sh --smoke --wan-input accept
+  # And with stock miniupnpd on the nodes' routers: every cell direct, over both
+  # transports, symmetric to symmetric included (docs/nat.md, "Port mapping").
+  CIRRUS_BIN="$BIN" testnet/natlab.sh --smoke --port-mapping --transports udp,tcp
 fi
 
 step "fuzz every target for a short while (fuzz/, cargo-fuzz; docs/fuzzing.md has the long runs)"

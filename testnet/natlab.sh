@@ -6,7 +6,7 @@
 # success rate and the wall time of each call (p50, p95). Needs root.
 #
 #   testnet/natlab.sh [--smoke] [--trials K] [--transports udp,tcp] [--nodes LIST]
-#                     [--clients LIST] [--hold]
+#                     [--clients LIST] [--wan-input MODE] [--port-mapping] [--hold]
 #
 #   --smoke        an eim-pdf and a symmetric node and client over UDP: every pair
 #                  must go direct (the mixed pairs by port guessing) except
@@ -22,6 +22,10 @@
 #                  address: drop (default; a stealth firewall, as RFC 5382 REQ-4 asks
 #                  of a NAT for unsolicited SYNs), accept (plain masquerade: its own
 #                  stack answers with RST or port unreachable) or reject
+#   --port-mapping every node's NAT router also runs miniupnpd (UPnP IGD, NAT-PMP
+#                  and PCP; nftables backend), so that nodes map a port for their
+#                  UDP and WebSocket API: every cell must then go direct, symmetric
+#                  x symmetric and TCP included
 #   --hold         keep the lab up after the run until Ctrl-C (for tcpdump, conntrack)
 #
 # Exits non-zero when any call failed (reachability counts the relay), or in
@@ -56,7 +60,7 @@ cd "$(dirname "$0")/.."
 
 usage() { sed -n '2,/^# Topology/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
-SMOKE=0 TRIALS="" HOLD=0 TRANSPORTS="" NODES="" CLIENTS="" WAN_INPUT=drop
+SMOKE=0 TRIALS="" HOLD=0 TRANSPORTS="" NODES="" CLIENTS="" WAN_INPUT=drop PORTMAP=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -70,6 +74,7 @@ while [ $# -gt 0 ]; do
     --clients=*) CLIENTS=${1#*=} ;;
     --wan-input) WAN_INPUT=${2:-}; shift ;;
     --wan-input=*) WAN_INPUT=${1#*=} ;;
+    --port-mapping) PORTMAP=1 ;;
     --hold) HOLD=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -100,6 +105,11 @@ command -v ip > /dev/null && ip netns list > /dev/null 2>&1 \
   || { echo "natlab needs iproute2 with 'ip netns' (apt-get install -y iproute2)" >&2; exit 2; }
 command -v nft > /dev/null || { echo "natlab needs nftables (apt-get install -y nftables)" >&2; exit 2; }
 command -v python3 > /dev/null || { echo "natlab needs python3" >&2; exit 2; }
+if [ "$PORTMAP" = 1 ]; then
+  [ -x /usr/sbin/miniupnpd ] \
+    || { echo "--port-mapping needs miniupnpd (apt-get install -y miniupnpd-nftables)" >&2; exit 2; }
+  command -v turnserver > /dev/null || { echo "--port-mapping needs coturn (apt-get install -y coturn)" >&2; exit 2; }
+fi
 
 BIN=${CIRRUS_BIN:-target/release/cirrus}
 if [ -z "${CIRRUS_BIN:-}" ] && { [ ! -x "$BIN" ] || [ -n "$(find node/src proto/src -newer "$BIN" -name '*.rs' 2>/dev/null | head -1)" ]; }; then
@@ -167,7 +177,14 @@ public_link() {
 # The nftables ruleset of a NAT router of type $1 whose LAN host is $2.
 nat_rules() {
   local type=$1 host=$2
-  local input=""
+  local input="" forwarded="" stun_test=""
+  if [ "$PORTMAP" = 1 ]; then
+    forwarded='iifname "pub" ct status dnat accept'
+    # miniupnpd checks with an RFC 5780 STUN server that inbound packets reach
+    # it before it enables forwarding (its address is in 198.18.0.0/15, which it
+    # counts as reserved); let the answers from the other address and port in.
+    stun_test="iifname \"pub\" ip saddr { $STUN5780_A, $STUN5780_B } udp sport { 3478, 3479 } accept"
+  fi
   case "$WAN_INPUT" in
     drop) input='iifname "pub" ct state new drop' ;;
     reject) input='iifname "pub" ct state new meta l4proto tcp reject with tcp reset
@@ -181,15 +198,17 @@ nat_rules() {
 table ip natlab {
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
-    oifname "pub" $masq
+    iifname "lan" oifname "pub" $masq
   }
   chain forward {
     type filter hook forward priority filter; policy drop;
     ct state established,related accept
     iifname "lan" oifname "pub" accept
+    $forwarded
   }
   chain input {
     type filter hook input priority filter; policy accept;
+    $stun_test
     $input
   }
 }
@@ -207,12 +226,12 @@ table ip natlab {
   }
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
-    oifname "pub" masquerade
+    iifname "lan" oifname "pub" masquerade
   }
   chain remember {
     type filter hook postrouting priority 200; policy accept;
-    oifname "pub" meta l4proto udp update @udp_mapped { udp sport }
-    oifname "pub" meta l4proto tcp update @tcp_mapped { tcp sport }
+    iifname "lan" oifname "pub" meta l4proto udp update @udp_mapped { udp sport }
+    iifname "lan" oifname "pub" meta l4proto tcp update @tcp_mapped { tcp sport }
   }
   chain forward {
     type filter hook forward priority filter; policy drop;
@@ -222,12 +241,38 @@ table ip natlab {
   }
   chain input {
     type filter hook input priority filter; policy accept;
+    $stun_test
     $input
   }
 }
 EOF
       ;;
   esac
+  [ "$PORTMAP" = 1 ] || return 0
+  # miniupnpd's own chains (as its nft_init.sh makes them); its DNAT rules go in
+  # prerouting_miniupnpd, and the forward chain above lets DNATed flows through.
+  cat <<EOF
+table inet miniupnpd {
+  chain forward {
+    type filter hook forward priority filter - 1; policy accept;
+    jump miniupnpd
+  }
+  chain miniupnpd {
+  }
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    jump prerouting_miniupnpd
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat - 1; policy accept;
+    jump postrouting_miniupnpd
+  }
+  chain prerouting_miniupnpd {
+  }
+  chain postrouting_miniupnpd {
+  }
+}
+EOF
 }
 
 # A participant of NAT type $2 at index $3; sets HOST_NS and HOST_IP.
@@ -255,6 +300,36 @@ add_participant() {
   HOST_IP="10.$i.0.2"
   nat_rules "$type" "$HOST_IP" > "$WORK/$name.nft"
   inns "$r" nft -f "$WORK/$name.nft"
+  if [ "$PORTMAP" = 1 ] && [ "${name#n-}" != "$name" ]; then
+    start_miniupnpd "$name" "$r" "$i"
+  fi
+}
+
+# miniupnpd on router namespace $2 of node $1, LAN 10.$3.0.0/24.
+start_miniupnpd() {
+  local name=$1 r=$2 i=$3
+  local d="$WORK/$name-upnp"
+  mkdir -p "$d"
+  cat > "$d/miniupnpd.conf" <<EOF
+ext_ifname=pub
+listening_ip=lan
+http_port=5000
+enable_upnp=yes
+enable_natpmp=yes
+secure_mode=yes
+ext_perform_stun=yes
+ext_stun_host=$STUN5780_A
+ext_stun_port=3478
+upnp_table_name=miniupnpd
+upnp_nat_table_name=miniupnpd
+lease_file=$d/leases
+uuid=00000000-0000-4000-8000-0000000000$i
+allow 1024-65535 10.$i.0.0/24 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+EOF
+  inns "$r" /usr/sbin/miniupnpd -f "$d/miniupnpd.conf" -d -P "$d/pid" > "$d/log" 2>&1 < /dev/null &
+  PIDS+=($!)
+  UPNP_LOGS+=("$d/log")
 }
 
 idx_of() {
@@ -289,9 +364,27 @@ wait_ready() {
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 # ---------------------------------------------------------------------------
-log "building the lab (tag $TAG, logs in $WORK; NAT routers' WAN input: $WAN_INPUT)"
+log "building the lab (tag $TAG, logs in $WORK; NAT routers' WAN input: $WAN_INPUT; port mapping: $([ "$PORTMAP" = 1 ] && echo on || echo off))"
 mkns "$CORE"
 inns "$CORE" sysctl -qw net.ipv4.ip_forward=1
+UPNP_LOGS=()
+STUN5780_A=198.18.3.2 STUN5780_B=198.18.3.3
+if [ "$PORTMAP" = 1 ]; then
+  # Stock coturn with two addresses answers RFC 5780 CHANGE-REQUESTs, which
+  # miniupnpd's STUN check sends.
+  STUN_NS="$TAG-stun"
+  mkns "$STUN_NS"
+  public_link "$STUN_NS" 3
+  ip -n "$STUN_NS" addr add "$STUN5780_B/24" dev pub
+  inns "$STUN_NS" turnserver --stun-only -n --no-cli --no-tls --no-dtls \
+    -L "$STUN5780_A" -L "$STUN5780_B" --listening-port 3478 --alt-listening-port 3479 \
+    --log-file "$WORK/coturn.log" --simple-log > /dev/null 2>&1 < /dev/null &
+  PIDS+=($!)
+  for _ in $(seq 1 50); do
+    inns "$STUN_NS" ss -lun | grep -q "$STUN5780_B:3479" && break
+    sleep 0.1
+  done
+fi
 # UDP packets that cross the core, per (source, destination) public address: what
 # one call makes each side send toward the other (the punch and port-guessing
 # budgets), counted by the kernel rather than by the software under test.
@@ -357,9 +450,19 @@ for t in "${NODE_TYPES[@]}"; do
   case "$t" in
     none) nat=none ;; symmetric) nat=endpoint-dependent ;; *) nat=endpoint-independent ;;
   esac
-  want+=("${NODE_ID[$t]}=$nat")
+  up=0
+  [ "$PORTMAP" = 1 ] && [ "$t" != none ] && up=1
+  want+=("${NODE_ID[$t]}=$nat=$up")
 done
-log "waiting for every node's STUN mappings and NAT type at the rendezvous node"
+for f in "${UPNP_LOGS[@]}"; do
+  ok=0
+  for _ in $(seq 1 100); do
+    grep -q "Port forwarding is now enabled" "$f" && { ok=1; break; }
+    sleep 0.1
+  done
+  [ "$ok" = 1 ] || { echo "miniupnpd did not enable port forwarding; see $f" >&2; tail -n 20 "$f" >&2; exit 1; }
+done
+log "waiting for every node's STUN mappings$([ "$PORTMAP" = 1 ] && echo ', port mappings') and NAT type at the rendezvous node"
 ok=0
 for _ in $(seq 1 90); do
   if inns "$RV_NS" "$BIN" call getpeerinfo --node "$RV_URL" > "$WORK/peers.json" 2>/dev/null \
@@ -368,10 +471,12 @@ import json, sys
 peers = {p["peerId"]: p for p in json.load(open(sys.argv[1]))}
 rv = sys.argv[2]
 for w in sys.argv[3:]:
-    peer, nat = w.split("=")
+    peer, nat, mapped = w.split("=")
     s = (peers.get(peer) or {}).get("stun") or {}
     for t in ("udp", "tcp"):
         if not any(m.get("via") == rv for m in s.get(t) or []):
+            sys.exit(1)
+        if mapped == "1" and not any(m.get("via") == "upnp" for m in s.get(t) or []):
             sys.exit(1)
     if s.get("nat") != nat:
         sys.exit(1)
@@ -440,7 +545,7 @@ log "matrix done in $(( $(date +%s) - started )) s"
 
 # ---------------------------------------------------------------------------
 set +e
-python3 - "$RESULTS" "$SMOKE" "$TRIALS" "$WAN_INPUT" "$WORK" <<'EOF'
+python3 - "$RESULTS" "$SMOKE" "$TRIALS" "$WAN_INPUT" "$WORK" "$PORTMAP" <<'EOF'
 import os
 import sys
 from collections import defaultdict
@@ -450,6 +555,7 @@ smoke = sys.argv[2] == "1"
 trials = int(sys.argv[3])
 wan_input = sys.argv[4]
 work = sys.argv[5]
+portmap = sys.argv[6] == "1"
 
 def why(tr, c, n, k):
     """The client's own account of its path (`path: ...` on stderr)."""
@@ -480,7 +586,10 @@ def theory(tr, c, n):
     the pairs where only one side is symmetric; two symmetric NATs stay on the
     relay. Over TCP, two port-filtering NATs need each SYN to be dropped, not
     answered, by the other NAT (RFC 5382 REQ-4): a router that answers with RST
-    kills the simultaneous open. See docs/nat.md."""
+    kills the simultaneous open. With --port-mapping, a node behind NAT has a
+    port its router forwards to it, which any client reaches. See docs/nat.md."""
+    if portmap and n != "none":
+        return "direct (mapped)"
     pdf = {"eim-pdf", "symmetric"}
     if (c == "symmetric" and n in pdf) or (n == "symmetric" and c in pdf):
         if tr == "udp" and c != n:

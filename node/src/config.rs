@@ -135,6 +135,13 @@ settings! {
     exchange_dials: usize = 4, "CIRRUS_EXCHANGE_DIALS";
     /// Outgoing dials in progress at once.
     max_pending_dials: u32 = 16, "CIRRUS_MAX_PENDING_DIALS";
+    /// Do not ask the LAN's gateway (UPnP IGD) to forward a port to the UDP and
+    /// the WebSocket API.
+    no_port_mapping: bool = false, "CIRRUS_NO_PORT_MAPPING", num_args = 0..=1,
+        default_missing_value = "true";
+    /// The gateway's SSDP endpoint for port mapping, ip:port (default: the default
+    /// route's next hop, port 1900).
+    port_mapping_gateway: String = String::new(), "CIRRUS_PORT_MAPPING_GATEWAY";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +162,8 @@ pub enum ConfigError {
     NoDataDir,
     #[error("cache-size {0} MiB is more than this machine can address")]
     CacheTooLarge(u64),
+    #[error("port-mapping-gateway: {0:?} is not ip:port")]
+    Gateway(String),
     #[error("cors-origins: {0:?} is not an origin (e.g. https://app.example.org, or *)")]
     Origin(String),
 }
@@ -211,6 +220,7 @@ impl Config {
             return Err(ConfigError::Zero(what));
         }
         self.cache_bytes()?;
+        self.port_mapping_gateway()?;
         for o in &self.cors_origins {
             let ok = o == "*"
                 || (o.starts_with("http://") || o.starts_with("https://"))
@@ -228,6 +238,17 @@ impl Config {
             .checked_mul(1 << 20)
             .and_then(|b| usize::try_from(b).ok())
             .ok_or(ConfigError::CacheTooLarge(self.cache_size))
+    }
+
+    /// The gateway to ask for port mapping, when one is given.
+    pub fn port_mapping_gateway(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        if self.port_mapping_gateway.is_empty() {
+            return Ok(None);
+        }
+        self.port_mapping_gateway
+            .parse()
+            .map(Some)
+            .map_err(|_| ConfigError::Gateway(self.port_mapping_gateway.clone()))
     }
 
     pub fn redial(&self) -> bool {

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod node;
 pub mod p2p;
 pub mod peers;
+pub mod portmap;
 pub mod rate;
 pub mod reachability;
 pub mod rendezvous;

@@ -64,6 +64,7 @@ pub struct Metrics {
     pub ratings_sum: Gauge,
     pub peers: Gauge,
     pub stun_mappings: Family<ByTransport, Gauge>,
+    pub port_mapped: Family<ByTransport, Gauge>,
     pub nat: Family<ByNat, Gauge>,
     // The API.
     pub api_requests: Family<Request, Counter>,
@@ -88,6 +89,7 @@ pub struct Metrics {
     pub stun_bindings: Family<ByTransportResult, Counter>,
     pub punches: Family<ByTransportResult, Counter>,
     pub relays: Family<ByResult, Counter>,
+    pub port_mappings: Family<ByResult, Counter>,
     // What peers say.
     pub peer_exchange: Family<ByResult, Counter>,
     pub known_peers: Gauge,
@@ -116,6 +118,7 @@ impl Metrics {
             ratings_sum: Gauge::default(),
             peers: Gauge::default(),
             stun_mappings: Family::default(),
+            port_mapped: Family::default(),
             nat: Family::default(),
             api_requests: Family::default(),
             api_seconds: Family::new_with_constructor(seconds),
@@ -136,6 +139,7 @@ impl Metrics {
             stun_bindings: Family::default(),
             punches: Family::default(),
             relays: Family::default(),
+            port_mappings: Family::default(),
             peer_exchange: Family::default(),
             known_peers: Gauge::default(),
             announcements: Family::default(),
@@ -259,6 +263,16 @@ impl Metrics {
         );
         r.register("relays", "Relayed requests, by result", m.relays.clone());
         r.register(
+            "port_mapped",
+            "Ports the LAN gateway forwards to this node (port mapping), by transport",
+            m.port_mapped.clone(),
+        );
+        r.register(
+            "port_mappings",
+            "Port-mapping rounds with the gateway, by result (mapped, failed, lost)",
+            m.port_mappings.clone(),
+        );
+        r.register(
             "peer_exchange",
             "Peer-exchange entries taken and dropped (over the limit, or an address this node may not dial), and dials they led to",
             m.peer_exchange.clone(),
@@ -327,6 +341,10 @@ impl Metrics {
         self.punches
             .get_or_create(&ByTransportResult { transport, result })
             .inc();
+    }
+
+    pub fn port_mapping(&self, result: &'static str) {
+        self.port_mappings.get_or_create(&ByResult { result }).inc();
     }
 
     pub fn verified(&self, origin: &'static str, n: u64) {

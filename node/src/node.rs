@@ -30,6 +30,7 @@ use crate::identity::{self, IdentityError};
 use crate::metrics::Metrics;
 use crate::p2p::{self, Network, P2pError};
 use crate::peers::{self, InboundRelay, PeerTable, Peers, StunLink};
+use crate::portmap::PortMapper;
 use crate::rate::RateLimiter;
 use crate::reachability::Reachability;
 use crate::store::writer::{Writer, WriterConfig};
@@ -255,6 +256,18 @@ impl Node {
         serve(&mut services, "stun tcp", async move {
             stun::server::serve_tcp(stun_tcp, srv, token, t).await
         });
+        if !cfg.no_port_mapping {
+            let mapper = PortMapper {
+                state: stun_state.clone(),
+                metrics: metrics.clone(),
+                bind: cfg.bind,
+                gateway: cfg.port_mapping_gateway().ok().flatten(),
+                udp: udp.port(),
+                ws: ws.port(),
+            };
+            // A task, not a service: it ends at once where there is no gateway.
+            tasks.spawn(mapper.run(shutdown.clone()));
+        }
         let (stun_link_state, stun_punchers) = (stun_state.clone(), punchers.clone());
         let stun_clients = ClientCtx {
             state: stun_state,

@@ -160,9 +160,12 @@ impl Context {
         }
         let stun = self.stun.info(false);
         for (t, list) in [("udp", &stun.udp), ("tcp", &stun.tcp)] {
+            let label = crate::metrics::ByTransport { transport: t };
+            let forwarded = list.iter().filter(|m| m.via == crate::portmap::VIA).count();
             m.stun_mappings
-                .get_or_create(&crate::metrics::ByTransport { transport: t })
-                .set(list.len() as i64);
+                .get_or_create(&label)
+                .set((list.len() - forwarded) as i64);
+            m.port_mapped.get_or_create(&label).set(forwarded as i64);
         }
         let nat = serde_json::to_value(stun.nat).expect("serializes");
         let nat = match nat.as_str() {

@@ -18,6 +18,8 @@ pub const MAX_SEEN: usize = 1024;
 #[derive(Default)]
 struct Inner {
     mappings: HashMap<(PeerId, Transport), (SocketAddr, SocketAddr, u64)>, // local, mapped, when
+    /// Ports the gateway forwards to us (port mapping): local, external, when.
+    forwarded: HashMap<Transport, (SocketAddr, SocketAddr, u64)>,
     observations: HashMap<(SocketAddr, SocketAddr), SocketAddr>, // (local, server) -> mapped
     /// (observed, unix seconds, order heard)
     seen: HashMap<(PeerId, Transport), (SocketAddr, u64, u64)>,
@@ -66,6 +68,26 @@ impl StunState {
         }
     }
 
+    /// The gateway forwards `external` to our `local` socket (port mapping, made or
+    /// renewed now).
+    pub fn forwarded(&self, t: Transport, local: SocketAddr, external: SocketAddr) {
+        let mut g = self.inner.lock().expect("stun state lock");
+        let now = crate::clock::unix_secs();
+        let old = g.forwarded.insert(t, (local, external, now));
+        if old.map(|(l, e, _)| (l, e)) != Some((local, external)) {
+            g.version += 1;
+        }
+    }
+
+    /// The gateway no longer forwards anything to us.
+    pub fn unforwarded(&self) {
+        let mut g = self.inner.lock().expect("stun state lock");
+        if !g.forwarded.is_empty() {
+            g.forwarded.clear();
+            g.version += 1;
+        }
+    }
+
     /// Our server answered a request whose peer signature verified.
     pub fn saw(&self, peer: PeerId, t: Transport, observed: SocketAddr) {
         let mut g = self.inner.lock().expect("stun state lock");
@@ -95,11 +117,19 @@ impl StunState {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
         let mut latest: Option<(u64, SocketAddr)> = None;
-        for ((via, t), (local, mapped, when)) in &g.mappings {
+        let stun = g
+            .mappings
+            .iter()
+            .map(|((via, t), m)| (via.to_string(), t, m));
+        let forwarded = g
+            .forwarded
+            .iter()
+            .map(|(t, m)| (crate::portmap::VIA.to_string(), t, m));
+        for (via, t, (local, mapped, when)) in stun.chain(forwarded) {
             let v = Mapping {
                 port: mapped.port(),
                 local_port: local.port(),
-                via: via.to_string(),
+                via,
                 last_seen: *when,
                 address: mapped.ip(),
             };
