@@ -706,6 +706,14 @@ function renderTitle() {
   document.title = id ? `Cirrus · ${shortPeer(id)}${suffix}` : `Cirrus node${suffix}`;
 }
 
+/** Who found a mapping: a peer's STUN server (its id), or our router (`upnp`). */
+function viaCell(via) {
+  if (via === 'upnp') {
+    return h('span', { class: 'via-router', text: 'router (UPnP)', title: 'a port the LAN gateway forwards to this node (port mapping)' });
+  }
+  return via ? hashChip(via, { what: 'peer id', short: shortPeer, cls: 'hash-sm' }) : '—';
+}
+
 function mappingTable(stun) {
   const rows = [];
   for (const t of ['udp', 'tcp']) {
@@ -723,7 +731,7 @@ function mappingTable(stun) {
           h('td', {}, h('span', { class: `proto proto-${t}`, text: t })),
           h('td', { class: 'num mono', title: `external ${ext}`, text: str(m.port) }),
           h('td', { class: 'num mono', text: str(m.localPort) }),
-          h('td', { class: 'via' }, m.via ? hashChip(m.via, { what: 'peer id', short: shortPeer, cls: 'hash-sm' }) : '—'),
+          h('td', { class: 'via' }, viaCell(m.via)),
           h('td', { class: 'seen' }, agoEl(m.lastSeen ? m.lastSeen * 1000 : 0, 'ago', true)));
       }))));
 }
@@ -763,7 +771,7 @@ function renderNode() {
     : h('span', { class: 'muted', text: 'none reported' }));
 
   const dyn = [];
-  for (const t of ['udp', 'tcp']) for (const m of (Array.isArray(stun[t]) ? stun[t] : [])) dyn.push({ t, local: m.localPort, port: m.port });
+  for (const t of ['udp', 'tcp']) for (const m of (Array.isArray(stun[t]) ? stun[t] : [])) if (m.via !== 'upnp') dyn.push({ t, local: m.localPort, port: m.port });
   patch($('node-dyn-ports'), JSON.stringify(dyn), () => dyn.length
     ? dyn.map((d) => h('span', { class: 'chip', title: `${d.t === 'udp' ? 'UDP' : 'WebSocket (TCP)'} API on local port ${d.local}, seen outside as port ${d.port}` },
       h('span', { class: `chip-k proto-${d.t}`, text: d.t }), h('span', { class: 'chip-v mono', text: str(d.local) }),
@@ -1245,7 +1253,7 @@ function renderCompare() {
   const n = c.rows.length;
   const unreachable = c.rows.filter((r) => !r.ok).length;
   box.dataset.state = c.agree ? 'agree' : 'differs';
-  setText(verdict, c.agree ? `all ${n} nodes agree` : 'nodes DISAGREE');
+  setText(verdict, c.agree ? (n === 1 ? 'only this node to compare' : `all ${n} nodes agree`) : 'nodes DISAGREE');
   patchVerdictIcon(c.agree ? 'agree' : 'differs');
   let d = '';
   if (c.running) d = c.attempt ? 'asking again (writes may be in flight)…' : 'comparing…';
