@@ -8,7 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cirrus_proto::stun::{self, StunError};
+use cirrus_proto::stun;
+use cirrus_proto::stun::transaction::{Schedule, Transaction};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use tokio::net::{TcpStream, UdpSocket};
@@ -16,14 +17,18 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::probe::ProbeError;
+use super::probe::{Inbox, ProbeError, run_udp};
 use super::punch::Punchers;
 use super::{DynamicApi, SOFTWARE, StunState, Transport, transaction_id};
 use crate::sockets::{connect_from, listen_on, local_ip_towards};
 
-/// Retransmission (RFC 8489 §6.2.1, shortened): 500 ms, then doubling, 3 tries.
-const RTO: Duration = Duration::from_millis(500);
-const TRIES: u32 = 3;
+/// Retransmission (RFC 8489 §6.2.1, shortened to fit a keepalive round): sends at
+/// 0, 0.5 and 1.5 s, given up at 3.5 s.
+const SCHEDULE: Schedule = Schedule {
+    rto: Duration::from_millis(500),
+    tries: 3,
+    give_up_after: Duration::from_millis(3500),
+};
 const TCP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
@@ -115,29 +120,8 @@ async fn udp_ask(
     server: SocketAddr,
 ) -> Result<SocketAddr, ProbeError> {
     let (txid, req) = request(key);
-    let mut waited = Duration::ZERO;
-    for attempt in 0..TRIES {
-        let _ = sock.send_to(&req, server).await;
-        let rto = RTO * 2u32.pow(attempt);
-        waited += rto;
-        let deadline = tokio::time::Instant::now() + rto;
-        loop {
-            match tokio::time::timeout_at(deadline, responses.recv()).await {
-                Err(_) => break, // retransmit
-                Ok(None) => return Err(ProbeError::Closed),
-                Ok(Some((bytes, from))) => {
-                    if from != server {
-                        continue;
-                    }
-                    match stun::parse_binding_response(&bytes, &txid) {
-                        Err(StunError::WrongTransaction) => continue,
-                        other => return Ok(other?),
-                    }
-                }
-            }
-        }
-    }
-    Err(ProbeError::Timeout(waited))
+    let tx = Transaction::new(std::time::Instant::now(), server, txid, req, SCHEDULE);
+    run_udp(sock, Inbox::Channel(responses), tx).await
 }
 
 async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: CancellationToken) {

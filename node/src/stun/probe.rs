@@ -4,9 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use cirrus_proto::stun::transaction::{Schedule, Transaction, TransactionError};
 use cirrus_proto::stun::{self, StunError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::mpsc;
 
 use super::{SOFTWARE, transaction_id};
 
@@ -23,6 +25,15 @@ pub enum ProbeError {
     Stun(#[from] StunError),
 }
 
+impl From<TransactionError> for ProbeError {
+    fn from(e: TransactionError) -> ProbeError {
+        match e {
+            TransactionError::Timeout(d) => ProbeError::Timeout(d),
+            TransactionError::Stun(e) => ProbeError::Stun(e),
+        }
+    }
+}
+
 fn request() -> ([u8; 12], Vec<u8>) {
     let txid = transaction_id();
     (txid, stun::binding_request(txid, SOFTWARE, None))
@@ -36,25 +47,65 @@ pub async fn binding_udp(
     timeout: Duration,
 ) -> Result<SocketAddr, ProbeError> {
     let (txid, req) = request();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut rto = Duration::from_millis(500);
-    let mut buf = [0u8; stun::MAX_MESSAGE];
-    while tokio::time::Instant::now() < deadline {
-        let _ = sock.send_to(&req, server).await;
-        let until = (tokio::time::Instant::now() + rto).min(deadline);
-        while let Ok(Ok((n, from))) = tokio::time::timeout_at(until, sock.recv_from(&mut buf)).await
-        {
-            if from != server || !stun::is_stun(&buf[..n]) {
-                continue;
+    let now = std::time::Instant::now();
+    let tx = Transaction::new(now, server, txid, req, Schedule::within(timeout));
+    run_udp(sock, Inbox::Socket(sock), tx).await
+}
+
+/// Where a transaction's answers come from: the socket itself, or the channel the
+/// API hands STUN datagrams to when it owns the socket's receive side.
+pub(crate) enum Inbox<'a> {
+    Socket(&'a UdpSocket),
+    Channel(&'a mut mpsc::Receiver<(Vec<u8>, SocketAddr)>),
+}
+
+impl Inbox<'_> {
+    /// The next datagram; `None` once the channel has closed. A socket error
+    /// (an ICMP error reported on it) is a datagram that is nobody's answer.
+    async fn next(&mut self) -> Option<(Vec<u8>, SocketAddr)> {
+        match self {
+            Inbox::Socket(sock) => {
+                let mut buf = vec![0u8; stun::MAX_MESSAGE];
+                match sock.recv_from(&mut buf).await {
+                    Ok((n, from)) => {
+                        buf.truncate(n);
+                        Some((buf, from))
+                    }
+                    Err(_) => Some((Vec::new(), SocketAddr::from(([0, 0, 0, 0], 0)))),
+                }
             }
-            match stun::parse_binding_response(&buf[..n], &txid) {
-                Err(StunError::WrongTransaction) => continue,
-                other => return Ok(other?),
+            Inbox::Channel(rx) => rx.recv().await,
+        }
+    }
+}
+
+/// Drive the transaction `tx` on `sock` (the machine in `cirrus_proto::stun::
+/// transaction` decides what to send when, and what answers it).
+pub(crate) async fn run_udp(
+    sock: &UdpSocket,
+    mut inbox: Inbox<'_>,
+    mut tx: Transaction,
+) -> Result<SocketAddr, ProbeError> {
+    loop {
+        let now = std::time::Instant::now();
+        tx.handle_timeout(now);
+        while let Some(t) = tx.poll_transmit(now) {
+            let _ = sock.send_to(t.contents, t.destination).await;
+        }
+        if let Some(out) = tx.poll_event() {
+            return Ok(out?);
+        }
+        let Some(at) = tx.poll_timeout() else {
+            return Err(ProbeError::Closed);
+        };
+        match tokio::time::timeout_at(at.into(), inbox.next()).await {
+            Err(_) => {}
+            Ok(None) => return Err(ProbeError::Closed),
+            Ok(Some((bytes, from))) => {
+                tx.handle_packet(std::time::Instant::now(), from, &bytes);
             }
         }
-        rto *= 2;
     }
-    Err(ProbeError::Timeout(timeout))
 }
 
 /// Binding over an open TCP connection.

@@ -12,6 +12,7 @@ mod binding;
 mod error;
 mod message;
 pub mod nat;
+pub mod transaction;
 
 pub use attribute::{Attribute, attr};
 pub use binding::{
