@@ -9,6 +9,8 @@
 //! - [`stun`]: the STUN codec (RFC 8489), Binding server and client logic.
 //! - [`udp`]: the UDP API's datagram framing (fragments) and anti-amplification.
 //! - [`sync`]: anti-entropy messages and the reconciliation over the trie.
+//! - [`punch`]: hole punching over UDP: the target's rounds, the client's opening
+//!   and its probe for the direct path.
 //! - [`peer`]: the other node-to-node messages (hello, peer exchange, relay, punch).
 //! - [`session`]: session tokens, which name what a client wrote so far.
 
@@ -17,6 +19,7 @@ pub mod hexser;
 pub mod jsonrpc;
 pub mod merkle;
 pub mod peer;
+pub mod punch;
 pub mod record;
 pub mod session;
 pub mod stun;

@@ -30,13 +30,7 @@ use crate::stun::probe::ProbeError;
 /// later); the relay carries the requests meanwhile.
 pub const DIRECT_FOR: Duration = Duration::from_secs(4);
 
-/// TTL of the UDP packets that open our own NAT toward the target before the punch:
-/// they pass our NAT (the first router) and expire at the next router. Had the
-/// target's punch packets reached our NAT first, its conntrack would hold the very
-/// port pair our packets need and map them to another port; had our packets reached
-/// the target's NAT first, the same would happen there (docs/nat.md, "Matrix").
-/// Sent only when we are behind NAT.
-pub const OPENING_TTL: u32 = 2;
+pub use cirrus_proto::punch::OPENING_TTL;
 
 /// Why a call through a rendezvous node failed.
 #[derive(Debug, thiserror::Error)]
@@ -200,11 +194,7 @@ fn probe_request() -> Value {
 
 /// Whether a probe's answer came from `peer`.
 fn answers_as(answer: &Value, peer: &str) -> Result<(), DirectError> {
-    match answer["result"]["peerId"].as_str() {
-        Some(p) if p == peer => Ok(()),
-        Some(other) => Err(DirectError::WrongPeer(other.to_string())),
-        None => Err(DirectError::WrongPeer(format!("no peer id in {answer}"))),
-    }
+    cirrus_proto::punch::answers_as(answer, peer).map_err(DirectError::WrongPeer)
 }
 
 fn stun_error(server: SocketAddr) -> impl Fn(ProbeError) -> DirectError {

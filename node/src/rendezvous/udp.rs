@@ -8,21 +8,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cirrus_proto::api::{Guess, Transport};
-use cirrus_proto::stun::{self, Class};
+use cirrus_proto::punch::{OPENING_TTL, PathProbe, ProbeEvent};
+use cirrus_proto::stun;
 use cirrus_proto::udp::{Progress, Retransmit, UdpCall};
 use serde_json::Value;
 use tokio::net::UdpSocket;
 
-use super::{
-    DIRECT_FOR, DirectError, OPENING_TTL, Plan, answers_as, probe_request, punch, stun_error,
-};
+use super::{DIRECT_FOR, DirectError, Plan, probe_request, punch, stun_error};
 use crate::client::Client;
 use crate::sockets::local_ip_towards;
 use crate::stun::{probe, transaction_id};
 
-/// Most endpoints learned from the target's punch packets (a symmetric NAT sends
-/// them from a port that is not in its `stun` list).
-const MAX_LEARNED: usize = 8;
 /// How long a port guess waits for its probes to find a mapping.
 const GUESS_FOR: Duration = Duration::from_secs(2);
 /// Retransmission while the path is being opened: each send also keeps our NAT's
@@ -75,8 +71,8 @@ impl DirectUdp {
                     open_toward(&sock, &plan.targets).await;
                 }
                 punch(r, peer, mine, Transport::Udp, None).await?;
-                let probe = Probe::new(plan.targets.clone(), None, mine)?;
-                let at = probe.run(&sock, peer, deadline).await?;
+                let probe = Probe::new(plan.targets.clone(), None, mine, peer)?;
+                let at = probe.run(&sock, deadline).await?;
                 Ok(DirectUdp { sock, at })
             }
             Opening::WeOpen => {
@@ -100,8 +96,8 @@ impl DirectUdp {
                         tried: vec![target],
                         mine,
                     })?;
-                let probe = Probe::new(vec![target], None, mine)?;
-                let at = probe.run(&sock, peer, deadline).await?;
+                let probe = Probe::new(vec![target], None, mine, peer)?;
+                let at = probe.run(&sock, deadline).await?;
                 Ok(DirectUdp { sock, at })
             }
             Opening::TargetOpens => {
@@ -111,9 +107,9 @@ impl DirectUdp {
                     .ok_or(DirectError::NoEndpoints(Transport::Udp))?
                     .ip();
                 punch(r, peer, mine, Transport::Udp, Some(Guess::Open)).await?;
-                let probe = Probe::new(Vec::new(), Some(ip), mine)?;
-                crate::stun::spray(&sock, ip, probe.call.datagram()).await;
-                let at = probe.run(&sock, peer, deadline).await?;
+                let probe = Probe::new(Vec::new(), Some(ip), mine, peer)?;
+                crate::stun::spray(&sock, ip, probe.probe.datagram()).await;
+                let at = probe.run(&sock, deadline).await?;
                 Ok(DirectUdp { sock, at })
             }
         }
@@ -164,11 +160,6 @@ fn indication() -> Vec<u8> {
     stun::binding_indication(transaction_id())
 }
 
-fn is_indication(bytes: &[u8]) -> bool {
-    stun::Message::decode(bytes)
-        .is_ok_and(|m| m.class == Class::Indication && m.method == stun::BINDING)
-}
-
 async fn bind() -> Result<Arc<UdpSocket>, DirectError> {
     UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
         .await
@@ -177,7 +168,7 @@ async fn bind() -> Result<Arc<UdpSocket>, DirectError> {
 }
 
 /// Open our NAT toward `targets` with packets that expire at the next router, so
-/// they never reach the target's NAT (see [`OPENING_TTL`]).
+/// they never reach the target's NAT (see `cirrus_proto::punch::OPENING_TTL`).
 async fn open_toward(sock: &UdpSocket, targets: &[SocketAddr]) {
     if let Ok(ttl) = sock.ttl()
         && sock.set_ttl(OPENING_TTL).is_ok()
@@ -217,18 +208,9 @@ async fn first_to_hear(
     None
 }
 
-/// The probe that opens a path: one request, sent to every candidate endpoint until
-/// one answers as the target.
+/// The probe that opens a path (`cirrus_proto::punch::PathProbe`), on our socket.
 struct Probe {
-    call: UdpCall,
-    /// Candidates, and how many of them were listed (the rest were learned).
-    targets: Vec<SocketAddr>,
-    listed: usize,
-    /// Where the probe is sent: every candidate until one asks for a cookie.
-    sending: Vec<SocketAddr>,
-    /// Any endpoint of this address that answers becomes a candidate (we probed
-    /// its random ports).
-    learn_from: Option<IpAddr>,
+    probe: PathProbe,
     mine: SocketAddr,
 }
 
@@ -237,86 +219,56 @@ impl Probe {
         targets: Vec<SocketAddr>,
         learn_from: Option<IpAddr>,
         mine: SocketAddr,
+        peer: &str,
     ) -> Result<Probe, DirectError> {
         let body = serde_json::to_vec(&probe_request()).expect("a JSON value serializes");
-        let call = UdpCall::new(
+        let probe = PathProbe::new(
             Instant::now(),
             body,
-            DIRECT_FOR,
-            Retransmit::Every(PUNCH_EVERY),
-        )?;
-        Ok(Probe {
-            call,
-            listed: targets.len(),
-            sending: targets.clone(),
             targets,
             learn_from,
-            mine,
-        })
+            peer,
+            DIRECT_FOR,
+            PUNCH_EVERY,
+        )?;
+        Ok(Probe { probe, mine })
     }
 
-    fn learn(&mut self, from: SocketAddr) -> bool {
-        if self.targets.contains(&from) || self.targets.len() >= self.listed + MAX_LEARNED {
-            return false;
-        }
-        self.targets.push(from);
-        self.sending.push(from);
-        true
-    }
-
-    /// Until `deadline`: the endpoint that answered as `peer`.
-    async fn run(
-        mut self,
-        sock: &UdpSocket,
-        peer: &str,
-        deadline: Instant,
-    ) -> Result<SocketAddr, DirectError> {
+    /// Until `deadline`: the endpoint that answered as the peer.
+    async fn run(mut self, sock: &UdpSocket, deadline: Instant) -> Result<SocketAddr, DirectError> {
         let mut buf = vec![0u8; 65_536];
         loop {
-            if let Some(d) = self.call.poll_transmit(Instant::now()) {
-                for t in &self.sending {
-                    let _ = sock.send_to(d, t).await;
-                }
+            let now = Instant::now();
+            self.probe.handle_timeout(now);
+            if now >= deadline {
+                let tried = self.probe.targets().to_vec();
+                return Err(DirectError::NoAnswer {
+                    tried,
+                    mine: self.mine,
+                });
             }
-            let wake = tokio::time::Instant::from_std(self.call.poll_timeout().min(deadline));
-            let Ok(Ok((n, from))) = tokio::time::timeout_at(wake, sock.recv_from(&mut buf)).await
-            else {
-                if Instant::now() >= deadline || self.call.handle_timeout(Instant::now()).is_err() {
-                    return Err(DirectError::NoAnswer {
-                        tried: self.targets,
+            while let Some(t) = self.probe.poll_transmit(now) {
+                let _ = sock.send_to(&t.contents, t.destination).await;
+            }
+            if let Some(e) = self.probe.poll_event() {
+                return match e {
+                    ProbeEvent::Open(at) => Ok(at),
+                    ProbeEvent::NoAnswer { tried } => Err(DirectError::NoAnswer {
+                        tried,
                         mine: self.mine,
-                    });
-                }
-                continue;
-            };
-            let bytes = &buf[..n];
-            if stun::is_stun(bytes) {
-                // A punch packet from an endpoint we do not know: the target's NAT
-                // maps per destination (symmetric), and this is its mapping toward
-                // us (a peer-reflexive candidate, RFC 8445 §7.3.1.3).
-                if is_indication(bytes) && self.learn(from) {
-                    let _ = sock.send_to(self.call.datagram(), from).await;
-                }
-                continue;
+                    }),
+                    ProbeEvent::WrongPeer(other) => Err(DirectError::WrongPeer(other)),
+                    ProbeEvent::Failed(e) => Err(DirectError::Request(e)),
+                };
             }
-            if self.learn_from == Some(from.ip()) {
-                self.learn(from);
-            }
-            // Once one endpoint has given us a cookie, only it is talked to: the
-            // target's other sockets may each ask for their own.
-            if !self.sending.contains(&from) {
-                continue;
-            }
-            match self.call.on_datagram(Instant::now(), bytes)? {
-                Progress::Waiting => {}
-                Progress::CookieTaken => self.sending = vec![from],
-                Progress::Answer(msg) => {
-                    let Ok(v) = serde_json::from_slice::<Value>(&msg) else {
-                        continue;
-                    };
-                    answers_as(&v, peer)?;
-                    return Ok(from);
-                }
+            let wake = self
+                .probe
+                .poll_timeout()
+                .map_or(deadline, |t| t.min(deadline));
+            let wake = tokio::time::Instant::from_std(wake);
+            if let Ok(Ok((n, from))) = tokio::time::timeout_at(wake, sock.recv_from(&mut buf)).await
+            {
+                self.probe.handle_packet(Instant::now(), from, &buf[..n]);
             }
         }
     }

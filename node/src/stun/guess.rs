@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+// The packets that open our NAT toward the requester go past our NAT, not as far
+// as the requester's (whose router might answer and spoil the port pair).
 use cirrus_proto::api::Guess;
+use cirrus_proto::punch::OPENING_TTL;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -47,10 +50,6 @@ const IDLE: Duration = Duration::from_secs(60);
 /// buffer or the NAT's queue at once.
 const BURST: usize = 64;
 const BURST_EVERY: Duration = Duration::from_millis(2);
-/// TTL of the packets that open our NAT toward the requester: past our NAT, not as
-/// far as the requester's (whose router might answer and spoil the port pair; see
-/// `rendezvous::OPENING_TTL`).
-const OPENING_TTL: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuessError {

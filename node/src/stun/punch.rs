@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cirrus_proto::punch::Rounds;
 use cirrus_proto::stun;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -24,14 +25,10 @@ use crate::metrics::Metrics;
 use crate::rate::{RateLimiter, Rates};
 use crate::sockets::connect_from;
 
-/// How long a punch keeps trying: the client is sending meanwhile.
-const PUNCH_FOR: Duration = Duration::from_secs(5);
+/// How long a TCP punch keeps trying (UDP rounds: `cirrus_proto::punch::Rounds`,
+/// for as long); the client is sending meanwhile.
+const PUNCH_FOR: Duration = cirrus_proto::punch::PUNCH_FOR;
 const PUNCH_EVERY: Duration = Duration::from_millis(200);
-/// UDP rounds come at 0, 0.2, 0.6, 1.4 s and then every second: dense while the
-/// client is most likely sending, sparse after, so that several clients behind
-/// one address (a carrier-grade NAT, or one client's retries) stay within the
-/// per-IP packet rate.
-const UDP_ROUND_MAX: Duration = Duration::from_secs(1);
 /// Most punches under way at once, so a flood of `punch` requests cannot start
 /// unbounded tasks.
 const MAX_RUNNING: usize = 64;
@@ -161,18 +158,17 @@ impl Punchers {
         self.metrics.punch(transport.as_str(), "started");
         if transport == Transport::Udp {
             let socks: Vec<_> = lock(&self.udp).values().map(|u| u.sock.clone()).collect();
-            self.round(&socks, endpoint).await;
+            let mut rounds = Rounds::new(std::time::Instant::now());
+            if rounds.poll_round(std::time::Instant::now()) {
+                self.round(&socks, endpoint).await;
+            }
             let (me, n) = (self.clone(), socks.len());
             self.tasks.spawn(async move {
-                let until = tokio::time::Instant::now() + PUNCH_FOR;
-                let mut every = PUNCH_EVERY;
-                loop {
-                    tokio::time::sleep(every).await;
-                    every = (every * 2).min(UDP_ROUND_MAX);
-                    if tokio::time::Instant::now() >= until {
-                        break;
+                while let Some(next) = rounds.poll_timeout() {
+                    tokio::time::sleep_until(next.into()).await;
+                    if rounds.poll_round(std::time::Instant::now()) {
+                        me.round(&socks, endpoint).await;
                     }
-                    me.round(&socks, endpoint).await;
                 }
                 me.finished(endpoint, Transport::Udp);
                 me.metrics.punch("udp", "done");

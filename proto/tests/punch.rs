@@ -1,0 +1,449 @@
+//! The UDP punch in virtual time: the client's opening and probe
+//! (`punch::opening`, `PathProbe`) and the target's rounds (`punch::Rounds`) and UDP
+//! API (`udp::Endpoint`), through simulated NAT routers with conntrack-like state.
+//! The races docs/nat.md describes from the lab run here in milliseconds: a router
+//! whose own stack takes an unsolicited packet keeps a conntrack entry that makes
+//! the next flow on that port pair take another port; the TTL-2 opening avoids that
+//! where a router stands between the NATs, and cannot where the NATs share a
+//! segment.
+//!
+//! The model (Linux masquerade, as the lab's routers): a new flow keeps its
+//! source port unless another entry holds the same (remote endpoint, external port)
+//! ("endpoint-independent", the lab's eim-pdf), or takes a random port whatever
+//! (`fully-random`, symmetric); an inbound packet passes only if it matches a flow's
+//! reply (port-dependent filtering), else it is dropped or, with `answers`, taken by
+//! the router's stack, which leaves an entry behind. A packet whose TTL runs out
+//! at a router is dropped before NAT, so it opens nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use cirrus_proto::punch::{PathProbe, ProbeEvent, Rounds, Transmit, opening};
+use cirrus_proto::stun::{binding_indication, is_stun};
+use cirrus_proto::udp::{Endpoint, Incoming, Reply};
+
+const HOP: Duration = Duration::from_micros(100);
+/// The rendezvous node relays `punch` to the target, and its answer back.
+const RELAY: Duration = Duration::from_millis(2);
+const PEER: &str = "12D3KooWTarget";
+const TARGET_LOCAL: &str = "10.1.0.2:50000";
+const CLIENT_LOCAL: &str = "10.2.0.2:40000";
+const TARGET_EXT: &str = "198.18.12.2";
+const CLIENT_EXT: &str = "198.18.22.2";
+const RENDEZVOUS_STUN: &str = "198.18.1.2:38084";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mapping {
+    /// Endpoint-independent: the source port is kept when free.
+    Independent,
+    /// A new random port per flow.
+    PerFlow,
+}
+
+struct Nat {
+    external: IpAddr,
+    mapping: Mapping,
+    /// The router's own stack takes unsolicited packets (and keeps an entry).
+    answers: bool,
+    /// (internal, remote) -> external port.
+    flows: HashMap<(SocketAddr, SocketAddr), u16>,
+    /// (remote, external port) -> internal: replies of those flows.
+    replies: HashMap<(SocketAddr, u16), SocketAddr>,
+    /// (remote, external port) the router's stack took: no flow may use the pair.
+    taken: Vec<(SocketAddr, u16)>,
+    next_random: u16,
+}
+
+impl Nat {
+    fn new(external: &str, mapping: Mapping, answers: bool) -> Nat {
+        Nat {
+            external: external.parse().unwrap(),
+            mapping,
+            answers,
+            flows: HashMap::new(),
+            replies: HashMap::new(),
+            taken: Vec::new(),
+            next_random: 61_000,
+        }
+    }
+
+    fn used(&self, remote: SocketAddr, port: u16) -> bool {
+        self.replies.contains_key(&(remote, port)) || self.taken.contains(&(remote, port))
+    }
+
+    /// SNAT of a packet from `from` (inside) to `to`.
+    fn outbound(&mut self, from: SocketAddr, to: SocketAddr) -> SocketAddr {
+        if let Some(p) = self.flows.get(&(from, to)) {
+            return SocketAddr::new(self.external, *p);
+        }
+        let mut port = match self.mapping {
+            Mapping::Independent => from.port(),
+            Mapping::PerFlow => self.random(),
+        };
+        while self.used(to, port) {
+            port = self.random();
+        }
+        self.flows.insert((from, to), port);
+        self.replies.insert((to, port), from);
+        SocketAddr::new(self.external, port)
+    }
+
+    fn random(&mut self) -> u16 {
+        self.next_random = self.next_random.wrapping_mul(31).wrapping_add(7) | 1024;
+        self.next_random
+    }
+
+    /// A packet from `from` to our external `port`: the host it goes to, if any.
+    fn inbound(&mut self, from: SocketAddr, port: u16) -> Option<SocketAddr> {
+        if let Some(host) = self.replies.get(&(from, port)) {
+            return Some(*host);
+        }
+        if self.answers && !self.taken.contains(&(from, port)) {
+            self.taken.push((from, port));
+        }
+        None
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Client,
+    Target,
+}
+
+/// A packet on its way: where it is next delivered.
+#[derive(Clone)]
+struct Packet {
+    src: SocketAddr,
+    dst: SocketAddr,
+    ttl: u32,
+    bytes: Vec<u8>,
+}
+
+#[derive(Clone)]
+enum Hop {
+    /// Leaving a host behind the NAT of `Side`.
+    OutOf(Side),
+    /// The core router between the NATs.
+    Core,
+    /// Arriving at the public address of `Side`'s NAT.
+    Into(Side),
+    /// At a host.
+    Host(Side),
+}
+
+struct Lab {
+    client_nat: Option<Nat>,
+    target_nat: Nat,
+    /// A router between the NATs (the Internet); without it they share a segment.
+    core: bool,
+    now: Instant,
+    queue: BTreeMap<(Instant, u64), (Hop, Packet)>,
+    seq: u64,
+}
+
+impl Lab {
+    fn send(&mut self, side: Side, from: SocketAddr, t: Transmit) {
+        let p = Packet {
+            src: from,
+            dst: t.destination,
+            ttl: t.ttl.unwrap_or(64),
+            bytes: t.contents,
+        };
+        let first = match side {
+            Side::Client if self.client_nat.is_none() => self.after_nat(),
+            side => Hop::OutOf(side),
+        };
+        self.push(first, p);
+    }
+
+    fn after_nat(&self) -> Hop {
+        if self.core {
+            Hop::Core
+        } else {
+            Hop::Into(Side::Target)
+        }
+    }
+
+    fn push(&mut self, hop: Hop, p: Packet) {
+        self.seq += 1;
+        self.queue.insert((self.now + HOP, self.seq), (hop, p));
+    }
+
+    fn nat(&mut self, side: Side) -> Option<&mut Nat> {
+        match side {
+            Side::Client => self.client_nat.as_mut(),
+            Side::Target => Some(&mut self.target_nat),
+        }
+    }
+
+    fn side_of(&self, ip: IpAddr) -> Side {
+        if ip == self.target_nat.external {
+            Side::Target
+        } else {
+            Side::Client
+        }
+    }
+
+    /// Move the next packet one hop; a packet that reached a host is returned.
+    fn step(&mut self) -> Option<(Side, Packet)> {
+        let ((at, _), (hop, mut p)) = self.queue.pop_first()?;
+        self.now = self.now.max(at);
+        match hop {
+            Hop::OutOf(side) => {
+                // A router: the TTL first, then NAT (Linux drops an expiring packet
+                // in forwarding, before its flow is confirmed).
+                p.ttl -= 1;
+                if p.ttl == 0 {
+                    return None;
+                }
+                let nat = self.nat(side).expect("a NAT on this side");
+                p.src = nat.outbound(p.src, p.dst);
+                let next = if self.core {
+                    Hop::Core
+                } else {
+                    Hop::Into(self.side_of(p.dst.ip()))
+                };
+                self.push(next, p);
+            }
+            Hop::Core => {
+                p.ttl -= 1;
+                if p.ttl == 0 {
+                    return None;
+                }
+                let side = self.side_of(p.dst.ip());
+                self.push(Hop::Into(side), p);
+            }
+            Hop::Into(side) => match self.nat(side) {
+                // A public client: the packet is at the host.
+                None => return Some((side, p)),
+                Some(nat) => {
+                    if let Some(host) = nat.inbound(p.src, p.dst.port()) {
+                        p.dst = host;
+                        self.push(Hop::Host(side), p);
+                    }
+                }
+            },
+            Hop::Host(side) => return Some((side, p)),
+        }
+        None
+    }
+}
+
+struct Case {
+    client: Option<Mapping>,
+    target: Mapping,
+    answers: bool,
+    core: bool,
+    opening: bool,
+}
+
+/// One punch: the probe's outcome, and the endpoint the target listed.
+fn punch(c: Case) -> (ProbeEvent, SocketAddr) {
+    let t0 = Instant::now();
+    let target_local = addr(TARGET_LOCAL);
+    let client_local = if c.client.is_some() {
+        addr(CLIENT_LOCAL)
+    } else {
+        addr(&format!("{CLIENT_EXT}:40000"))
+    };
+    let mut lab = Lab {
+        client_nat: c.client.map(|m| Nat::new(CLIENT_EXT, m, c.answers)),
+        target_nat: Nat::new(TARGET_EXT, c.target, c.answers),
+        core: c.core,
+        now: t0,
+        queue: BTreeMap::new(),
+        seq: 0,
+    };
+    // Both sides' STUN traffic to the rendezvous node made their mappings: the
+    // target's is the endpoint it lists, the client's is `mine`.
+    let stun = addr(RENDEZVOUS_STUN);
+    let listed = lab.target_nat.outbound(target_local, stun);
+    let mine = match lab.client_nat.as_mut() {
+        Some(n) => n.outbound(client_local, stun),
+        None => client_local,
+    };
+    let indication = binding_indication([7; 12]);
+    if c.opening && c.client.is_some() {
+        for t in opening(&[listed], &indication) {
+            lab.send(Side::Client, client_local, t);
+        }
+    }
+    let mut api = Endpoint::new([1; 32], 100.0, "sim", t0);
+    let mut rounds: Option<Rounds> = None;
+    let mut probe: Option<PathProbe> = None;
+    let punch_at = t0 + RELAY;
+    let probe_at = punch_at + RELAY;
+    let request = br#"{"jsonrpc":"2.0","id":"cirrus-link","method":"getnodeinfo"}"#.to_vec();
+    let end = t0 + Duration::from_secs(10);
+    while lab.now < end {
+        let now = lab.now;
+        if rounds.is_none() && now >= punch_at {
+            rounds = Some(Rounds::new(now));
+        }
+        if let Some(r) = rounds.as_mut()
+            && r.poll_round(now)
+        {
+            let t = Transmit {
+                destination: mine,
+                contents: indication.clone(),
+                ttl: None,
+            };
+            lab.send(Side::Target, target_local, t);
+        }
+        if probe.is_none() && now >= probe_at {
+            let p = PathProbe::new(
+                now,
+                request.clone(),
+                vec![listed],
+                None,
+                PEER,
+                Duration::from_secs(4),
+                Duration::from_millis(250),
+            );
+            probe = Some(p.unwrap());
+        }
+        if let Some(p) = probe.as_mut() {
+            p.handle_timeout(now);
+            while let Some(t) = p.poll_transmit(now) {
+                lab.send(Side::Client, client_local, t);
+            }
+            if let Some(e) = p.poll_event() {
+                return (e, listed);
+            }
+        }
+        // Deliver what arrives now.
+        while lab
+            .queue
+            .first_key_value()
+            .is_some_and(|((at, _), _)| *at <= lab.now)
+        {
+            let Some((side, pkt)) = lab.step() else {
+                continue;
+            };
+            match side {
+                Side::Target => {
+                    if is_stun(&pkt.bytes) {
+                        continue;
+                    }
+                    if let Incoming::Rpc(rpc) = api.on_datagram(lab.now, pkt.src, &pkt.bytes) {
+                        let answer = format!(
+                            r#"{{"jsonrpc":"2.0","id":"cirrus-link","result":{{"peerId":"{PEER}"}}}}"#
+                        );
+                        let reply = api.respond(lab.now, &rpc, Reply::Json(answer.into_bytes()));
+                        for d in reply.datagrams {
+                            let t = Transmit {
+                                destination: pkt.src,
+                                contents: d,
+                                ttl: None,
+                            };
+                            lab.send(Side::Target, target_local, t);
+                        }
+                    }
+                }
+                Side::Client => {
+                    if let Some(p) = probe.as_mut() {
+                        p.handle_packet(lab.now, pkt.src, &pkt.bytes);
+                    }
+                }
+            }
+        }
+        // Wake at the next event.
+        let wakes = [
+            lab.queue.first_key_value().map(|((at, _), _)| *at),
+            rounds.as_ref().and_then(Rounds::poll_timeout),
+            probe.as_ref().and_then(PathProbe::poll_timeout),
+            (probe.is_none()).then_some(probe_at),
+            (rounds.is_none()).then_some(punch_at),
+        ];
+        match wakes.into_iter().flatten().min() {
+            Some(w) if w > lab.now => lab.now = w,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    panic!("the probe did not end in 10 s of virtual time");
+}
+
+/// Whether the path opened, at the listed endpoint.
+fn opened((e, listed): &(ProbeEvent, SocketAddr)) -> bool {
+    *e == ProbeEvent::Open(*listed)
+}
+
+fn failed((e, _): &(ProbeEvent, SocketAddr)) -> bool {
+    matches!(e, ProbeEvent::NoAnswer { .. })
+}
+
+const EIM: Option<Mapping> = Some(Mapping::Independent);
+
+/// Two endpoint-independent, port-filtering NATs (the lab's eim-pdf).
+fn eim_pair(answers: bool, core: bool, opening: bool) -> Case {
+    Case {
+        client: EIM,
+        target: Mapping::Independent,
+        answers,
+        core,
+        opening,
+    }
+}
+
+#[test]
+fn eim_both_sides_go_direct_with_silent_routers() {
+    for core in [true, false] {
+        let e = punch(eim_pair(false, core, true));
+        assert!(opened(&e), "core {core}: {e:?}");
+    }
+}
+
+#[test]
+fn answering_routers_need_the_opening_and_a_router_between() {
+    // With a router between the NATs, the TTL-2 opening opens the client's NAT
+    // and dies before the target's: direct.
+    let e = punch(eim_pair(true, true, true));
+    assert!(opened(&e), "{e:?}");
+    // Without the opening, the target's first punch reaches the client's NAT
+    // before the client has sent: its stack takes the pair, the client's probes
+    // leave from another port, and the target's NAT drops them.
+    let e = punch(eim_pair(true, true, false));
+    assert!(failed(&e), "{e:?}");
+    // On one segment the opening itself reaches the target's NAT, whose stack
+    // takes the pair: the same loss on the other side (docs/nat.md, issue 15.6).
+    let e = punch(eim_pair(true, false, true));
+    assert!(failed(&e), "{e:?}");
+}
+
+#[test]
+fn a_symmetric_client_cannot_punch_a_port_filtering_target() {
+    let e = punch(Case {
+        client: Some(Mapping::PerFlow),
+        target: Mapping::Independent,
+        answers: false,
+        core: true,
+        opening: true,
+    });
+    assert!(failed(&e), "{e:?}");
+}
+
+#[test]
+fn a_public_client_learns_a_symmetric_targets_port_from_its_punch() {
+    let (e, listed) = punch(Case {
+        client: None,
+        target: Mapping::PerFlow,
+        answers: false,
+        core: true,
+        opening: true,
+    });
+    // The path is the port the target's punch came from, not the listed one.
+    match e {
+        ProbeEvent::Open(at) => {
+            assert_eq!(at.ip(), listed.ip());
+            assert_ne!(at, listed);
+        }
+        other => panic!("{other:?}"),
+    }
+}
