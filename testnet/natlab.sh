@@ -6,7 +6,8 @@
 # success rate and the wall time of each call (p50, p95). Needs root.
 #
 #   testnet/natlab.sh [--smoke] [--trials K] [--transports udp,tcp] [--nodes LIST]
-#                     [--clients LIST] [--wan-input MODE] [--port-mapping] [--hold]
+#                     [--clients LIST] [--wan-input MODE] [--port-mapping] [--flat]
+#                     [--hold]
 #
 #   --smoke        an eim-pdf and a symmetric node and client over UDP: every pair
 #                  must go direct (the mixed pairs by port guessing) except
@@ -26,6 +27,10 @@
 #                  and PCP; nftables backend), so that nodes map a port for their
 #                  UDP and WebSocket API: every cell must then go direct, symmetric
 #                  x symmetric and TCP included
+#   --flat         every node and client (or its NAT router) on one shared segment,
+#                  a bridge, with no router between them (one carrier-grade NAT's
+#                  inside, one data-centre subnet); the rendezvous node and the
+#                  witness stay behind the core router
 #   --hold         keep the lab up after the run until Ctrl-C (for tcpdump, conntrack)
 #
 # Exits non-zero when any call failed (reachability counts the relay), or in
@@ -36,7 +41,10 @@
 # older than the sources),
 # NATLAB_RUST_LOG (the nodes' RUST_LOG, default info; e.g. cirrus_node=debug).
 #
-# Topology ("the Internet" is one router namespace, so there is a hop between NATs):
+# Topology ("the Internet" is one router namespace, so there is a hop between NATs;
+# with --flat, the nodes and clients share one bridged segment 198.18.50.0/24 in
+# the core namespace instead, at 198.18.50.<i>, and only rv and the witness are
+# behind the core router):
 #
 #   core  198.18.<i>.1/24 on link p<i>      (ip_forward, no NAT)
 #     rv              198.18.1.2   the rendezvous node (no NAT)
@@ -60,7 +68,7 @@ cd "$(dirname "$0")/.."
 
 usage() { sed -n '2,/^# Topology/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
-SMOKE=0 TRIALS="" HOLD=0 TRANSPORTS="" NODES="" CLIENTS="" WAN_INPUT=drop PORTMAP=0
+SMOKE=0 TRIALS="" HOLD=0 TRANSPORTS="" NODES="" CLIENTS="" WAN_INPUT=drop PORTMAP=0 FLAT=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -75,6 +83,7 @@ while [ $# -gt 0 ]; do
     --wan-input) WAN_INPUT=${2:-}; shift ;;
     --wan-input=*) WAN_INPUT=${1#*=} ;;
     --port-mapping) PORTMAP=1 ;;
+    --flat) FLAT=1 ;;
     --hold) HOLD=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -161,6 +170,27 @@ mkns() {
   ip netns add "$1"
   NSS+=("$1")
   ip -n "$1" link set lo up
+}
+
+# The public address of participant link $1: its own /24, or on the shared segment.
+pub_ip() {
+  if [ "$FLAT" = 1 ]; then echo "198.18.50.$1"; else echo "198.18.$1.2"; fi
+}
+
+# Namespace $1 on the shared segment (a bridge in the core namespace) at
+# 198.18.50.$2/24; the core is 198.18.50.1 on it.
+segment_link() {
+  local ns=$1 i=$2
+  ip -n "$CORE" link add "s$i" type veth peer name pub netns "$ns"
+  ip -n "$CORE" link set "s$i" master seg up
+  ip -n "$ns" addr add "198.18.50.$i/24" dev pub
+  ip -n "$ns" link set pub up
+  ip -n "$ns" route add default via 198.18.50.1
+}
+
+# A participant's public link: its own, or the shared segment.
+participant_link() {
+  if [ "$FLAT" = 1 ]; then segment_link "$1" "$2"; else public_link "$1" "$2"; fi
 }
 
 # A link from the core router to namespace $1, public subnet 198.18.$2.0/24.
@@ -282,13 +312,13 @@ add_participant() {
   HOST_NS="$TAG-$name"
   if [ "$type" = none ]; then
     mkns "$HOST_NS"
-    public_link "$HOST_NS" "$i"
-    HOST_IP="198.18.$i.2"
+    participant_link "$HOST_NS" "$i"
+    HOST_IP=$(pub_ip "$i")
     return
   fi
   local r="$TAG-$name-nat"
   mkns "$r"
-  public_link "$r" "$i"
+  participant_link "$r" "$i"
   inns "$r" sysctl -qw net.ipv4.ip_forward=1
   mkns "$HOST_NS"
   ip -n "$r" link add lan type veth peer name eth0 netns "$HOST_NS"
@@ -364,9 +394,14 @@ wait_ready() {
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 # ---------------------------------------------------------------------------
-log "building the lab (tag $TAG, logs in $WORK; NAT routers' WAN input: $WAN_INPUT; port mapping: $([ "$PORTMAP" = 1 ] && echo on || echo off))"
+log "building the lab (tag $TAG, logs in $WORK; NAT routers' WAN input: $WAN_INPUT; port mapping: $([ "$PORTMAP" = 1 ] && echo on || echo off); $([ "$FLAT" = 1 ] && echo "one shared segment" || echo "a router between the NATs"))"
 mkns "$CORE"
 inns "$CORE" sysctl -qw net.ipv4.ip_forward=1
+if [ "$FLAT" = 1 ]; then
+  ip -n "$CORE" link add seg type bridge
+  ip -n "$CORE" addr add 198.18.50.1/24 dev seg
+  ip -n "$CORE" link set seg up
+fi
 UPNP_LOGS=()
 STUN5780_A=198.18.3.2 STUN5780_B=198.18.3.3
 if [ "$PORTMAP" = 1 ]; then
@@ -402,6 +437,26 @@ table ip natcount {
   }
 }
 EOF
+# On the shared segment the packets between participants are bridged, not
+# routed: count them on the bridge, in a set of the same name.
+COUNT_FAMILY=ip
+if [ "$FLAT" = 1 ]; then
+  COUNT_FAMILY=bridge
+  inns "$CORE" nft -f - <<'EOF'
+table bridge natcount {
+  set flows {
+    type ipv4_addr . ipv4_addr
+    flags dynamic
+    counter
+    size 65536
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    meta l4proto udp add @flows { ip saddr . ip daddr }
+  }
+}
+EOF
+fi
 
 RV_NS="$TAG-rv"
 mkns "$RV_NS"
@@ -508,7 +563,7 @@ for tr in "${TRANSPORTS[@]}"; do
       for k in $(seq 1 "$TRIALS"); do
         n=$((n + 1))
         f="$WORK/call-$tr-$c-$nt-$k"
-        inns "$CORE" nft flush set ip natcount flows
+        inns "$CORE" nft flush set "$COUNT_FAMILY" natcount flows
         set +e
         inns "${CLIENT_NS[$c]}" timeout 60 "$BIN" call getnodeinfo '{}' --peer "$id" \
           --rendezvous "$RV_URL" --transport "$tr" > "$f.out" 2> "$f.err"
@@ -517,12 +572,12 @@ for tr in "${TRANSPORTS[@]}"; do
         # Packets node -> client and client -> node (public addresses) in this call,
         # once a port guess's probes (sent in bursts over some 50 ms) are all out.
         sleep 0.3
-        pkts=$(inns "$CORE" nft -j list set ip natcount flows | python3 -c '
+        pkts=$(inns "$CORE" nft -j list set "$COUNT_FAMILY" natcount flows | python3 -c '
 import json, sys
 n, c = sys.argv[1], sys.argv[2]
 sets = [x["set"] for x in json.load(sys.stdin)["nftables"] if "set" in x]
 count = {tuple(e["elem"]["val"]["concat"]): e["elem"]["counter"]["packets"] for e in sets[0].get("elem", [])}
-print(count.get((n, c), 0), count.get((c, n), 0))' "198.18.1$(idx_of "$nt").2" "198.18.2$(idx_of "$c").2")
+print(count.get((n, c), 0), count.get((c, n), 0))' "$(pub_ip "1$(idx_of "$nt")")" "$(pub_ip "2$(idx_of "$c")")")
         # The punch's outcome (`path: direct|relay ... after N ms`), and how soon
         # the first answer came (`answer 1: ... after N ms`, relayed or direct).
         path=$(grep -oE '^path: (direct|relay)' "$f.err" | tail -n1 | cut -d' ' -f2 || true)
@@ -545,7 +600,7 @@ log "matrix done in $(( $(date +%s) - started )) s"
 
 # ---------------------------------------------------------------------------
 set +e
-python3 - "$RESULTS" "$SMOKE" "$TRIALS" "$WAN_INPUT" "$WORK" "$PORTMAP" <<'EOF'
+python3 - "$RESULTS" "$SMOKE" "$TRIALS" "$WAN_INPUT" "$WORK" "$PORTMAP" "$FLAT" <<'EOF'
 import os
 import sys
 from collections import defaultdict
@@ -556,6 +611,7 @@ trials = int(sys.argv[3])
 wan_input = sys.argv[4]
 work = sys.argv[5]
 portmap = sys.argv[6] == "1"
+flat = sys.argv[7] == "1"
 
 def why(tr, c, n, k):
     """The client's own account of its path (`path: ...` on stderr)."""
@@ -587,9 +643,17 @@ def theory(tr, c, n):
     relay. Over TCP, two port-filtering NATs need each SYN to be dropped, not
     answered, by the other NAT (RFC 5382 REQ-4): a router that answers with RST
     kills the simultaneous open. With --port-mapping, a node behind NAT has a
-    port its router forwards to it, which any client reaches. See docs/nat.md."""
+    port its router forwards to it, which any client reaches. With --flat and
+    answering routers, no UDP pair of port-filtering NATs goes direct. See
+    docs/nat.md."""
     if portmap and n != "none":
         return "direct (mapped)"
+    pdf = {"eim-pdf", "symmetric"}
+    # On one segment with answering routers, the first packet of either side on
+    # a port pair reaches the other NAT, whose stack takes the pair; the TTL-2
+    # opening cannot stop short of it (proto/tests/punch.rs).
+    if tr == "udp" and flat and wan_input != "drop" and c in pdf and n in pdf:
+        return "relay (flat)"
     pdf = {"eim-pdf", "symmetric"}
     if (c == "symmetric" and n in pdf) or (n == "symmetric" and c in pdf):
         if tr == "udp" and c != n:
