@@ -2,31 +2,24 @@
 //! punch, running beside them, opens a direct path; then over that path, kept open
 //! with keepalives; when a request finds it dead, that request and the next ones
 //! go over the relay again while the link punches anew. A failed punch is tried
-//! again after a backoff (1 s, doubling to a minute). Every change is a
-//! [`LinkEvent`].
+//! again after a backoff (1 s, doubling to a minute). When and how is
+//! `cirrus_proto::punch::PathChoice`'s to say; this module runs the attempts and the
+//! requests. Every change is a [`LinkEvent`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cirrus_proto::api::Transport;
+use cirrus_proto::punch::{Change, Miss, PathChoice};
 use cirrus_proto::stun::nat::Nat;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 
 use super::tcp::DirectTcp;
-use super::udp::{DirectUdp, Opening};
+use super::udp::DirectUdp;
 use super::{DirectError, RendezvousError, plan};
 use crate::client::Client;
-
-/// Between requests, how often the direct path is kept alive: under Linux
-/// conntrack's 30 s for a UDP flow, as the STUN clients' keepalive.
-const KEEPALIVE: Duration = Duration::from_secs(15);
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// Port guesses after a failed plain punch, before the round gives up: one finds
-/// an open mapping about 98% of the time, two 99.97%.
-const GUESSES: u32 = 2;
 
 /// How a request reached the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,99 +211,82 @@ impl PeerLink {
     }
 }
 
-/// Punch, keep the path alive, punch again when it is lost or the punch failed.
+/// Punch, keep the path alive, punch again when it is lost or the punch failed:
+/// `cirrus_proto::punch::PathChoice` decides when and how; this runs it.
 async fn manage(s: Arc<Shared>) {
-    let mut backoff = BACKOFF_MIN;
-    // Each round is a plain punch, then (right after it, where it applies) up to
-    // GUESSES port guesses; `plain` is why the round's plain punch failed.
-    let (mut plain, mut guesses): (Option<DirectError>, u32) = (None, 0);
+    let mut choice = PathChoice::new(Instant::now(), s.transport == Transport::Udp);
     loop {
-        match open_direct(&s, plain.as_ref()).await {
-            Ok(d) => {
-                (plain, guesses) = (None, 0);
-                let (at, after) = (d.at(), s.opened.elapsed());
-                *s.direct.lock().await = Some(d);
-                // The event before the outcome: whoever waits for the outcome then
-                // finds the event queued.
-                let _ = s.events.send(LinkEvent::Direct { at, after });
-                s.settled.send_replace(Some(Ok((at, after))));
-                backoff = BACKOFF_MIN;
-                loop {
-                    tokio::select! {
-                        _ = s.lost.notified() => break,
-                        _ = tokio::time::sleep(KEEPALIVE) => {
-                            let mut direct = s.direct.lock().await;
-                            let Some(d) = direct.as_mut() else { break };
-                            if let Err(why) = d.keepalive().await {
-                                *direct = None;
-                                let _ = s.events.send(LinkEvent::Lost { why });
-                                break;
-                            }
+        if choice.poll_start(Instant::now()) {
+            match open_direct(&s, &choice).await {
+                Ok(d) => {
+                    choice.opened(Instant::now());
+                    let (at, after) = (d.at(), s.opened.elapsed());
+                    *s.direct.lock().await = Some(d);
+                    // The event before the outcome: whoever waits for the outcome
+                    // then finds the event queued.
+                    let _ = s.events.send(LinkEvent::Direct { at, after });
+                    s.settled.send_replace(Some(Ok((at, after))));
+                }
+                Err((why, nat)) => {
+                    let miss = match why {
+                        DirectError::NoAnswer { .. } => Miss::NoAnswer,
+                        _ => Miss::Other,
+                    };
+                    let after = s.opened.elapsed();
+                    let why2 = why.clone();
+                    match choice.failed(Instant::now(), miss, nat) {
+                        // A guess follows at once: the round has not settled yet.
+                        Change::Guessing(_) => {
+                            let _ = s.events.send(LinkEvent::Guessing { why, after });
+                        }
+                        _ => {
+                            let _ = s.events.send(LinkEvent::Failed { why, after });
+                            s.settled.send_replace(Some(Err(why2)));
                         }
                     }
                 }
             }
-            Err((why, guessable)) => {
-                let after = s.opened.elapsed();
-                if guessable && guesses < GUESSES {
-                    // A guess follows at once: the round has not settled yet.
-                    let _ = s.events.send(LinkEvent::Guessing {
-                        why: why.clone(),
-                        after,
-                    });
-                    plain.get_or_insert(why);
-                    guesses += 1;
-                    continue;
-                }
-                let _ = s.events.send(LinkEvent::Failed {
-                    why: why.clone(),
-                    after,
-                });
-                s.settled.send_replace(Some(Err(why)));
-                (plain, guesses) = (None, 0);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+            continue;
+        }
+        if choice.poll_keepalive(Instant::now()) {
+            let mut direct = s.direct.lock().await;
+            let alive = match direct.as_mut() {
+                Some(d) => d.keepalive().await,
+                None => Err(DirectError::Lost("the direct path is gone".into())),
+            };
+            if let Err(why) = alive {
+                *direct = None;
+                choice.lost(Instant::now());
+                let _ = s.events.send(LinkEvent::Lost { why });
             }
+            continue;
+        }
+        let wake = choice.poll_timeout().unwrap_or_else(Instant::now);
+        tokio::select! {
+            // A request found the direct path dead (it sent the event).
+            _ = s.lost.notified() => {
+                choice.lost(Instant::now());
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {}
         }
     }
 }
 
-/// How to open the path: plain, unless a plain punch just found no answer over UDP
-/// (`after`). Then, if the target's NAT maps per destination, the target opens
-/// many sockets and we probe; if its NAT maps independently of the destination, the
-/// plain punch failed because ours does not, so we open them and the target probes
-/// (docs/nat.md, "Port guessing").
-fn opening(after: Option<&DirectError>, nat: Nat) -> Opening {
-    match (after, nat) {
-        (Some(DirectError::NoAnswer { .. }), Nat::EndpointDependent) => Opening::TargetOpens,
-        (Some(DirectError::NoAnswer { .. }), Nat::EndpointIndependent) => Opening::WeOpen,
-        _ => Opening::Plain,
-    }
-}
-
-/// One attempt (a guess if `after` says why the plain punch failed); on failure,
-/// why, and whether a port guess may follow.
-async fn open_direct(
-    s: &Shared,
-    after: Option<&DirectError>,
-) -> Result<Direct, (DirectError, bool)> {
+/// One attempt, opened as `choice` says for the target's NAT; on failure, why, and
+/// the NAT the target announced (unknown when the plan failed).
+async fn open_direct(s: &Shared, choice: &PathChoice) -> Result<Direct, (DirectError, Nat)> {
     let p = plan(&s.rendezvous, &s.url, &s.peer, s.transport)
         .await
-        .map_err(|e| (e, false))?;
-    let guess_after = |e: DirectError| {
-        let guessable = opening(Some(after.unwrap_or(&e)), p.nat) != Opening::Plain;
-        (e, guessable)
-    };
+        .map_err(|e| (e, Nat::Unknown))?;
     Ok(match s.transport {
         Transport::Udp => {
-            let how = opening(after, p.nat);
-            let d = DirectUdp::open(&s.rendezvous, &s.peer, &p, how).await;
-            Direct::Udp(d.map_err(guess_after)?)
+            let d = DirectUdp::open(&s.rendezvous, &s.peer, &p, choice.opening(p.nat)).await;
+            Direct::Udp(d.map_err(|e| (e, p.nat))?)
         }
         Transport::Tcp => Direct::Tcp(Box::new(
             DirectTcp::open(&s.rendezvous, &s.peer, &p)
                 .await
-                .map_err(|e| (e, false))?,
+                .map_err(|e| (e, p.nat))?,
         )),
     })
 }

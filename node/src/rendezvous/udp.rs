@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cirrus_proto::api::{Guess, Transport};
+pub use cirrus_proto::punch::Opening;
 use cirrus_proto::punch::{OPENING_TTL, PathProbe, ProbeEvent};
 use cirrus_proto::stun;
 use cirrus_proto::udp::{Progress, Retransmit, UdpCall};
@@ -28,19 +29,6 @@ const PUNCH_EVERY: Duration = Duration::from_millis(250);
 pub struct DirectUdp {
     sock: Arc<UdpSocket>,
     pub at: SocketAddr,
-}
-
-/// How to open the path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Opening {
-    /// A plain punch: both sides send to each other's mapping.
-    Plain,
-    /// We open [`Guess::SOCKETS`] sockets toward the target's mapping and it probes
-    /// random ports of our address (our NAT maps per destination).
-    WeOpen,
-    /// The target opens the sockets and we probe random ports of its address (its
-    /// NAT maps per destination).
-    TargetOpens,
 }
 
 impl DirectUdp {

@@ -1,16 +1,19 @@
-//! Hole punching over UDP, sans-IO (after Ford, Srisuresh and Kegel): the target's
-//! punch rounds ([`Rounds`]), the client's opening of its own NAT ([`opening`]),
-//! and the client's probe that finds the direct path ([`PathProbe`]). Time and
+//! Hole punching, sans-IO (after Ford, Srisuresh and Kegel): the target's UDP punch
+//! rounds ([`Rounds`]), the client's opening of its own NAT ([`opening`]), the
+//! client's probe that finds the direct path ([`PathProbe`]), and its choice of
+//! path over time: relay, punch, guess, direct, keepalive, backoff ([`PathChoice`]). Time and
 //! datagrams go in; datagrams to send (with a TTL where one matters), when to wake
 //! and what happened come out. `node/src/stun/punch.rs` and
 //! `node/src/rendezvous/udp.rs` drive them on sockets; `proto/tests/punch.rs` runs
 //! them against each other through simulated NATs in virtual time.
 
+pub mod link;
 mod probe;
 mod rounds;
 
 use std::net::SocketAddr;
 
+pub use link::{Change, Miss, Opening, PathChoice};
 pub use probe::{PathProbe, ProbeEvent, answers_as};
 pub use rounds::{PUNCH_FOR, Rounds};
 

@@ -1,0 +1,271 @@
+//! The client's choice of path to one target over time, sans-IO: requests take the
+//! relay until a punch opens a direct path, and the direct path once it is open. A
+//! round of punching is a plain punch, then, where the NATs call for it, up to
+//! [`GUESSES`] port guesses at once. A round that fails is tried again after a
+//! backoff (1 s, doubling to a minute). The open path gets a keepalive every
+//! [`KEEPALIVE`]. When the path is lost, a new round starts at once. The driver
+//! (`node/src/rendezvous/link.rs`) runs the attempts and the requests, and reports
+//! back.
+
+use std::time::{Duration, Instant};
+
+use crate::stun::nat::Nat;
+
+/// Between requests, how often the direct path is kept alive: under Linux
+/// conntrack's 30 s for a UDP flow.
+pub const KEEPALIVE: Duration = Duration::from_secs(15);
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Port guesses after a plain punch that found no answer, before the round gives
+/// up: one finds an open mapping about 98% of the time, two 99.97%.
+pub const GUESSES: u32 = 2;
+
+/// How an attempt opens the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// A plain punch: both sides send to each other's mapping.
+    Plain,
+    /// We open many sockets toward the target's mapping and it probes random ports
+    /// of our address (our NAT maps per destination).
+    WeOpen,
+    /// The target opens the sockets and we probe random ports of its address (its
+    /// NAT maps per destination).
+    TargetOpens,
+}
+
+/// How an attempt failed, as far as the next one cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    /// The probes got no answer: a port guess may find what the plain punch did not.
+    NoAnswer,
+    /// Anything else (no endpoints, the rendezvous node refused, a wrong peer).
+    Other,
+}
+
+/// What a report changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The direct path is open.
+    Direct,
+    /// The attempt failed and a port guess follows at once; the round goes on.
+    Guessing(Opening),
+    /// The round failed; the next starts after this backoff.
+    Failed { retry_in: Duration },
+    /// The direct path was lost; a new round starts at once.
+    Lost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// An attempt is due at this time.
+    Due(Instant),
+    /// An attempt runs.
+    Running,
+    /// The path is open; the next keepalive is due then.
+    Direct { keepalive: Instant },
+}
+
+#[derive(Debug, Clone)]
+pub struct PathChoice {
+    /// Port guessing applies (UDP, not TCP).
+    guessing: bool,
+    state: State,
+    backoff: Duration,
+    /// The round's plain punch found no answer.
+    plain_missed: bool,
+    guesses: u32,
+}
+
+impl PathChoice {
+    /// A link opened at `now`: its first round starts at once.
+    pub fn new(now: Instant, guessing: bool) -> PathChoice {
+        PathChoice {
+            guessing,
+            state: State::Due(now),
+            backoff: BACKOFF_MIN,
+            plain_missed: false,
+            guesses: 0,
+        }
+    }
+
+    /// Whether requests should take the direct path.
+    pub fn is_direct(&self) -> bool {
+        matches!(self.state, State::Direct { .. })
+    }
+
+    /// Whether an attempt should start at `now` (it is then running).
+    pub fn poll_start(&mut self, now: Instant) -> bool {
+        match self.state {
+            State::Due(at) if now >= at => {
+                self.state = State::Running;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// How the running attempt opens the path, given the target's NAT: plain,
+    /// unless the round's plain punch found no answer. Then, if the target's NAT
+    /// maps per destination, it opens the sockets and we probe; if it maps
+    /// independently of the destination, the plain punch failed because ours does
+    /// not, so we open them (docs/nat.md, "Port guessing").
+    pub fn opening(&self, target: Nat) -> Opening {
+        match (self.guessing && self.plain_missed, target) {
+            (true, Nat::EndpointDependent) => Opening::TargetOpens,
+            (true, Nat::EndpointIndependent) => Opening::WeOpen,
+            _ => Opening::Plain,
+        }
+    }
+
+    /// The running attempt opened the path.
+    pub fn opened(&mut self, now: Instant) -> Change {
+        self.state = State::Direct {
+            keepalive: now + KEEPALIVE,
+        };
+        self.backoff = BACKOFF_MIN;
+        (self.plain_missed, self.guesses) = (false, 0);
+        Change::Direct
+    }
+
+    /// The running attempt failed (`target`: the NAT the target announced).
+    pub fn failed(&mut self, now: Instant, miss: Miss, target: Nat) -> Change {
+        if miss == Miss::NoAnswer && self.guesses == 0 {
+            self.plain_missed = true;
+        }
+        let next = self.opening(target);
+        if self.plain_missed && next != Opening::Plain && self.guesses < GUESSES {
+            self.guesses += 1;
+            self.state = State::Due(now);
+            return Change::Guessing(next);
+        }
+        let retry_in = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        (self.plain_missed, self.guesses) = (false, 0);
+        self.state = State::Due(now + retry_in);
+        Change::Failed { retry_in }
+    }
+
+    /// Whether a keepalive is due at `now` on the open path (the next is then
+    /// scheduled).
+    pub fn poll_keepalive(&mut self, now: Instant) -> bool {
+        match self.state {
+            State::Direct { keepalive } if now >= keepalive => {
+                self.state = State::Direct {
+                    keepalive: keepalive + KEEPALIVE,
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The open path died (a request or a keepalive found it dead).
+    pub fn lost(&mut self, now: Instant) -> Option<Change> {
+        if !self.is_direct() {
+            return None;
+        }
+        self.state = State::Due(now);
+        Some(Change::Lost)
+    }
+
+    /// When [`poll_start`](Self::poll_start) or
+    /// [`poll_keepalive`](Self::poll_keepalive) next has something; `None` while an
+    /// attempt runs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Due(at) => Some(at),
+            State::Running => None,
+            State::Direct { keepalive } => Some(keepalive),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn a_symmetric_target_gets_two_guesses_then_backoff_doubles_to_a_minute() {
+        let t0 = Instant::now();
+        let mut p = PathChoice::new(t0, true);
+        let mut now = t0;
+        let mut retries = Vec::new();
+        for _round in 0..9 {
+            assert_eq!(p.poll_timeout(), Some(now));
+            assert!(p.poll_start(now));
+            assert_eq!(p.opening(Nat::EndpointDependent), Opening::Plain);
+            for _ in 0..GUESSES {
+                let c = p.failed(now, Miss::NoAnswer, Nat::EndpointDependent);
+                assert_eq!(c, Change::Guessing(Opening::TargetOpens));
+                assert!(p.poll_start(now), "a guess starts at once");
+                assert_eq!(p.opening(Nat::EndpointDependent), Opening::TargetOpens);
+            }
+            match p.failed(now, Miss::NoAnswer, Nat::EndpointDependent) {
+                Change::Failed { retry_in } => {
+                    retries.push(retry_in.as_secs());
+                    assert!(!p.poll_start(now + retry_in - Duration::from_millis(1)));
+                    now += retry_in;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(retries, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    #[test]
+    fn an_independent_target_means_we_open_and_tcp_never_guesses() {
+        let t0 = Instant::now();
+        let mut p = PathChoice::new(t0, true);
+        p.poll_start(t0);
+        let c = p.failed(t0, Miss::NoAnswer, Nat::EndpointIndependent);
+        assert_eq!(c, Change::Guessing(Opening::WeOpen));
+        let mut tcp = PathChoice::new(t0, false);
+        tcp.poll_start(t0);
+        assert!(matches!(
+            tcp.failed(t0, Miss::NoAnswer, Nat::EndpointDependent),
+            Change::Failed { .. }
+        ));
+        // An unknown NAT, or a failure that is not "no answer", is no reason to guess.
+        for (miss, nat) in [
+            (Miss::NoAnswer, Nat::Unknown),
+            (Miss::Other, Nat::EndpointDependent),
+        ] {
+            let mut p = PathChoice::new(t0, true);
+            p.poll_start(t0);
+            assert!(matches!(p.failed(t0, miss, nat), Change::Failed { .. }));
+        }
+    }
+
+    #[test]
+    fn the_open_path_is_kept_alive_and_a_loss_punches_at_once_with_a_fresh_backoff() {
+        let t0 = Instant::now();
+        let mut p = PathChoice::new(t0, true);
+        p.poll_start(t0);
+        let _ = p.failed(t0, Miss::Other, Nat::Unknown); // backoff now 2 s
+        let t1 = t0 + secs(1);
+        assert!(p.poll_start(t1));
+        assert_eq!(p.opened(t1), Change::Direct);
+        assert!(p.is_direct());
+        assert_eq!(p.poll_timeout(), Some(t1 + KEEPALIVE));
+        assert!(!p.poll_keepalive(t1 + secs(14)));
+        assert!(p.poll_keepalive(t1 + secs(15)));
+        assert!(p.poll_keepalive(t1 + secs(31)));
+        assert_eq!(p.poll_timeout(), Some(t1 + secs(45)));
+        let t2 = t1 + secs(40);
+        assert_eq!(p.lost(t2), Some(Change::Lost));
+        assert_eq!(p.lost(t2), None, "lost once");
+        assert!(p.poll_start(t2), "a new round at once");
+        assert_eq!(p.poll_timeout(), None, "nothing to wake for while it runs");
+        // The success reset the backoff: the next failure waits 1 s again.
+        assert_eq!(
+            p.failed(t2, Miss::Other, Nat::Unknown),
+            Change::Failed {
+                retry_in: BACKOFF_MIN
+            }
+        );
+    }
+}
