@@ -16,10 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use cirrus_proto::api::Guess;
 // The packets that open our NAT toward the requester go past our NAT, not as far
 // as the requester's (whose router might answer and spoil the port pair).
-use cirrus_proto::api::Guess;
 use cirrus_proto::punch::OPENING_TTL;
+use cirrus_proto::punch::Spray;
+use cirrus_proto::punch::spray::ports_from;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -46,10 +48,6 @@ const KEEP: usize = 2;
 /// A guessed socket that was used lives while it hears something this often (the
 /// client's keepalives come every 15 s).
 const IDLE: Duration = Duration::from_secs(60);
-/// Probes go out in bursts of this many, so one guess does not fill the socket
-/// buffer or the NAT's queue at once.
-const BURST: usize = 64;
-const BURST_EVERY: Duration = Duration::from_millis(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuessError {
@@ -278,36 +276,30 @@ impl Drop for Opened {
     }
 }
 
-/// Send `datagram` to [`Guess::PROBES`] random ports of `ip`, in bursts; how many
-/// went out.
+/// Send `datagram` to [`Guess::PROBES`] random ports of `ip`, in bursts
+/// (`cirrus_proto::punch::Spray`); how many went out.
 pub async fn spray(sock: &UdpSocket, ip: IpAddr, datagram: &[u8]) -> usize {
+    let mut spray = Spray::new(std::time::Instant::now(), random_ports(Guess::PROBES));
     let mut sent = 0;
-    for (i, port) in random_ports(Guess::PROBES).into_iter().enumerate() {
-        if i > 0 && i % BURST == 0 {
-            tokio::time::sleep(BURST_EVERY).await;
-        }
-        if sock
-            .send_to(datagram, SocketAddr::new(ip, port))
-            .await
-            .is_ok()
-        {
-            sent += 1;
+    while let Some(at) = spray.poll_timeout() {
+        tokio::time::sleep_until(at.into()).await;
+        while let Some(port) = spray.poll_transmit(std::time::Instant::now()) {
+            if sock.send_to(datagram, SocketAddr::new(ip, port)).await.is_ok() {
+                sent += 1;
+            }
         }
     }
     sent
 }
 
-/// `n` random ports of 1024..=65535, where NATs allocate (Linux's range when none
-/// is set). Without the OS's randomness there are no probes.
+/// `n` random ports where NATs allocate. Without the OS's randomness there are no
+/// probes.
 fn random_ports(n: usize) -> Vec<u16> {
     let mut bytes = vec![0u8; 2 * n];
     if getrandom::fill(&mut bytes).is_err() {
         return Vec::new();
     }
-    bytes
-        .chunks_exact(2)
-        .map(|b| 1024 + u16::from_le_bytes([b[0], b[1]]) % (65535 - 1024 + 1))
-        .collect()
+    ports_from(&bytes)
 }
 
 #[cfg(test)]

@@ -10,12 +10,14 @@
 pub mod link;
 mod probe;
 mod rounds;
+pub mod spray;
 
 use std::net::SocketAddr;
 
 pub use link::{Change, Miss, Opening, PathChoice};
 pub use probe::{PathProbe, ProbeEvent, answers_as};
 pub use rounds::{PUNCH_FOR, Rounds};
+pub use spray::Spray;
 
 /// TTL of the packets that open the client's own NAT toward the target before the
 /// punch: they pass that NAT (the first router) and expire at the next router.
