@@ -1,14 +1,17 @@
 //! One STUN client socket pair per connected peer: a UDP socket and a TCP
 //! connection, each from its own local port, asking that peer's STUN server for our
 //! mapping every keepalive interval (which keeps the NAT mapping open). The UDP
-//! socket also asks one other peer's server now and then, so the two answers for one
-//! socket tell endpoint-independent from endpoint-dependent mapping.
+//! socket also asks one other peer's server every third round, so the two answers
+//! for one socket tell endpoint-independent from endpoint-dependent mapping. The
+//! UDP rounds are `cirrus_proto::stun::keepalive::Keepalive`, each Binding a
+//! `Transaction`; this module drives them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cirrus_proto::stun;
+use cirrus_proto::stun::keepalive::Keepalive;
 use cirrus_proto::stun::transaction::{Schedule, Transaction};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
@@ -79,36 +82,31 @@ async fn udp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
     let local = SocketAddr::new(local_ip_towards(ctx.bind, server).await, port);
     tracing::debug!(%peer, %local, %server, "STUN UDP client up");
     let _punchable = ctx.punchers.register_udp(sock.clone(), ctx.api.clone());
-    let mut round = 0u64;
+    let mut rounds = Keepalive::new(std::time::Instant::now(), server, ctx.keepalive);
     loop {
-        match udp_ask(&sock, &mut responses, &ctx.key, server).await {
-            Ok(mapped) => ctx
-                .state
-                .record(peer, Transport::Udp, local, server, mapped, true),
-            Err(e) => tracing::debug!(%peer, %server, error = %e, "STUN over UDP got no answer"),
+        let servers = ctx.servers.borrow().clone();
+        for ask in rounds.poll_round(std::time::Instant::now(), &servers) {
+            match udp_ask(&sock, &mut responses, &ctx.key, ask.server).await {
+                Ok(mapped) => {
+                    ctx.state
+                        .record(peer, Transport::Udp, local, ask.server, mapped, ask.primary)
+                }
+                Err(e) if ask.primary => {
+                    tracing::debug!(%peer, %server, error = %e, "STUN over UDP got no answer")
+                }
+                Err(_) => {}
+            }
         }
-        // Every few rounds, the same socket asks another peer's server.
-        let other = ctx
-            .servers
-            .borrow()
-            .iter()
-            .copied()
-            .filter(|s| *s != server)
-            .nth(round as usize % 8);
-        if round % 3 == 0
-            && let Some(other) = other
-            && let Ok(mapped) = udp_ask(&sock, &mut responses, &ctx.key, other).await
-        {
-            ctx.state
-                .record(peer, Transport::Udp, local, other, mapped, false);
-        }
-        round += 1;
+        rounds.done(std::time::Instant::now());
+        let next = rounds
+            .poll_timeout()
+            .expect("a round is due after one is done");
         tokio::select! {
             _ = stop.cancelled() => {
                 ctx.state.forget(&peer, Transport::Udp, Some(local));
                 return;
             }
-            _ = tokio::time::sleep(ctx.keepalive) => {}
+            _ = tokio::time::sleep_until(next.into()) => {}
         }
     }
 }

@@ -284,7 +284,11 @@ pub async fn spray(sock: &UdpSocket, ip: IpAddr, datagram: &[u8]) -> usize {
     while let Some(at) = spray.poll_timeout() {
         tokio::time::sleep_until(at.into()).await;
         while let Some(port) = spray.poll_transmit(std::time::Instant::now()) {
-            if sock.send_to(datagram, SocketAddr::new(ip, port)).await.is_ok() {
+            if sock
+                .send_to(datagram, SocketAddr::new(ip, port))
+                .await
+                .is_ok()
+            {
                 sent += 1;
             }
         }

@@ -10,6 +10,7 @@
 mod attribute;
 mod binding;
 mod error;
+pub mod keepalive;
 mod message;
 pub mod nat;
 pub mod transaction;
