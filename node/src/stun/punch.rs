@@ -12,9 +12,8 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use cirrus_proto::punch::Rounds;
+use cirrus_proto::punch::{Rounds, Tries};
 use cirrus_proto::stun;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -25,10 +24,6 @@ use crate::metrics::Metrics;
 use crate::rate::{RateLimiter, Rates};
 use crate::sockets::connect_from;
 
-/// How long a TCP punch keeps trying (UDP rounds: `cirrus_proto::punch::Rounds`,
-/// for as long); the client is sending meanwhile.
-const PUNCH_FOR: Duration = cirrus_proto::punch::PUNCH_FOR;
-const PUNCH_EVERY: Duration = Duration::from_millis(200);
 /// Most punches under way at once, so a flood of `punch` requests cannot start
 /// unbounded tasks.
 const MAX_RUNNING: usize = 64;
@@ -217,8 +212,9 @@ async fn send_indication(sock: &UdpSocket, endpoint: SocketAddr) {
         .await;
 }
 
-/// TCP simultaneous open toward a client, from a STUN client's port: the first
-/// connection that forms is served as WebSocket (with a connection slot, like any).
+/// TCP simultaneous open toward a client, from a STUN client's port, on the
+/// schedule of `cirrus_proto::punch::Tries`: the first connection that forms is
+/// served as WebSocket (with a connection slot, like any).
 async fn punch_tcp(
     punchers: Arc<Punchers>,
     api: Arc<dyn DynamicApi>,
@@ -226,21 +222,22 @@ async fn punch_tcp(
     port: u16,
     endpoint: SocketAddr,
 ) {
-    let until = tokio::time::Instant::now() + PUNCH_FOR;
-    while tokio::time::Instant::now() < until {
+    let mut tries = Tries::new(std::time::Instant::now());
+    while let Some(at) = tries.poll_timeout() {
+        tokio::time::sleep_until(at.into()).await;
+        let Some(limit) = tries.poll_try(std::time::Instant::now()) else {
+            break;
+        };
         if !punchers.per_ip.allow(endpoint.ip(), 1) {
             punchers.metrics.punch("tcp", "throttled");
-            tokio::time::sleep(PUNCH_EVERY).await;
-            continue;
-        }
-        let attempt =
-            tokio::time::timeout(Duration::from_secs(1), connect_from(bind, port, endpoint));
-        if let Ok(Ok(stream)) = attempt.await {
+        } else if let Ok(Ok(stream)) =
+            tokio::time::timeout(limit, connect_from(bind, port, endpoint)).await
+        {
             tracing::info!(%endpoint, "punched TCP connection up");
             api.serve_tcp_stream(stream);
             return;
         }
-        tokio::time::sleep(PUNCH_EVERY).await;
+        tries.failed(std::time::Instant::now());
     }
 }
 

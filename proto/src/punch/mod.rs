@@ -1,5 +1,6 @@
 //! Hole punching, sans-IO (after Ford, Srisuresh and Kegel): the target's UDP punch
-//! rounds ([`Rounds`]), the client's opening of its own NAT ([`opening`]), the
+//! rounds ([`Rounds`]) and TCP connects ([`Tries`]), a port guess's probes
+//! ([`Spray`]), the client's opening of its own NAT ([`opening`]), the
 //! client's probe that finds the direct path ([`PathProbe`]), and its choice of
 //! path over time: relay, punch, guess, direct, keepalive, backoff ([`PathChoice`]). Time and
 //! datagrams go in; datagrams to send (with a TTL where one matters), when to wake
@@ -11,6 +12,7 @@ pub mod link;
 mod probe;
 mod rounds;
 pub mod spray;
+mod tries;
 
 use std::net::SocketAddr;
 
@@ -18,6 +20,7 @@ pub use link::{Change, Miss, Opening, PathChoice};
 pub use probe::{PathProbe, ProbeEvent, answers_as};
 pub use rounds::{PUNCH_FOR, Rounds};
 pub use spray::Spray;
+pub use tries::{CONNECT_FOR, TRY_EVERY, Tries};
 
 /// TTL of the packets that open the client's own NAT toward the target before the
 /// punch: they pass that NAT (the first router) and expire at the next router.
