@@ -30,6 +30,8 @@ enum Gateway {
     EndlessSoap,
     /// The gateway says its external address is a private one.
     PrivateExternal,
+    /// GetExternalIPAddress answers with entities that expand into deep markup.
+    EntitySoap,
 }
 
 /// What the gateway saw.
@@ -197,6 +199,14 @@ fn serve(conn: TcpStream, kind: Gateway, seen: &Seen) {
                 .push((name.clone(), String::from_utf8_lossy(&body).into_owned()));
             match (name.as_str(), kind) {
                 ("GetExternalIPAddress", Gateway::EndlessSoap) => return endless(w, seen),
+                // Three `<` that a parser expanding entities would nest 300,000
+                // deep (and so overflow its stack), under xml-rs's own 1 MB
+                // expansion limit and within 64 KiB.
+                ("GetExternalIPAddress", Gateway::EntitySoap) => format!(
+                    "<!DOCTYPE r [<!ENTITY e \"{}\">]><r>{}</r>",
+                    "&#60;a&#62;".repeat(5000),
+                    "&e;".repeat(60)
+                ),
                 ("GetExternalIPAddress", Gateway::PrivateExternal) => soap_answer(
                     &name,
                     "<NewExternalIPAddress>10.9.8.7</NewExternalIPAddress>",
@@ -413,8 +423,14 @@ fn endless_answers_are_cut_at_the_body_limit() {
 fn deep_descriptions_and_private_addresses_map_nothing() {
     let deep = Igd::start(Gateway::DeepDescription);
     let private = Igd::start(Gateway::PrivateExternal);
+    let bomb = Igd::start(Gateway::EntitySoap);
     let (_d1, n1) = start_node(&deep);
     let (_d2, n2) = start_node(&private);
+    let (_d3, mut n3) = start_node(&bomb);
+    wait_failed(&n3);
+    assert!(n3.running(), "the entity answer brought the node down");
+    assert_eq!(bomb.actions(), ["GetExternalIPAddress"]);
+    n3.stop();
     // Each node gave up its first round: the deep one never went on to the
     // service description, the private one asked only for the address.
     wait_failed(&n1);

@@ -190,13 +190,28 @@ fn client() -> reqwest::Client {
 
 /// Parse XML of at most [`MAX_TAGS`] tags nested at most [`MAX_DEPTH`] deep.
 fn parse(body: &[u8]) -> Result<Element, FindError> {
-    if body.iter().filter(|&&b| b == b'<').count() > MAX_TAGS {
-        return Err(FindError::Description("too many tags"));
-    }
-    if depth(body) > MAX_DEPTH {
-        return Err(FindError::Description("nested too deep"));
-    }
+    check(body).map_err(FindError::Description)?;
     Element::parse(body).map_err(|_| FindError::Description("not XML"))
+}
+
+/// Whether `xml` may be handed to the parser: no document type declaration (the
+/// parser expands the entities one declares, and their text is parsed as markup,
+/// so three `<` can nest 300,000 deep within 64 KiB; UPnP descriptions and SOAP
+/// carry none), at
+/// most [`MAX_TAGS`] tags, at most [`MAX_DEPTH`] levels.
+fn check(xml: &[u8]) -> Result<(), &'static str> {
+    if xml.windows(9).any(|w| w.eq_ignore_ascii_case(b"<!DOCTYPE"))
+        || xml.windows(8).any(|w| w.eq_ignore_ascii_case(b"<!ENTITY"))
+    {
+        return Err("a document type declaration");
+    }
+    if xml.iter().filter(|&&b| b == b'<').count() > MAX_TAGS {
+        return Err("too many tags");
+    }
+    if depth(xml) > MAX_DEPTH {
+        return Err("nested too deep");
+    }
+    Ok(())
 }
 
 /// The deepest element nesting of `xml`, counted without parsing it: comments,
@@ -329,11 +344,7 @@ impl Provider for Bounded {
             .await
             .map_err(|e| io(e.to_string()))?;
         let body = read_capped(resp).await.map_err(|e| io(e.to_string()))?;
-        if body.iter().filter(|&&b| b == b'<').count() > MAX_TAGS || depth(&body) > MAX_DEPTH {
-            return Err(RequestError::InvalidResponse(
-                "too many tags, or nested too deep".into(),
-            ));
-        }
+        check(&body).map_err(|why| RequestError::InvalidResponse(why.into()))?;
         String::from_utf8(body).map_err(|e| RequestError::InvalidResponse(e.to_string()))
     }
 }
@@ -399,6 +410,18 @@ mod tests {
             cl = "</a>".repeat(40)
         );
         assert_eq!(depth(hidden.as_bytes()), 41);
+        // Three `<` whose entities would nest 300,000 deep: refused unparsed (the
+        // parse overflowed a node's stack; node/tests/port_mapping.rs).
+        let bomb = format!(
+            "<!DOCTYPE r [<!ENTITY e \"{}\">]><r>{}</r>",
+            "&#60;a&#62;".repeat(5000),
+            "&e;".repeat(60)
+        );
+        assert!(matches!(
+            service(bomb.as_bytes()),
+            Err(FindError::Description("a document type declaration"))
+        ));
+        assert!(check(b"<!doctype x><x/>").is_err());
         assert_eq!(depth(b"<?xml version=\"1.0\"?><a><b/><c>t</c></a>"), 2);
         assert!(actions(b"<scpd><actionList></actionList></scpd>").is_err());
     }

@@ -87,7 +87,12 @@ impl PortMapper {
         };
         let mut retry = RETRY_MIN;
         while !stop.is_cancelled() {
-            let (gw, held) = match self.map(at).await {
+            // A slow gateway does not hold up the node's shutdown.
+            let mapped = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = self.map(at) => m,
+            };
+            let (gw, held) = match mapped {
                 Ok(m) => {
                     self.metrics.port_mapping("mapped");
                     m
@@ -114,11 +119,27 @@ impl PortMapper {
                     }
                     _ = tokio::time::sleep(renew) => {}
                 }
-                if let Err(why) = renew_all(&gw, &held).await {
-                    self.metrics.port_mapping("lost");
-                    tracing::info!(gateway = %at, "port mapping lost: {why}");
-                    self.state.unforwarded();
-                    break;
+                let renewed = tokio::select! {
+                    _ = stop.cancelled() => {
+                        self.state.unforwarded();
+                        let _ = tokio::time::timeout(REMOVE_FOR, remove(&gw, &held)).await;
+                        return;
+                    }
+                    r = renew_all(&gw, &held) => r,
+                };
+                match renewed {
+                    Ok(external_ip) => {
+                        for h in &held {
+                            let external = SocketAddr::new(external_ip, h.external);
+                            self.state.forwarded(h.t, h.local, external);
+                        }
+                    }
+                    Err(why) => {
+                        self.metrics.port_mapping("lost");
+                        tracing::info!(gateway = %at, "port mapping lost: {why}");
+                        self.state.unforwarded();
+                        break;
+                    }
                 }
             }
         }
@@ -139,13 +160,17 @@ impl PortMapper {
             // The same port outside when it is free (easier to read in `stun`),
             // any port the gateway picks otherwise.
             let external = match gw.add_port(p, port, local, LEASE_SECS, DESCRIPTION).await {
-                Ok(()) => port,
-                Err(_) => gw
-                    .add_any_port(p, local, LEASE_SECS, DESCRIPTION)
-                    .await
-                    .map_err(MapError::gateway)?,
+                Ok(()) => Ok(port),
+                Err(_) => gw.add_any_port(p, local, LEASE_SECS, DESCRIPTION).await,
             };
-            held.push(Held { t, local, external });
+            match external {
+                Ok(external) => held.push(Held { t, local, external }),
+                Err(e) => {
+                    // Not half a mapping: what the gateway already holds goes.
+                    let _ = tokio::time::timeout(REMOVE_FOR, remove(&gw, &held)).await;
+                    return Err(MapError::gateway(e));
+                }
+            }
         }
         for h in &held {
             let external = SocketAddr::new(external_ip, h.external);
@@ -180,13 +205,19 @@ fn protocol(t: Transport) -> PortMappingProtocol {
     }
 }
 
-async fn renew_all(gw: &Gateway<igd::Bounded>, held: &[Held]) -> Result<(), MapError> {
+/// Renew every mapping; the gateway's external address as it stands.
+async fn renew_all(gw: &Gateway<igd::Bounded>, held: &[Held]) -> Result<IpAddr, MapError> {
     for h in held {
         gw.add_port(protocol(h.t), h.external, h.local, LEASE_SECS, DESCRIPTION)
             .await
             .map_err(MapError::gateway)?;
     }
-    Ok(())
+    let ip = gw.get_external_ip().await.map_err(MapError::gateway)?;
+    if routable(ip) {
+        Ok(ip)
+    } else {
+        Err(MapError::NotPublic(ip))
+    }
 }
 
 async fn remove(gw: &Gateway<igd::Bounded>, held: &[Held]) {

@@ -250,22 +250,30 @@ async fn manage(s: Arc<Shared>) {
         }
         if choice.poll_keepalive(Instant::now()) {
             let mut direct = s.direct.lock().await;
-            let alive = match direct.as_mut() {
-                Some(d) => d.keepalive().await,
-                None => Err(DirectError::Lost("the direct path is gone".into())),
-            };
-            if let Err(why) = alive {
-                *direct = None;
-                choice.lost(Instant::now());
-                let _ = s.events.send(LinkEvent::Lost { why });
+            match direct.as_mut() {
+                Some(d) => {
+                    if let Err(why) = d.keepalive().await {
+                        *direct = None;
+                        choice.lost(Instant::now());
+                        let _ = s.events.send(LinkEvent::Lost { why });
+                    }
+                }
+                // A request found it dead meanwhile, and said so.
+                None => {
+                    choice.lost(Instant::now());
+                }
             }
             continue;
         }
         let wake = choice.poll_timeout().unwrap_or_else(Instant::now);
         tokio::select! {
-            // A request found the direct path dead (it sent the event).
+            // A request found the direct path dead (it sent the event). The
+            // signal may be stale (the keepalive saw the loss first, and a new
+            // path may be open since): only a path that is gone counts.
             _ = s.lost.notified() => {
-                choice.lost(Instant::now());
+                if s.direct.lock().await.is_none() {
+                    choice.lost(Instant::now());
+                }
             }
             _ = tokio::time::sleep_until(wake.into()) => {}
         }

@@ -150,8 +150,10 @@ impl PathChoice {
     pub fn poll_keepalive(&mut self, now: Instant) -> bool {
         match self.state {
             State::Direct { keepalive } if now >= keepalive => {
+                // From now, not from when it was due: after a stall the missed ones
+                // do not all go out at once.
                 self.state = State::Direct {
-                    keepalive: keepalive + KEEPALIVE,
+                    keepalive: now.max(keepalive) + KEEPALIVE,
                 };
                 true
             }
@@ -254,7 +256,12 @@ mod tests {
         assert!(!p.poll_keepalive(t1 + secs(14)));
         assert!(p.poll_keepalive(t1 + secs(15)));
         assert!(p.poll_keepalive(t1 + secs(31)));
-        assert_eq!(p.poll_timeout(), Some(t1 + secs(45)));
+        assert_eq!(
+            p.poll_timeout(),
+            Some(t1 + secs(46)),
+            "counted from when it went"
+        );
+        assert!(!p.poll_keepalive(t1 + secs(45)));
         let t2 = t1 + secs(40);
         assert_eq!(p.lost(t2), Some(Change::Lost));
         assert_eq!(p.lost(t2), None, "lost once");
