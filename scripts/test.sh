@@ -93,6 +93,9 @@ else
   # And with stock miniupnpd on the nodes' routers: every cell direct, over both
   # transports, symmetric to symmetric included (docs/nat.md, "Port mapping").
   CIRRUS_BIN="$BIN" testnet/natlab.sh --smoke --port-mapping --transports udp,tcp
+  # And with the NATs on one segment (no router between them), silent routers:
+  # the same paths as with one (docs/nat.md, "Two answering routers on one segment").
+  CIRRUS_BIN="$BIN" testnet/natlab.sh --smoke --flat
 fi
 
 step "fuzz every target for a short while (fuzz/, cargo-fuzz; docs/fuzzing.md has the long runs)"
