@@ -420,30 +420,15 @@ if [ "$PORTMAP" = 1 ]; then
     sleep 0.1
   done
 fi
-# UDP packets that cross the core, per (source, destination) public address: what
-# one call makes each side send toward the other (the punch and port-guessing
-# budgets), counted by the kernel rather than by the software under test.
-inns "$CORE" nft -f - <<'EOF'
-table ip natcount {
-  set flows {
-    type ipv4_addr . ipv4_addr
-    flags dynamic
-    counter
-    size 65536
-  }
-  chain forward {
-    type filter hook forward priority filter; policy accept;
-    meta l4proto udp add @flows { ip saddr . ip daddr }
-  }
-}
-EOF
-# On the shared segment the packets between participants are bridged, not
-# routed: count them on the bridge, in a set of the same name.
+# UDP packets between public addresses, per (source, destination): what one call
+# makes each side send toward the other (the punch and port-guessing budgets),
+# counted by the kernel rather than by the software under test. Routed packets are
+# counted in the core's forward hook; on the shared segment they are bridged, not
+# routed, so they are counted on the bridge, in a set of the same name.
 COUNT_FAMILY=ip
-if [ "$FLAT" = 1 ]; then
-  COUNT_FAMILY=bridge
-  inns "$CORE" nft -f - <<'EOF'
-table bridge natcount {
+[ "$FLAT" = 1 ] && COUNT_FAMILY=bridge
+inns "$CORE" nft -f - <<EOF
+table $COUNT_FAMILY natcount {
   set flows {
     type ipv4_addr . ipv4_addr
     flags dynamic
@@ -456,7 +441,6 @@ table bridge natcount {
   }
 }
 EOF
-fi
 
 RV_NS="$TAG-rv"
 mkns "$RV_NS"

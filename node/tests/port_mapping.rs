@@ -443,3 +443,14 @@ fn deep_descriptions_and_private_addresses_map_nothing() {
     n2.stop();
     assert_eq!(private.actions(), ["GetExternalIPAddress"]);
 }
+
+#[test]
+fn a_gateway_that_is_not_ip_port_is_refused_at_start() {
+    for bad in ["10.0.0.1", "gateway:1900", "[::1]", "10.0.0.1:99999"] {
+        let err = must_not_start(&["--port-mapping-gateway", bad]);
+        assert!(
+            err.contains("port-mapping-gateway") && err.contains(bad),
+            "{bad}: {err}"
+        );
+    }
+}

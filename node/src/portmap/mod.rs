@@ -92,10 +92,16 @@ impl PortMapper {
                 _ = stop.cancelled() => return,
                 m = self.map(at) => m,
             };
-            let (gw, held) = match mapped {
-                Ok(m) => {
+            match mapped {
+                Ok((gw, held)) => {
                     self.metrics.port_mapping("mapped");
-                    m
+                    retry = RETRY_MIN;
+                    self.hold(&gw, &held, &stop).await;
+                    self.state.unforwarded();
+                    if stop.is_cancelled() {
+                        let _ = tokio::time::timeout(REMOVE_FOR, remove(&gw, &held)).await;
+                        return;
+                    }
                 }
                 Err(why) => {
                     self.metrics.port_mapping("failed");
@@ -105,43 +111,38 @@ impl PortMapper {
                         _ = tokio::time::sleep(retry) => {}
                     }
                     retry = (retry * 2).min(RETRY_MAX);
-                    continue;
-                }
-            };
-            retry = RETRY_MIN;
-            let renew = Duration::from_secs(u64::from(LEASE_SECS / 2));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => {
-                        self.state.unforwarded();
-                        let _ = tokio::time::timeout(REMOVE_FOR, remove(&gw, &held)).await;
-                        return;
-                    }
-                    _ = tokio::time::sleep(renew) => {}
-                }
-                let renewed = tokio::select! {
-                    _ = stop.cancelled() => {
-                        self.state.unforwarded();
-                        let _ = tokio::time::timeout(REMOVE_FOR, remove(&gw, &held)).await;
-                        return;
-                    }
-                    r = renew_all(&gw, &held) => r,
-                };
-                match renewed {
-                    Ok(external_ip) => {
-                        for h in &held {
-                            let external = SocketAddr::new(external_ip, h.external);
-                            self.state.forwarded(h.t, h.local, external);
-                        }
-                    }
-                    Err(why) => {
-                        self.metrics.port_mapping("lost");
-                        tracing::info!(gateway = %at, "port mapping lost: {why}");
-                        self.state.unforwarded();
-                        break;
-                    }
                 }
             }
+        }
+    }
+
+    /// Renew `held` at half its lease until `stop`, or until a renewal fails.
+    async fn hold(&self, gw: &Gateway<igd::Bounded>, held: &[Held], stop: &CancellationToken) {
+        let half_lease = Duration::from_secs(u64::from(LEASE_SECS / 2));
+        loop {
+            let renewed = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = async {
+                    tokio::time::sleep(half_lease).await;
+                    renew_all(gw, held).await
+                } => r,
+            };
+            match renewed {
+                Ok(ip) => self.publish(held, ip),
+                Err(why) => {
+                    self.metrics.port_mapping("lost");
+                    tracing::info!("port mapping lost: {why}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// List `held` in `stun`, at the gateway's external address `ip`.
+    fn publish(&self, held: &[Held], ip: IpAddr) {
+        for h in held {
+            self.state
+                .forwarded(h.t, h.local, SocketAddr::new(ip, h.external));
         }
     }
 
@@ -149,10 +150,7 @@ impl PortMapper {
     async fn map(&self, at: SocketAddr) -> Result<(Gateway<igd::Bounded>, Vec<Held>), MapError> {
         let gw = igd::find(self.bind, at).await?;
         let local_ip = local_ip_towards(self.bind, at).await;
-        let external_ip = gw.get_external_ip().await.map_err(MapError::gateway)?;
-        if !routable(external_ip) {
-            return Err(MapError::NotPublic(external_ip));
-        }
+        let external_ip = external_ip(&gw).await?;
         let mut held = Vec::new();
         for (t, port) in [(Transport::Udp, self.udp), (Transport::Tcp, self.ws)] {
             let local = SocketAddr::new(local_ip, port);
@@ -173,10 +171,9 @@ impl PortMapper {
             }
         }
         for h in &held {
-            let external = SocketAddr::new(external_ip, h.external);
-            tracing::info!(transport = ?h.t, local = %h.local, %external, "port mapped by the gateway");
-            self.state.forwarded(h.t, h.local, external);
+            tracing::info!(transport = ?h.t, local = %h.local, external = %SocketAddr::new(external_ip, h.external), "port mapped by the gateway");
         }
+        self.publish(&held, external_ip);
         Ok((gw, held))
     }
 }
@@ -212,6 +209,11 @@ async fn renew_all(gw: &Gateway<igd::Bounded>, held: &[Held]) -> Result<IpAddr, 
             .await
             .map_err(MapError::gateway)?;
     }
+    external_ip(gw).await
+}
+
+/// The gateway's external address, if a mapping there could be reached.
+async fn external_ip(gw: &Gateway<igd::Bounded>) -> Result<IpAddr, MapError> {
     let ip = gw.get_external_ip().await.map_err(MapError::gateway)?;
     if routable(ip) {
         Ok(ip)

@@ -233,16 +233,16 @@ async fn manage(s: Arc<Shared>) {
                         _ => Miss::Other,
                     };
                     let after = s.opened.elapsed();
-                    let why2 = why.clone();
-                    match choice.failed(Instant::now(), miss, nat) {
+                    if let Change::Guessing(_) = choice.failed(Instant::now(), miss, nat) {
                         // A guess follows at once: the round has not settled yet.
-                        Change::Guessing(_) => {
-                            let _ = s.events.send(LinkEvent::Guessing { why, after });
-                        }
-                        _ => {
-                            let _ = s.events.send(LinkEvent::Failed { why, after });
-                            s.settled.send_replace(Some(Err(why2)));
-                        }
+                        let _ = s.events.send(LinkEvent::Guessing { why, after });
+                    } else {
+                        let failed = LinkEvent::Failed {
+                            why: why.clone(),
+                            after,
+                        };
+                        let _ = s.events.send(failed);
+                        s.settled.send_replace(Some(Err(why)));
                     }
                 }
             }

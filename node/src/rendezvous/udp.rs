@@ -59,8 +59,8 @@ impl DirectUdp {
                     open_toward(&sock, &plan.targets).await;
                 }
                 punch(r, peer, mine, Transport::Udp, None).await?;
-                let probe = Probe::new(plan.targets.clone(), None, mine, peer)?;
-                let at = probe.run(&sock, deadline).await?;
+                let probe = Probe::new(plan.targets.clone(), None, mine, peer, deadline)?;
+                let at = probe.run(&sock).await?;
                 Ok(DirectUdp { sock, at })
             }
             Opening::WeOpen => {
@@ -84,8 +84,8 @@ impl DirectUdp {
                         tried: vec![target],
                         mine,
                     })?;
-                let probe = Probe::new(vec![target], None, mine, peer)?;
-                let at = probe.run(&sock, deadline).await?;
+                let probe = Probe::new(vec![target], None, mine, peer, deadline)?;
+                let at = probe.run(&sock).await?;
                 Ok(DirectUdp { sock, at })
             }
             Opening::TargetOpens => {
@@ -95,9 +95,9 @@ impl DirectUdp {
                     .ok_or(DirectError::NoEndpoints(Transport::Udp))?
                     .ip();
                 punch(r, peer, mine, Transport::Udp, Some(Guess::Open)).await?;
-                let probe = Probe::new(Vec::new(), Some(ip), mine, peer)?;
+                let probe = Probe::new(Vec::new(), Some(ip), mine, peer, deadline)?;
                 crate::stun::spray(&sock, ip, probe.probe.datagram()).await;
-                let at = probe.run(&sock, deadline).await?;
+                let at = probe.run(&sock).await?;
                 Ok(DirectUdp { sock, at })
             }
         }
@@ -203,38 +203,27 @@ struct Probe {
 }
 
 impl Probe {
+    /// A probe that gives up at `deadline`.
     fn new(
         targets: Vec<SocketAddr>,
         learn_from: Option<IpAddr>,
         mine: SocketAddr,
         peer: &str,
+        deadline: Instant,
     ) -> Result<Probe, DirectError> {
         let body = serde_json::to_vec(&probe_request()).expect("a JSON value serializes");
-        let probe = PathProbe::new(
-            Instant::now(),
-            body,
-            targets,
-            learn_from,
-            peer,
-            DIRECT_FOR,
-            PUNCH_EVERY,
-        )?;
+        let now = Instant::now();
+        let within = deadline.saturating_duration_since(now);
+        let probe = PathProbe::new(now, body, targets, learn_from, peer, within, PUNCH_EVERY)?;
         Ok(Probe { probe, mine })
     }
 
-    /// Until `deadline`: the endpoint that answered as the peer.
-    async fn run(mut self, sock: &UdpSocket, deadline: Instant) -> Result<SocketAddr, DirectError> {
+    /// The endpoint that answered as the peer.
+    async fn run(mut self, sock: &UdpSocket) -> Result<SocketAddr, DirectError> {
         let mut buf = vec![0u8; 65_536];
         loop {
             let now = Instant::now();
             self.probe.handle_timeout(now);
-            if now >= deadline {
-                let tried = self.probe.targets().to_vec();
-                return Err(DirectError::NoAnswer {
-                    tried,
-                    mine: self.mine,
-                });
-            }
             while let Some(t) = self.probe.poll_transmit(now) {
                 let _ = sock.send_to(&t.contents, t.destination).await;
             }
@@ -249,10 +238,7 @@ impl Probe {
                     ProbeEvent::Failed(e) => Err(DirectError::Request(e)),
                 };
             }
-            let wake = self
-                .probe
-                .poll_timeout()
-                .map_or(deadline, |t| t.min(deadline));
+            let wake = self.probe.poll_timeout().unwrap_or(now);
             let wake = tokio::time::Instant::from_std(wake);
             if let Ok(Ok((n, from))) = tokio::time::timeout_at(wake, sock.recv_from(&mut buf)).await
             {

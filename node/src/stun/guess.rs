@@ -17,11 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cirrus_proto::api::Guess;
-// The packets that open our NAT toward the requester go past our NAT, not as far
-// as the requester's (whose router might answer and spoil the port pair).
-use cirrus_proto::punch::OPENING_TTL;
-use cirrus_proto::punch::Spray;
 use cirrus_proto::punch::spray::ports_from;
+use cirrus_proto::punch::{OPENING_TTL, Spray};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -176,6 +173,8 @@ impl Punchers {
             let Ok(sock) = UdpSocket::bind(SocketAddr::new(bind, 0)).await else {
                 break;
             };
+            // Past our NAT, not as far as the requester's, whose router might
+            // answer and spoil the port pair.
             let ttl = sock.ttl().ok();
             let _ = sock.set_ttl(OPENING_TTL);
             let opener = cirrus_proto::stun::binding_indication(transaction_id());

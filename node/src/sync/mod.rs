@@ -219,11 +219,7 @@ async fn stream_all(
                 return Err(SyncError::Protocol("unexpected answer to range".into()));
             };
             st.pages += 1;
-            let raw: Vec<Vec<u8>> = records.into_iter().map(ByteBuf::into_vec).collect();
-            st.record_bytes += raw.iter().map(Vec::len).sum::<usize>();
-            let (fresh, _) = sort_out(node.store, raw).await?;
-            let stored = verify_all(fresh, node.metrics).await?;
-            st.records_received += stored.len();
+            let (stored, _) = checked(node, records, st).await?;
             Ok((stored, next))
         };
         let (committed, fetched) = tokio::join!(commit, fetch);
@@ -249,11 +245,7 @@ async fn take(
     records: Vec<ByteBuf>,
     st: &mut SyncStats,
 ) -> Result<Vec<Hash>, SyncError> {
-    let raw: Vec<Vec<u8>> = records.into_iter().map(ByteBuf::into_vec).collect();
-    st.record_bytes += raw.iter().map(Vec::len).sum::<usize>();
-    let (fresh, mut lost) = sort_out(node.store, raw).await?;
-    let stored = verify_all(fresh, node.metrics).await?;
-    st.records_received += stored.len();
+    let (stored, mut lost) = checked(node, records, st).await?;
     if !stored.is_empty() {
         let slots: Vec<Hash> = stored.iter().map(|s| s.record.slot().hash()).collect();
         let statuses = node.writer.apply(stored, Origin::Sync).await?;
@@ -266,6 +258,21 @@ async fn take(
         );
     }
     Ok(lost)
+}
+
+/// Carried records decoded, those that change nothing here set aside, the rest
+/// verified: what to store, and the slots whose record here is newer.
+async fn checked(
+    node: &Local<'_>,
+    records: Vec<ByteBuf>,
+    st: &mut SyncStats,
+) -> Result<(Vec<Stored>, Vec<Hash>), SyncError> {
+    let raw: Vec<Vec<u8>> = records.into_iter().map(ByteBuf::into_vec).collect();
+    st.record_bytes += raw.iter().map(Vec::len).sum::<usize>();
+    let (fresh, lost) = sort_out(node.store, raw).await?;
+    let stored = verify_all(fresh, node.metrics).await?;
+    st.records_received += stored.len();
+    Ok((stored, lost))
 }
 
 /// Decode carried records and set aside, before any signature is checked, those

@@ -52,7 +52,6 @@ pub struct PathProbe {
     /// Any endpoint of this address that answers becomes a candidate (the
     /// client probed its random ports).
     learn_from: Option<IpAddr>,
-    deadline: Instant,
     out: VecDeque<Transmit>,
     event: Option<ProbeEvent>,
     reported: bool,
@@ -78,7 +77,6 @@ impl PathProbe {
             sending: targets.clone(),
             targets,
             learn_from,
-            deadline: now + within,
             out: VecDeque::new(),
             event: None,
             reported: false,
@@ -139,12 +137,12 @@ impl PathProbe {
         }
         // A driver sends everything `poll_transmit` gives before it waits, so what
         // is queued is never waiting on this.
-        Some(self.call.poll_timeout().min(self.deadline))
+        Some(self.call.poll_timeout())
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.event.is_none() && (now >= self.deadline || self.call.handle_timeout(now).is_err())
-        {
+        // The call's time is the probe's.
+        if self.event.is_none() && self.call.handle_timeout(now).is_err() {
             let tried = self.targets.clone();
             self.end(ProbeEvent::NoAnswer { tried });
         }
