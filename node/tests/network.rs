@@ -443,6 +443,97 @@ fn announcements_are_taken_only_from_their_signer_and_in_order() {
     });
 }
 
+/// Who signed a gossiped announcement (the key named in its body).
+fn signer_of(data: &[u8]) -> Option<libp2p::PeerId> {
+    let body: Value = serde_json::from_slice(data.get(64..)?).ok()?;
+    let key = hex::decode(body["key"].as_str()?).ok()?;
+    Some(
+        libp2p::identity::PublicKey::try_decode_protobuf(&key)
+            .ok()?
+            .to_peer_id(),
+    )
+}
+
+/// An announcement reaches the announcer's direct peers and no further: a node
+/// takes a peer's own and does not pass it on, even to a peer in its gossip mesh
+/// (which does get what the node forwards on the records topic, and the node's own
+/// announcements).
+#[test]
+fn announcements_reach_direct_peers_and_are_not_forwarded() {
+    use libp2p::gossipsub::Event as Gossip;
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path());
+    let key = Keypair::generate_ed25519();
+    let swarm_key = key.clone();
+    let mut announcer = Rogue::new(move || rogue_swarm(swarm_key), gossiper_chores);
+    // The listener keeps every gossip message it gets, as (topic, bytes).
+    let mut listener = Rogue::new(
+        || rogue_swarm(Keypair::generate_ed25519()),
+        |swarm, ev, kept: &mut Vec<Vec<u8>>| match ev {
+            cirrus_node::p2p::BehaviourEvent::Gossipsub(Gossip::Message { message, .. }) => {
+                let tag = u8::from(message.topic == announce_topic().hash());
+                kept.push([vec![tag], message.data].concat());
+            }
+            other => gossiper_chores(swarm, other, kept),
+        },
+    );
+    for g in [&mut announcer, &mut listener] {
+        let gs = &mut g.swarm.behaviour_mut().gossipsub;
+        gs.subscribe(&announce_topic()).unwrap();
+        gs.subscribe(&records_topic()).unwrap();
+    }
+    let node_id = listener.connect(&node.listen[0]);
+    announcer.connect(&node.listen[0]);
+    let announcer_id = announcer.swarm.local_peer_id().to_owned();
+    listener.wait_until("the node and the listener share both gossip meshes", |r| {
+        let gs = &r.swarm.behaviour().gossipsub;
+        let both = [announce_topic(), records_topic()]
+            .iter()
+            .all(|t| gs.mesh_peers(&t.hash()).any(|p| *p == node_id));
+        if both { Ok(()) } else { Err("not yet".into()) }
+    });
+
+    let root = "44".repeat(32);
+    announcer.publish_on(announce_topic(), announcement(&key, &key, &root, 1_000));
+    announcer.wait_until("the node takes the announcer's own announcement", |_| {
+        let got = entry_for(&node, &announcer_id.to_string()).map(|e| e["dbRoot"].clone());
+        if got == Some(Value::from(root.as_str())) {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    });
+    // The node forwards a record the announcer publishes after it: by the time the
+    // listener has that, it would have had the announcement before it.
+    let a = author(61);
+    let record = doc(&a, "behind-the-announcement", 1, "v").encode();
+    announcer.publish(record.clone());
+    listener.wait_until(
+        "the node forwards the record and announces its new root",
+        |r| {
+            let forwarded = r
+                .responses
+                .iter()
+                .any(|m| m[0] == 0 && m[1..] == record[..]);
+            let own = r
+                .responses
+                .iter()
+                .any(|m| m[0] == 1 && signer_of(&m[1..]) == Some(node_id));
+            if forwarded && own {
+                Ok(())
+            } else {
+                Err(format!("record {forwarded}, node's announcement {own}"))
+            }
+        },
+    );
+    let relayed = listener
+        .responses
+        .iter()
+        .filter(|m| m[0] == 1 && signer_of(&m[1..]) == Some(announcer_id))
+        .count();
+    assert_eq!(relayed, 0, "the node forwarded a peer's announcement");
+}
+
 #[test]
 fn forged_gossip_is_dropped_and_its_sender_loses_score() {
     let dir = tempfile::tempdir().unwrap();

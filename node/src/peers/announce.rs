@@ -105,6 +105,8 @@ pub enum AnnounceError {
     Key,
     #[error("announcement signature does not verify")]
     Signature,
+    #[error("announcement is signed by another node than the peer that sent it")]
+    Relayed,
     #[error(
         "announcement lists more than {} mappings or a `seen` list",
         StunInfo::MAX_MAPPINGS
@@ -123,31 +125,65 @@ pub fn seal(key: &Keypair, body: Body) -> Vec<u8> {
 
 /// Check an announcement's signature and read it.
 pub fn open(data: &[u8]) -> Result<Announce, AnnounceError> {
-    if data.len() < SIG_LEN || data.len() > MAX_BYTES {
-        return Err(AnnounceError::Size);
+    Parsed::read(data)?.verify()
+}
+
+/// [`open`] for an announcement that the peer `from` passed us by gossip, where
+/// only its own is taken (announcements are not forwarded): one that names another
+/// key is refused before its signature is checked.
+pub fn open_from(data: &[u8], from: &PeerId) -> Result<Announce, AnnounceError> {
+    let parsed = Parsed::read(data)?;
+    if parsed.key.to_peer_id() != *from {
+        return Err(AnnounceError::Relayed);
     }
-    let (sig, body) = data.split_at(SIG_LEN);
-    let sealed: Sealed =
-        serde_json::from_slice(body).map_err(|e| AnnounceError::Body(e.to_string()))?;
-    let key = hex::decode(&sealed.key).map_err(|_| AnnounceError::Key)?;
-    let key = PublicKey::try_decode_protobuf(&key).map_err(|_| AnnounceError::Key)?;
-    if key.key_type() != KeyType::Ed25519 {
-        return Err(AnnounceError::Key);
+    parsed.verify()
+}
+
+/// An announcement read, its signature not yet checked.
+struct Parsed<'a> {
+    key: PublicKey,
+    sig: &'a [u8],
+    body: &'a [u8],
+    sealed: Sealed,
+}
+
+impl<'a> Parsed<'a> {
+    fn read(data: &'a [u8]) -> Result<Parsed<'a>, AnnounceError> {
+        if data.len() < SIG_LEN || data.len() > MAX_BYTES {
+            return Err(AnnounceError::Size);
+        }
+        let (sig, body) = data.split_at(SIG_LEN);
+        let sealed: Sealed =
+            serde_json::from_slice(body).map_err(|e| AnnounceError::Body(e.to_string()))?;
+        let key = hex::decode(&sealed.key).map_err(|_| AnnounceError::Key)?;
+        let key = PublicKey::try_decode_protobuf(&key).map_err(|_| AnnounceError::Key)?;
+        if key.key_type() != KeyType::Ed25519 {
+            return Err(AnnounceError::Key);
+        }
+        Ok(Parsed {
+            key,
+            sig,
+            body,
+            sealed,
+        })
     }
-    if !key.verify(&[DOMAIN, body].concat(), sig) {
-        return Err(AnnounceError::Signature);
+
+    fn verify(self) -> Result<Announce, AnnounceError> {
+        if !self.key.verify(&[DOMAIN, self.body].concat(), self.sig) {
+            return Err(AnnounceError::Signature);
+        }
+        let stun = &self.sealed.stun;
+        if stun.udp.len() > StunInfo::MAX_MAPPINGS
+            || stun.tcp.len() > StunInfo::MAX_MAPPINGS
+            || !stun.seen.is_empty()
+        {
+            return Err(AnnounceError::TooMuch);
+        }
+        Ok(Announce {
+            from: self.key.to_peer_id(),
+            body: self.sealed.body(),
+        })
     }
-    let stun = &sealed.stun;
-    if stun.udp.len() > StunInfo::MAX_MAPPINGS
-        || stun.tcp.len() > StunInfo::MAX_MAPPINGS
-        || !stun.seen.is_empty()
-    {
-        return Err(AnnounceError::TooMuch);
-    }
-    Ok(Announce {
-        from: key.to_peer_id(),
-        body: sealed.body(),
-    })
 }
 
 #[cfg(test)]
@@ -172,6 +208,20 @@ mod tests {
         let a = open(&seal(&key, body())).unwrap();
         assert_eq!(a.from, key.public().to_peer_id());
         assert_eq!(a.body, body());
+    }
+
+    #[test]
+    fn from_a_peer_only_its_own_announcement_opens() {
+        let (ours, theirs) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let sealed = seal(&theirs, body());
+        let them = theirs.public().to_peer_id();
+        assert_eq!(open_from(&sealed, &them).unwrap().from, them);
+        let us = ours.public().to_peer_id();
+        assert_eq!(open_from(&sealed, &us), Err(AnnounceError::Relayed));
+        // The check on the key does not stand in for the signature.
+        let mut bad = sealed.clone();
+        bad[0] ^= 1;
+        assert_eq!(open_from(&bad, &them), Err(AnnounceError::Signature));
     }
 
     #[test]

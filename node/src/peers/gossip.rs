@@ -1,6 +1,6 @@
 //! Gossip from peers: records (checked before they are forwarded or stored) and
-//! announcements (at most [`ANNOUNCES_PER_SOURCE`] a second from one peer, checked,
-//! kept for connected peers).
+//! announcements (at most [`ANNOUNCES_PER_SOURCE`] a second from one peer, only
+//! the peer's own, checked, never forwarded).
 
 use std::collections::HashMap;
 
@@ -10,15 +10,17 @@ use libp2p::PeerId;
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
 
 use super::Peers;
-use super::announce::{self, Announce};
+use super::announce::{self, Announce, AnnounceError};
 use crate::store::writer::Origin;
 use crate::store::{KnownPeer, Stored};
 use crate::stun::pairs::PeerEvent;
 use crate::sync::schedule::SyncEvent;
 
-/// Announcements one peer may pass us per second (its own and those it forwards);
-/// beyond this they are ignored before any signature is checked.
-pub(super) const ANNOUNCES_PER_SOURCE: u32 = 100;
+/// Announcements one peer may pass us per second; beyond this they are ignored
+/// before any signature is checked. An honest peer sends its own at most every
+/// 250 ms (peers/mod.rs `ANNOUNCE_CHECK`); one still on an older version may also
+/// forward others'.
+pub(super) const ANNOUNCES_PER_SOURCE: u32 = 20;
 
 /// Check a gossiped record and store it; report the verdict to gossipsub. A record
 /// the store already holds (a duplicate copy) is not verified again: its id is the
@@ -114,15 +116,18 @@ enum Checked {
     Invalid(cirrus_proto::RecordError),
 }
 
-/// A gossiped announcement: taken if it is a connected peer's own, newer than the
-/// last, and not too soon after it. Returns the verdict for gossipsub.
+/// A gossiped announcement: taken if it is the sending peer's own, newer than the
+/// last, and not too soon after it. Returns the verdict for gossipsub, which is
+/// never to forward: a root and STUN data matter only to the announcer's direct
+/// peers, and its publish reaches all of them (flood publish). Gossiped on, every
+/// node would receive and verify every node's announcements, several copies each.
 pub(super) fn announcement(
     p: &Peers,
     source: PeerId,
     data: &[u8],
     dirty: &mut HashMap<PeerId, KnownPeer>,
 ) -> MessageAcceptance {
-    match announce::open(data) {
+    match announce::open_from(data, &source) {
         Ok(a) => {
             let result = if take(p, a, dirty) {
                 "taken"
@@ -130,7 +135,12 @@ pub(super) fn announcement(
                 "ignored"
             };
             p.metrics.announcement(result);
-            MessageAcceptance::Accept
+            MessageAcceptance::Ignore
+        }
+        // Forwarded by a peer that still gossips announcements on: not an offence.
+        Err(AnnounceError::Relayed) => {
+            p.metrics.announcement("ignored");
+            MessageAcceptance::Ignore
         }
         Err(e) => {
             tracing::warn!(peer = %source, error = %e, "dropping an invalid announcement");
