@@ -93,6 +93,7 @@ pub struct Metrics {
     // What peers say.
     pub peer_exchange: Family<ByResult, Counter>,
     pub known_peers: Gauge,
+    pub peers_let_go: Counter,
     pub announcements: Family<ByResult, Counter>,
     pub verified: Family<ByOrigin, Counter>,
 }
@@ -142,6 +143,7 @@ impl Metrics {
             port_mappings: Family::default(),
             peer_exchange: Family::default(),
             known_peers: Gauge::default(),
+            peers_let_go: Counter::default(),
             announcements: Family::default(),
             verified: Family::default(),
         };
@@ -283,8 +285,13 @@ impl Metrics {
             m.known_peers.clone(),
         );
         r.register(
+            "peers_let_go",
+            "Peers disconnected because more than max-peers were connected",
+            m.peers_let_go.clone(),
+        );
+        r.register(
             "announcements",
-            "Announcements by gossip: taken, ignored (over a peer's budget, or not newer) or invalid",
+            "Announcements by gossip: taken, ignored (over a peer's budget, not newer, or not the sender's own) or invalid",
             m.announcements.clone(),
         );
         r.register(

@@ -443,6 +443,70 @@ fn announcements_are_taken_only_from_their_signer_and_in_order() {
     });
 }
 
+/// Over `max-peers`, a node lets go of the inbound peers it has had longest (none
+/// in its first 20 s), down to three quarters of it. Here every node dials the
+/// bootstrap node, which ends with at most 4 of the 6; each node keeps a peer, and
+/// a record written anywhere still reaches every node.
+#[test]
+fn a_node_over_max_peers_lets_inbound_peers_go_and_records_still_reach_everyone() {
+    let net = TestNet::start(7, &["--max-peers", "4"]);
+    wait_until(
+        "the bootstrap node is at most at max-peers, no node alone",
+        || {
+            let counts: Vec<usize> = net.nodes().iter().map(|n| n.peers().len()).collect();
+            let let_go = net.node(0).metric("cirrus_peers_let_go_total", &[]);
+            if counts[0] <= 4 && counts.iter().all(|&n| n >= 1) && let_go >= 2.0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "peers {counts:?}, {let_go} let go by the bootstrap node"
+                ))
+            }
+        },
+    );
+    let alice = author(60);
+    let ak = alice.verifying_key().to_bytes();
+    assert_eq!(
+        net.node(6).put(&doc(&alice, "after-trimming", 1, "v"))["status"],
+        "applied"
+    );
+    wait_until("the record reaches every node", || {
+        let missing: Vec<usize> = (0..net.len())
+            .filter(|&i| get_record(net.node(i), &ak, "after-trimming", Kind::Doc).is_null())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("nodes {missing:?} lack it"))
+        }
+    });
+}
+
+/// A node whose bootstrap peer is down when it starts keeps dialing it while it
+/// has no peers, and joins once the bootstrap peer is back.
+#[test]
+fn a_node_alone_redials_its_bootstrap_peer_until_it_answers() {
+    let mut net = TestNet::unstarted(2, &[]);
+    // A fixed swarm port (the address is the test's own), so the bootstrap
+    // address stays right across the restart.
+    let port = ["--p2p-port", "38080"];
+    net.up(0, &port);
+    let boot = net.boot();
+    net.stop(0);
+    net.up(1, &["--bootstrap", &boot]);
+    assert!(net.node(1).peers().is_empty(), "a stopped node answered");
+    net.up(0, &port);
+    let first = net.node(0).info()["peerId"].clone();
+    wait_until("the node has joined its bootstrap peer", || {
+        let ids = net.node(1).peer_ids();
+        if ids.contains(first.as_str().unwrap()) {
+            Ok(())
+        } else {
+            Err(format!("peers {ids:?}"))
+        }
+    });
+}
+
 /// Who signed a gossiped announcement (the key named in its body).
 fn signer_of(data: &[u8]) -> Option<libp2p::PeerId> {
     let body: Value = serde_json::from_slice(data.get(64..)?).ok()?;

@@ -116,7 +116,10 @@ fn behaviour(
     registry: &mut Registry,
 ) -> Result<Behaviour, P2pError> {
     let limits = connection_limits::ConnectionLimits::default()
-        .with_max_established(Some(cfg.max_peers.saturating_mul(2)))
+        // Room above max-peers for newcomers to ask whom we know before peers
+        // over it are let go (p2p/exchange.rs): at twice, the late joiners of a
+        // 50-node testnet were refused by the bootstrap node and waited 20 s.
+        .with_max_established(Some(cfg.max_peers.saturating_mul(4)))
         .with_max_established_per_peer(Some(2))
         .with_max_pending_incoming(Some(64))
         .with_max_pending_outgoing(Some(cfg.max_pending_dials));

@@ -43,6 +43,9 @@ pub(super) struct EventLoop {
     pub(super) pending_peer: Pending<peer::Response>,
     /// Our own peer-exchange requests in flight.
     pub(super) exchanges: HashSet<OutboundRequestId>,
+    /// Peers were let go since the last maintenance round (their memory is freed
+    /// once their connection tasks end).
+    pub(super) let_go_some: bool,
     /// Gossip messages handed out and not yet validated.
     pub(super) unvalidated: usize,
     pub(super) cfg: Arc<Config>,
@@ -54,7 +57,9 @@ pub(super) struct EventLoop {
 
 impl EventLoop {
     pub(super) async fn run(mut self) {
-        let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
+        // Not at once: start-up has just dialed the bootstrap and remembered peers.
+        let mut maintain =
+            tokio::time::interval_at(tokio::time::Instant::now() + MAINTAIN_EVERY, MAINTAIN_EVERY);
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => break,
@@ -222,6 +227,7 @@ impl EventLoop {
                 if num_established == 0 {
                     self.connected.remove(&peer_id);
                     self.metrics.peers.set(self.connected.len() as i64);
+                    self.released(false);
                     tracing::info!(peer = %peer_id, "peer disconnected");
                     self.emit(Event::PeerDown { peer: peer_id });
                 } else if let Some(c) = self.connected.get_mut(&peer_id) {

@@ -3,14 +3,16 @@
 //! a peer tells is bounded: so many entries, usable addresses only, so many dials.
 
 use cirrus_proto::peer::{self, PeerEntry};
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::ResponseChannel;
-use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId};
 
 use super::codec::Inbound;
 use super::connections::{ADDRS_PER_PEER, EXCHANGE_ENTRIES, usable};
 use super::event_loop::EventLoop;
 use super::random_index;
+use crate::clock;
 
 /// Keep dialing known peers while fewer than this many are connected.
 const TARGET_PEERS: usize = 8;
@@ -18,13 +20,25 @@ const TARGET_PEERS: usize = 8;
 /// connected: a node keeps a mesh of about this degree (plus whoever dials it, up
 /// to `max-peers`), not a connection to everyone it hears of.
 const DIAL_UP_TO: usize = 12;
+/// A peer connected for less than this is not let go: time enough for it to ask
+/// us whom we know and to dial them.
+const GRACE_SECS: u64 = 20;
 
 impl EventLoop {
     /// Keep enough peers: dial known ones, and ask a connected one whom it knows.
     pub(super) fn maintain(&mut self) {
         self.metrics.peers.set(self.connected.len() as i64);
-        if self.connected.len() >= TARGET_PEERS.min(self.cfg.max_peers as usize) {
+        self.released(true);
+        self.let_go();
+        if self.connected.len() >= TARGET_PEERS.min(self.keep()) {
             return;
+        }
+        if self.connected.is_empty() {
+            // Alone: the bootstrap peers again, which may have been down, or full
+            // (at four times max-peers connections) when we started.
+            for addr in self.cfg.bootstrap.clone() {
+                let _ = self.swarm.dial(bootstrap_dial(addr));
+            }
         }
         let local = *self.swarm.local_peer_id();
         let connected = &self.connected;
@@ -40,6 +54,49 @@ impl EventLoop {
         if !peers.is_empty() {
             self.exchange_peers(peers[random_index(peers.len())]);
         }
+    }
+
+    /// Over `max-peers`, disconnect peers until three quarters of it remain: inbound
+    /// ones first, those connected longest first, then our own dials (several in
+    /// flight at once can overshoot), never one in its first [`GRACE_SECS`]. Whoever
+    /// dials us may learn our peers, not stay: every node of a 50-node testnet dials
+    /// the bootstrap node, which kept all 49, and memory grows with peers (about
+    /// 0.27 MB each).
+    fn let_go(&mut self) {
+        if self.connected.len() <= self.cfg.max_peers as usize {
+            return;
+        }
+        let keep = self.keep();
+        let now = clock::unix_secs();
+        let mut settled: Vec<(bool, u64, PeerId)> = self
+            .connected
+            .values()
+            .filter(|c| now.saturating_sub(c.facts.since) >= GRACE_SECS)
+            .map(|c| (!c.facts.inbound, c.facts.since, c.facts.peer))
+            .collect();
+        settled.sort();
+        for (_, _, peer) in settled.into_iter().take(self.connected.len() - keep) {
+            if self.swarm.disconnect_peer_id(peer).is_ok() {
+                tracing::debug!(%peer, "over max-peers: letting a peer go");
+                self.metrics.peers_let_go.inc();
+                self.let_go_some = true;
+            }
+        }
+    }
+
+    /// After letting peers go, once they are gone (or at the next round anyway),
+    /// hand their memory back to the system.
+    pub(super) fn released(&mut self, anyway: bool) {
+        if self.let_go_some && (anyway || self.connected.len() <= self.keep()) {
+            self.let_go_some = false;
+            release_freed_memory();
+        }
+    }
+
+    /// Peers kept after letting some go. Dialing stops there too, so that a small
+    /// `max-peers` does not have nodes redial the peers that just let them go.
+    fn keep(&self) -> usize {
+        (self.cfg.max_peers as usize * 3 / 4).max(1)
     }
 
     pub(super) fn exchange_peers(&mut self, peer: PeerId) {
@@ -78,7 +135,7 @@ impl EventLoop {
             if new
                 && dials < self.cfg.exchange_dials
                 && !self.connected.contains_key(&peer)
-                && self.connected.len() < DIAL_UP_TO.min(self.cfg.max_peers as usize)
+                && self.connected.len() < DIAL_UP_TO.min(self.keep())
             {
                 dials += 1;
                 self.metrics.exchange("dialed", 1);
@@ -112,5 +169,28 @@ impl EventLoop {
             .behaviour_mut()
             .peer
             .send_response(channel, peer::Response::Peers(entries));
+    }
+}
+
+/// A dial of a bootstrap address that is skipped while that peer is connected or
+/// being dialed, when the address names it.
+fn bootstrap_dial(addr: Multiaddr) -> DialOpts {
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => DialOpts::peer_id(peer)
+            .addresses(vec![addr])
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build(),
+        _ => addr.into(),
+    }
+}
+
+/// Hand the memory of peers let go back to the system. glibc keeps freed memory
+/// in its arenas unless it sits at the top of one: without this, a bootstrap node
+/// that had let 25 of its 49 peers go still held 31.2 MB (BENCHMARKS.md 3.3).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator to the system.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -88,6 +88,7 @@ pub async fn start(
         pending_sync: HashMap::new(),
         pending_peer: HashMap::new(),
         exchanges: HashSet::new(),
+        let_go_some: false,
         unvalidated: 0,
         cfg,
         metrics,

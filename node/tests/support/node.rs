@@ -26,29 +26,31 @@ pub struct TestNode {
 /// `cirrus run` on `ip` with every port 0 (so tests run in parallel) and
 /// `data_dir`; no other flags.
 pub fn run_command_on(ip: &str, data_dir: &Path) -> Command {
+    run_command_setting(ip, data_dir, &[])
+}
+
+/// [`run_command_on`], but the port flags among `set` are left for the caller.
+fn run_command_setting(ip: &str, data_dir: &Path, set: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.args([
-        "run",
-        "--bind",
-        ip,
+    cmd.args(["run", "--bind", ip]);
+    for flag in [
         "--http-port",
-        "0",
         "--p2p-port",
-        "0",
         "--stun-port",
-        "0",
         "--ws-port",
-        "0",
         "--udp-port",
-        "0",
-        "--data-dir",
-    ])
-    .arg(data_dir)
-    // Whatever the test machine's environment says, it does not configure these
-    // nodes; and a node never touches the real ~/.cirrus.
-    .env_remove("CIRRUS_BOOTSTRAP")
-    .env_remove("CIRRUS_CONFIG")
-    .env("HOME", data_dir);
+    ] {
+        if !set.contains(&flag) {
+            cmd.args([flag, "0"]);
+        }
+    }
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        // Whatever the test machine's environment says, it does not configure these
+        // nodes; and a node never touches the real ~/.cirrus.
+        .env_remove("CIRRUS_BOOTSTRAP")
+        .env_remove("CIRRUS_CONFIG")
+        .env("HOME", data_dir);
     cmd
 }
 
@@ -66,8 +68,9 @@ impl TestNode {
         Self::start_on("127.0.0.1", data_dir, extra)
     }
 
+    /// A port that `extra` sets is not set to 0.
     pub fn start_on(ip: &str, data_dir: &Path, extra: &[&str]) -> TestNode {
-        let mut cmd = run_command_on(ip, data_dir);
+        let mut cmd = run_command_setting(ip, data_dir, extra);
         // Anti-entropy every second, so tests converge fast, unless a test sets it.
         if !extra.contains(&"--sync-interval-secs") {
             cmd.args(["--sync-interval-secs", "1"]);
