@@ -1,6 +1,8 @@
-//! Staying connected: redial remembered peers while too few are connected, ask a
-//! connected one whom it knows (peer exchange), and answer others who ask us. What
-//! a peer tells is bounded: so many entries, usable addresses only, so many dials.
+//! Staying connected, and not to too many: redial remembered peers (and, when
+//! alone, the bootstrap peers) while too few are connected, ask a connected one
+//! whom it knows (peer exchange), answer others who ask us, and let peers go over
+//! `max-peers`. What a peer tells is bounded: so many entries, usable addresses
+//! only, so many dials.
 
 use cirrus_proto::peer::{self, PeerEntry};
 use libp2p::multiaddr::Protocol;
