@@ -75,9 +75,9 @@ settings! {
     /// Do not dial the peers remembered in the data dir, at start or later; join
     /// only through --bootstrap (peers met in this run are still remembered).
     no_redial: bool = false, "CIRRUS_NO_REDIAL", num_args = 0..=1, default_missing_value = "true";
-    /// Most peers to stay connected to: above it, peers are let go (inbound ones
-    /// first, connected longest first, none in its first 20 s) until three quarters
-    /// of it remain. At most four times this many connections. A public node that many
+    /// Most peers to stay connected to: above it, peers are let go (those that
+    /// dialed us, connected longest first, and only our own dials beyond 12; none in
+    /// its first 20 s) until three quarters of it remain. At most four times this many connections. A public node that many
     /// nodes behind NAT use as their relay may want more.
     max_peers: u32 = 24, "CIRRUS_MAX_PEERS";
     /// Seconds between anti-entropy rounds with a peer whose root differs.

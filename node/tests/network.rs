@@ -596,6 +596,83 @@ fn announcements_reach_direct_peers_and_are_not_forwarded() {
         .filter(|m| m[0] == 1 && signer_of(&m[1..]) == Some(announcer_id))
         .count();
     assert_eq!(relayed, 0, "the node forwarded a peer's announcement");
+
+    // Another node's announcement, properly signed, passed on by the announcer
+    // (as a peer on an older version would): ignored, and no offence.
+    let ignored = |n: &TestNode| n.metric("cirrus_announcements_total", &[("result", "ignored")]);
+    let before = ignored(&node);
+    let other = Keypair::generate_ed25519();
+    announcer.publish_on(
+        announce_topic(),
+        announcement(&other, &other, &"55".repeat(32), 5_000),
+    );
+    announcer.wait_until("the node ignores the relayed announcement", |_| {
+        let now = ignored(&node);
+        if now > before {
+            Ok(())
+        } else {
+            Err(format!("ignored {now}"))
+        }
+    });
+    let score = score_of(&node, &announcer_id.to_string()).unwrap();
+    assert!(score >= 0.0, "relaying an announcement cost score: {score}");
+    let root_now = entry_for(&node, &announcer_id.to_string()).map(|e| e["dbRoot"].clone());
+    assert_eq!(
+        root_now,
+        Some(Value::from(root.as_str())),
+        "a relayed announcement was taken"
+    );
+}
+
+/// Peers over `max-peers` are let go from those that dialed this node, never from
+/// the peers it dialed itself: a flood of fresh connections (all within their
+/// grace) cannot push out the peers a node picked.
+#[test]
+fn a_flood_of_inbound_peers_does_not_push_out_the_peers_a_node_dialed() {
+    let mut net = TestNet::unstarted(2, &[]);
+    net.up(0, &[]);
+    let boot = net.boot();
+    net.up(1, &["--bootstrap", &boot, "--max-peers", "4"]);
+    let (picked, node) = (net.node(0).peer_id.clone(), net.node(1));
+    // Until the node's own dial is past its grace, it could not be let go anyway.
+    let since = wait_until("the node's dial is past its 20 s of grace", || {
+        let entry = entry_for(node, &picked).ok_or("not connected")?;
+        let since = entry["connectedSince"].as_u64().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        if now >= since + 21 {
+            Ok(since)
+        } else {
+            Err(format!("connected at {since}"))
+        }
+    });
+    let mut flood: Vec<_> = (0..6)
+        .map(|_| Rogue::new(|| rogue_swarm(Keypair::generate_ed25519()), gossiper_chores))
+        .collect();
+    for r in &mut flood {
+        r.connect(&node.listen[0]);
+    }
+    // The node lets flood peers go (after their own grace) until it is within
+    // max-peers; the peer it dialed stays on the same connection throughout.
+    wait_until("the node is back within max-peers", || {
+        let (n, gone) = (
+            node.peers().len(),
+            node.metric("cirrus_peers_let_go_total", &[]),
+        );
+        if n <= 4 && gone >= 3.0 {
+            Ok(())
+        } else {
+            Err(format!("{n} peers, {gone} let go"))
+        }
+    });
+    let entry = entry_for(node, &picked).expect("the peer the node dialed was let go");
+    assert_eq!(
+        entry["connectedSince"].as_u64(),
+        Some(since),
+        "the node's own dial was dropped"
+    );
 }
 
 #[test]

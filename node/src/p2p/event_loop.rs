@@ -227,7 +227,7 @@ impl EventLoop {
                 if num_established == 0 {
                     self.connected.remove(&peer_id);
                     self.metrics.peers.set(self.connected.len() as i64);
-                    self.released(false);
+                    self.released();
                     tracing::info!(peer = %peer_id, "peer disconnected");
                     self.emit(Event::PeerDown { peer: peer_id });
                 } else if let Some(c) = self.connected.get_mut(&peer_id) {

@@ -30,7 +30,11 @@ impl EventLoop {
     /// Keep enough peers: dial known ones, and ask a connected one whom it knows.
     pub(super) fn maintain(&mut self) {
         self.metrics.peers.set(self.connected.len() as i64);
-        self.released(true);
+        // Peers let go last round whose memory was not handed back yet (others
+        // connected meanwhile): now.
+        if std::mem::take(&mut self.let_go_some) {
+            release_freed_memory();
+        }
         self.let_go();
         if self.connected.len() >= TARGET_PEERS.min(self.keep()) {
             return;
@@ -59,25 +63,34 @@ impl EventLoop {
     }
 
     /// Over `max-peers`, disconnect peers until three quarters of it remain: inbound
-    /// ones first, those connected longest first, then our own dials (several in
-    /// flight at once can overshoot), never one in its first [`GRACE_SECS`]. Whoever
-    /// dials us may learn our peers, not stay: every node of a 50-node testnet dials
-    /// the bootstrap node, which kept all 49, and memory grows with peers (about
-    /// 0.27 MB each).
+    /// ones, those connected longest first, then our own dials beyond
+    /// [`DIAL_UP_TO`] (several in flight at once can overshoot), never one in its
+    /// first [`GRACE_SECS`]. Whoever dials us may learn our peers, not stay: every
+    /// node of a 50-node testnet dials the bootstrap node, which kept all 49, and
+    /// memory grows with peers (about 0.27 MB each). The dials we chose are never
+    /// let go for others, or a flood of fresh inbound connections (all within
+    /// their grace) could push out every peer we picked.
     fn let_go(&mut self) {
         if self.connected.len() <= self.cfg.max_peers as usize {
             return;
         }
-        let keep = self.keep();
+        let excess = self.connected.len() - self.keep();
         let now = clock::unix_secs();
-        let mut settled: Vec<(bool, u64, PeerId)> = self
+        let settled = |since: u64| now.saturating_sub(since) >= GRACE_SECS;
+        let (mut inbound, mut dials): (Vec<_>, Vec<_>) = self
             .connected
             .values()
-            .filter(|c| now.saturating_sub(c.facts.since) >= GRACE_SECS)
-            .map(|c| (!c.facts.inbound, c.facts.since, c.facts.peer))
-            .collect();
-        settled.sort();
-        for (_, _, peer) in settled.into_iter().take(self.connected.len() - keep) {
+            .map(|c| (c.facts.inbound, c.facts.since, c.facts.peer))
+            .partition(|(inbound, _, _)| *inbound);
+        inbound.sort();
+        // The oldest dials, up to the number we aim for, stay.
+        dials.sort();
+        let spare = dials.into_iter().skip(DIAL_UP_TO.min(self.keep()));
+        let go = inbound
+            .into_iter()
+            .chain(spare)
+            .filter(|(_, since, _)| settled(*since));
+        for (_, _, peer) in go.take(excess) {
             if self.swarm.disconnect_peer_id(peer).is_ok() {
                 tracing::debug!(%peer, "over max-peers: letting a peer go");
                 self.metrics.peers_let_go.inc();
@@ -86,10 +99,10 @@ impl EventLoop {
         }
     }
 
-    /// After letting peers go, once they are gone (or at the next round anyway),
-    /// hand their memory back to the system.
-    pub(super) fn released(&mut self, anyway: bool) {
-        if self.let_go_some && (anyway || self.connected.len() <= self.keep()) {
+    /// A peer is gone: if it was the last of those let go, hand their memory back
+    /// to the system.
+    pub(super) fn released(&mut self) {
+        if self.let_go_some && self.connected.len() <= self.keep() {
             self.let_go_some = false;
             release_freed_memory();
         }

@@ -295,13 +295,9 @@ impl Peers {
         sealed: &[u8],
         dirty: &mut HashMap<PeerId, KnownPeer>,
     ) {
-        match announce::open(sealed) {
-            Ok(a) if a.from == peer => {
-                gossip::take(self, a, dirty);
-            }
+        match announce::open_from(sealed, &peer) {
             Ok(a) => {
-                let why = format!("hello signed by another node ({})", a.from);
-                self.network.misbehaved(peer, why).await;
+                gossip::take(self, a, dirty);
             }
             Err(e) => {
                 self.network
