@@ -26,13 +26,11 @@
 #[path = "../examples/records/mod.rs"]
 mod records;
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cirrus_node::store::{Store, Stored};
-use cirrus_proto::merkle::{self, Hash, NibblePath, Node, NodeSource, NodeStore};
+use cirrus_proto::merkle::{self, Hash, MemTrie};
 
 const SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
 const PREFILL_BATCH: usize = 50_000;
@@ -121,24 +119,6 @@ fn depths(store: &Store, records: &[Stored]) -> (f64, usize) {
         max = max.max(proof.branches.len());
     }
     (sum as f64 / records.len() as f64, max)
-}
-
-/// The bare Merkle trie in memory: what `merkle::upsert` costs without a database.
-#[derive(Default)]
-struct MemTrie(HashMap<NibblePath, Node>);
-
-impl NodeSource for MemTrie {
-    type Error = Infallible;
-    fn get(&mut self, path: &NibblePath) -> Result<Option<Node>, Infallible> {
-        Ok(self.0.get(path).cloned())
-    }
-}
-
-impl NodeStore for MemTrie {
-    fn put(&mut self, path: &NibblePath, node: Node) -> Result<(), Infallible> {
-        self.0.insert(*path, node);
-        Ok(())
-    }
 }
 
 fn mem_upsert_us(prefill: &[(Hash, Hash)], fresh: &[(Hash, Hash)]) -> f64 {

@@ -17,12 +17,11 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cirrus_proto::merkle::{self, EMPTY, Hash, NibblePath, Node, NodeSource, NodeStore};
+use cirrus_proto::merkle::{self, EMPTY, Hash, MemTrie};
 use cirrus_proto::record::{Id, Kind, Record};
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
@@ -38,23 +37,6 @@ const BATCH: usize = 20;
 const ACK_POLL: Duration = Duration::from_millis(50);
 /// Rating targets shared by every writer, so one target sums ratings of many authors.
 const TARGETS: usize = 7;
-
-#[derive(Default)]
-struct MapStore(HashMap<NibblePath, Node>);
-
-impl NodeSource for MapStore {
-    type Error = Infallible;
-    fn get(&mut self, p: &NibblePath) -> Result<Option<Node>, Infallible> {
-        Ok(self.0.get(p).cloned())
-    }
-}
-
-impl NodeStore for MapStore {
-    fn put(&mut self, p: &NibblePath, n: Node) -> Result<(), Infallible> {
-        self.0.insert(*p, n);
-        Ok(())
-    }
-}
 
 /// One writer's records: fresh docs, newer versions and tombstones of its earlier
 /// docs, and ratings (set and withdrawn) of the shared targets. The state carries
@@ -282,7 +264,7 @@ fn check_node(node: &TestNode, ledger: &Ledger, acked: &[&[Record]], label: &str
         "{label}: the node changed while it was being checked (is it isolated?)"
     );
 
-    let mut trie = MapStore::default();
+    let mut trie = MemTrie::default();
     let mut root = EMPTY;
     let mut slots: HashMap<Hash, Id> = HashMap::new();
     let mut ratings: BTreeMap<String, (u64, u64)> = BTreeMap::new();

@@ -20,6 +20,11 @@ pub const MAX_ENCODED_BYTES: usize =
     16 + 1 + 32 + 2 + MAX_KEY_BYTES + 8 + 1 + 4 + MAX_VALUE_BYTES + 64;
 
 pub type Id = [u8; 32];
+
+/// The id of the record whose canonical bytes these are.
+pub fn id_of(canonical: &[u8]) -> Id {
+    Sha256::digest(canonical).into()
+}
 pub type Author = [u8; 32];
 
 #[derive(
@@ -195,7 +200,7 @@ impl Record {
 
     /// Record id: SHA-256 over the canonical bytes.
     pub fn id(&self) -> Id {
-        Sha256::digest(self.encode()).into()
+        id_of(&self.encode())
     }
 
     /// Size and content rules of SPEC "Records", without the signature check.

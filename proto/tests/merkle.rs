@@ -1,37 +1,19 @@
 //! The trie: order independence, proofs of presence and absence, tamper detection.
 
-use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
+use std::collections::BTreeMap;
 
-use cirrus_proto::merkle::{self, EMPTY, Hash, NibblePath, Node, NodeSource, NodeStore};
+use cirrus_proto::merkle::{self, EMPTY, Hash, MemTrie, Node};
 use cirrus_proto::record::{Kind, Record};
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 
-#[derive(Default)]
-struct MapStore(HashMap<NibblePath, Node>);
-
-impl NodeSource for MapStore {
-    type Error = Infallible;
-    fn get(&mut self, p: &NibblePath) -> Result<Option<Node>, Infallible> {
-        Ok(self.0.get(p).cloned())
-    }
-}
-
-impl NodeStore for MapStore {
-    fn put(&mut self, p: &NibblePath, n: Node) -> Result<(), Infallible> {
-        self.0.insert(*p, n);
-        Ok(())
-    }
-}
-
 fn h(i: u64) -> Hash {
     Sha256::digest(i.to_be_bytes()).into()
 }
 
-fn build(pairs: &[(Hash, Hash)]) -> (MapStore, Hash) {
-    let mut s = MapStore::default();
+fn build(pairs: &[(Hash, Hash)]) -> (MemTrie, Hash) {
+    let mut s = MemTrie::default();
     let mut root = EMPTY;
     for (slot, id) in pairs {
         root = merkle::upsert(&mut s, slot, id).unwrap();
@@ -151,7 +133,7 @@ proptest! {
 /// A miniature store applying the conflict rule, as the node's store does.
 fn apply_all(records: &[Record]) -> (BTreeMap<Hash, Record>, Hash) {
     let mut held: BTreeMap<Hash, Record> = BTreeMap::new();
-    let mut trie = MapStore::default();
+    let mut trie = MemTrie::default();
     let mut root = EMPTY;
     for r in records {
         let slot = r.slot().hash();

@@ -1,8 +1,8 @@
 //! `list`: range scans with an opaque cursor.
 //!
-//! With an author, the scan runs over the primary table (order: kind, key); without,
-//! over the `by_key` index (order: kind, key, author). Each (kind, prefix) pair is one
-//! contiguous range. The cursor is hex of a table tag and the last key returned, so a
+//! With an author, the scan runs over the `by_author` index (order: kind, key);
+//! without, over the `by_key` index (order: kind, key, author). Each (kind, prefix)
+//! pair is one contiguous range. The cursor is hex of a table tag and the last key returned, so a
 //! page starts strictly after it and pages never repeat or skip a record, even when
 //! records are written between pages. A page also ends early once its keys and
 //! values pass [`PAGE_BYTES`], so one request never builds a huge answer.
@@ -12,10 +12,12 @@ use std::ops::Bound;
 use cirrus_proto::record::{Author, Kind};
 use redb::ReadableDatabase;
 
-use super::tables::{BY_KEY, RECORDS, primary_key, slot_from_index_key};
+use super::tables::{
+    BY_AUTHOR, BY_KEY, SLOTS, author_prefix, slot_from_author_key, slot_from_index_key,
+};
 use super::{Store, StoreError, Stored, read_stored};
 
-const TAG_PRIMARY: u8 = b'p';
+const TAG_AUTHOR: u8 = b'a';
 const TAG_INDEX: u8 = b'k';
 
 #[derive(Debug, Clone, Default)]
@@ -50,10 +52,10 @@ impl Store {
         };
         let (tag, prefixes): (u8, Vec<Vec<u8>>) = match &q.author {
             Some(author) => (
-                TAG_PRIMARY,
+                TAG_AUTHOR,
                 kinds
                     .iter()
-                    .map(|k| [&author[..], &[k.byte()], q.prefix.as_bytes()].concat())
+                    .map(|k| [author_prefix(author, *k), q.prefix.as_bytes().to_vec()].concat())
                     .collect(),
             ),
             None => (
@@ -71,8 +73,12 @@ impl Store {
             .transpose()?;
 
         let txn = self.db()?.begin_read().map_err(StoreError::from)?;
-        let records = txn.open_table(RECORDS).map_err(StoreError::from)?;
-        let index = txn.open_table(BY_KEY).map_err(StoreError::from)?;
+        let records = txn.open_table(SLOTS).map_err(StoreError::from)?;
+        let index = match tag {
+            TAG_AUTHOR => txn.open_table(BY_AUTHOR),
+            _ => txn.open_table(BY_KEY),
+        }
+        .map_err(StoreError::from)?;
         let mut page: Vec<(Vec<u8>, Stored)> = Vec::with_capacity(q.limit + 1);
         let (mut bytes, mut more) = (0usize, false);
         'scan: for p in &prefixes {
@@ -80,39 +86,31 @@ impl Store {
                 Some(k) if k.as_slice() >= p.as_slice() => Bound::Excluded(k.as_slice()),
                 _ => Bound::Included(p.as_slice()),
             };
-            let range = (start, Bound::Unbounded);
-            if tag == TAG_PRIMARY {
-                for entry in records.range::<&[u8]>(range)? {
-                    let (k, v) = entry?;
-                    if !k.value().starts_with(p) {
-                        break;
-                    }
-                    let stored = super::decode_stored(v.value())?;
-                    bytes += size(&stored);
-                    page.push((k.value().to_vec(), stored));
-                    // One record past what the page may hold: it starts the next page.
-                    if page.len() > q.limit || (page.len() > 1 && bytes > PAGE_BYTES) {
-                        more = true;
-                        break 'scan;
-                    }
+            for entry in index.range::<&[u8]>((start, Bound::Unbounded))? {
+                let (k, _) = entry?;
+                let k = k.value();
+                if !k.starts_with(p) {
+                    break;
                 }
-            } else {
-                for entry in index.range::<&[u8]>(range)? {
-                    let (k, _) = entry?;
-                    let k = k.value();
-                    if !k.starts_with(p) {
-                        break;
+                let slot = match &q.author {
+                    Some(author) => slot_from_author_key(author, k),
+                    None => slot_from_index_key(k),
+                }
+                .ok_or_else(|| StoreError::Corrupt("bad index key".into()))?;
+                let Some(stored) = read_stored(&records, &slot.hash())? else {
+                    // Under an author prefix, another author's entry names a slot
+                    // that does not exist; under `by_key` every entry has its record.
+                    if q.author.is_some() {
+                        continue;
                     }
-                    let slot = slot_from_index_key(k)
-                        .ok_or_else(|| StoreError::Corrupt("bad index key".into()))?;
-                    let stored = read_stored(&records, &primary_key(&slot))?
-                        .ok_or_else(|| StoreError::Corrupt("index entry without record".into()))?;
-                    bytes += size(&stored);
-                    page.push((k.to_vec(), stored));
-                    if page.len() > q.limit || (page.len() > 1 && bytes > PAGE_BYTES) {
-                        more = true;
-                        break 'scan;
-                    }
+                    return Err(StoreError::Corrupt("index entry without record".into()).into());
+                };
+                bytes += size(&stored);
+                page.push((k.to_vec(), stored));
+                // One record past what the page may hold: it starts the next page.
+                if page.len() > q.limit || (page.len() > 1 && bytes > PAGE_BYTES) {
+                    more = true;
+                    break 'scan;
                 }
             }
         }

@@ -6,10 +6,13 @@
 //! a proof and the root it is checked against come from the same snapshot.
 
 mod list;
+mod migrate;
 mod peers;
 mod replica;
 mod sketch;
 mod tables;
+#[cfg(test)]
+mod tests;
 mod trie;
 mod usage;
 pub mod writer;
@@ -20,13 +23,13 @@ use std::sync::{Mutex, RwLock, RwLockReadGuard};
 
 use cirrus_proto::api::{DbHash, PutStatus, RatingResult, RatingTotals};
 use cirrus_proto::merkle::{self, Hash, Proof};
-use cirrus_proto::record::{Id, Record, Slot};
+use cirrus_proto::record::{Id, Record, Slot, id_of};
 use redb::{
     Builder, Database, Durability, ReadableDatabase, ReadableTable, Table, WriteTransaction,
 };
 
 use tables::*;
-use trie::{TrieReader, TrieWriter};
+use trie::{SnapshotTrie, TrieReader, TrieWriter};
 
 pub use list::{ListError, ListQuery};
 pub use peers::KnownPeer;
@@ -40,6 +43,8 @@ pub enum StoreError {
     Db(#[from] redb::Error),
     #[error("database is corrupt: {0}")]
     Corrupt(String),
+    #[error("cannot open the database: {0}")]
+    Format(String),
     #[error("the database is being reopened after a failure")]
     Reopening,
 }
@@ -166,18 +171,7 @@ impl Store {
             Some(c) => Builder::new().set_cache_size(c).create(path)?,
             None => Database::create(path)?,
         };
-        let txn = db.begin_write()?;
-        {
-            // Create every table so that readers never meet a missing one.
-            txn.open_table(RECORDS)?;
-            txn.open_table(BY_KEY)?;
-            txn.open_table(BY_SLOT)?;
-            txn.open_table(PEERS)?;
-            txn.open_table(TRIE)?;
-            txn.open_table(RATINGS)?;
-            txn.open_table(META)?;
-        }
-        txn.commit()?;
+        migrate::to_current(&db)?;
         Ok(db)
     }
 
@@ -230,7 +224,7 @@ impl Store {
         let meta = txn.open_table(META)?;
         let counter = |k| -> Result<u64, StoreError> { Ok(meta.get(k)?.map_or(0, |v| v.value())) };
         Ok(DbHash {
-            root: merkle::root_hash(&mut TrieReader(txn.open_table(TRIE)?))?,
+            root: merkle::root_hash(&mut trie_reader(&txn)?)?,
             records: counter(META_RECORDS)?,
             ratings: RatingTotals {
                 count: counter(META_RATINGS_COUNT)?,
@@ -241,16 +235,16 @@ impl Store {
 
     pub fn get(&self, slot: &Slot) -> Result<Option<Stored>, StoreError> {
         let txn = self.db()?.begin_read()?;
-        read_stored(&txn.open_table(RECORDS)?, &primary_key(slot))
+        read_stored(&txn.open_table(SLOTS)?, &slot.hash())
     }
 
     /// The records in `slots`, from one snapshot.
     pub fn get_many(&self, slots: &[Slot]) -> Result<Vec<Option<Stored>>, StoreError> {
         let txn = self.db()?.begin_read()?;
-        let records = txn.open_table(RECORDS)?;
+        let records = txn.open_table(SLOTS)?;
         slots
             .iter()
-            .map(|s| read_stored(&records, &primary_key(s)))
+            .map(|s| read_stored(&records, &s.hash()))
             .collect()
     }
 
@@ -258,14 +252,11 @@ impl Store {
     /// neither that record nor one that supersedes it), from one snapshot.
     pub fn missing(&self, writes: &[cirrus_proto::session::Write]) -> Result<usize, StoreError> {
         let txn = self.db()?.begin_read()?;
-        let (by_slot, records) = (txn.open_table(BY_SLOT)?, txn.open_table(RECORDS)?);
+        let records = txn.open_table(SLOTS)?;
         let mut missing = 0;
         for w in writes {
-            let held = match by_slot.get(w.slot.as_slice())? {
-                Some(pk) => read_stored(&records, pk.value())?
-                    .is_some_and(|s| w.held_by(s.record.seq, &s.id)),
-                None => false,
-            };
+            let held =
+                read_stored(&records, &w.slot)?.is_some_and(|s| w.held_by(s.record.seq, &s.id));
             missing += usize::from(!held);
         }
         Ok(missing)
@@ -275,8 +266,8 @@ impl Store {
     /// the proof is against, all from one snapshot.
     pub fn get_with_proof(&self, slot: &Slot) -> Result<(Option<Stored>, Proof, Hash), StoreError> {
         let txn = self.db()?.begin_read()?;
-        let stored = read_stored(&txn.open_table(RECORDS)?, &primary_key(slot))?;
-        let mut trie = TrieReader(txn.open_table(TRIE)?);
+        let mut trie = trie_reader(&txn)?;
+        let stored = read_stored(&trie.slots, &slot.hash())?;
         let proof = merkle::prove(&mut trie, &slot.hash())?;
         let root = merkle::root_hash(&mut trie)?;
         Ok((stored, proof, root))
@@ -302,13 +293,11 @@ fn apply_in(
     batch: &[Stored],
     changes: &mut Vec<sketch::Change>,
 ) -> Result<Vec<PutStatus>, StoreError> {
-    let mut records = txn.open_table(RECORDS)?;
     let mut by_key = txn.open_table(BY_KEY)?;
-    let mut by_slot = txn.open_table(BY_SLOT)?;
+    let mut by_author = txn.open_table(BY_AUTHOR)?;
     let mut ratings = txn.open_table(RATINGS)?;
     let mut meta = txn.open_table(META)?;
-    let mut trie_table = txn.open_table(TRIE)?;
-    let mut trie = TrieWriter::new(&mut trie_table);
+    let mut trie = TrieWriter::new(txn.open_table(TRIE)?, txn.open_table(SLOTS)?);
 
     let mut count = read_counter(&meta, META_RECORDS)?;
     let mut totals = RatingTotals {
@@ -318,8 +307,8 @@ fn apply_in(
     let mut statuses = Vec::with_capacity(batch.len());
     for new in batch {
         let slot = new.record.slot();
-        let pk = primary_key(&slot);
-        let old = read_stored(&records, &pk)?;
+        let slot_hash = slot.hash();
+        let old = read_stored(trie.slots(), &slot_hash)?;
         let status = match &old {
             None => PutStatus::Applied,
             Some(old) if old.id == new.id => PutStatus::Duplicate,
@@ -330,11 +319,10 @@ fn apply_in(
         if status != PutStatus::Applied {
             continue;
         }
-        let slot_hash = slot.hash();
         if old.is_none() {
             count += 1;
             by_key.insert(index_key(&slot).as_slice(), ())?;
-            by_slot.insert(slot_hash.as_slice(), pk.as_slice())?;
+            by_author.insert(author_key(&slot).as_slice(), ())?;
         }
         let old_score = old.as_ref().and_then(|o| o.record.rating());
         if old_score.is_some() || new.record.rating().is_some() {
@@ -346,11 +334,9 @@ fn apply_in(
                 new.record.rating(),
             )?;
         }
-        let mut value = Vec::with_capacity(32 + 128);
-        value.extend_from_slice(&new.id);
-        value.extend_from_slice(&new.record.encode());
-        records.insert(pk.as_slice(), value.as_slice())?;
         merkle::upsert(&mut trie, &slot_hash, &new.id)?;
+        trie.slots()
+            .insert(slot_hash.as_slice(), new.record.encode().as_slice())?;
         changes.push((slot_hash, old.map(|o| o.id), new.id));
     }
     trie.flush()?;
@@ -358,6 +344,14 @@ fn apply_in(
     meta.insert(META_RATINGS_COUNT, totals.count)?;
     meta.insert(META_RATINGS_SUM, totals.sum)?;
     Ok(statuses)
+}
+
+/// The trie of a read transaction.
+fn trie_reader(txn: &redb::ReadTransaction) -> Result<SnapshotTrie, StoreError> {
+    Ok(TrieReader {
+        trie: txn.open_table(TRIE)?,
+        slots: txn.open_table(SLOTS)?,
+    })
 }
 
 /// Move one rating of `target` from `old` to `new` score (either may be absent).
@@ -391,25 +385,19 @@ fn read_counter(meta: &impl ReadableTable<&'static str, u64>, k: &str) -> Result
 
 fn read_stored(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    pk: &[u8],
+    slot_hash: &[u8],
 ) -> Result<Option<Stored>, StoreError> {
-    let Some(v) = table.get(pk)? else {
+    let Some(v) = table.get(slot_hash)? else {
         return Ok(None);
     };
     decode_stored(v.value()).map(Some)
 }
 
 fn decode_stored(bytes: &[u8]) -> Result<Stored, StoreError> {
-    if bytes.len() < 32 {
-        return Err(StoreError::Corrupt(
-            "record entry shorter than its id".into(),
-        ));
-    }
-    let (id, rest) = bytes.split_at(32);
-    let record = Record::decode(rest).map_err(|e| StoreError::Corrupt(format!("record: {e}")))?;
+    let record = Record::decode(bytes).map_err(|e| StoreError::Corrupt(format!("record: {e}")))?;
     Ok(Stored {
         record,
-        id: id.try_into().expect("32 bytes"),
+        id: id_of(bytes),
     })
 }
 

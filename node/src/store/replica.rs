@@ -3,20 +3,19 @@
 
 use cirrus_proto::merkle::{Hash, NibblePath, Node, NodeSource};
 use cirrus_proto::sync::Replica;
-use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase};
+use redb::{ReadTransaction, ReadableDatabase};
 
-use super::tables::{BY_SLOT, RECORDS, TRIE};
-use super::trie::TrieReader;
-use super::{Store, StoreError};
+use super::tables::SLOTS;
+use super::trie::SnapshotTrie;
+use super::{Store, StoreError, trie_reader};
 
 /// One page of canonical records and the cursor after it (none: that was the end).
 pub type Page = (Vec<Vec<u8>>, Option<Vec<u8>>);
 
 /// A consistent snapshot of the store for one reconciliation step.
 pub struct Snapshot {
-    trie: TrieReader<ReadOnlyTable<&'static [u8], &'static [u8]>>,
-    by_slot: ReadOnlyTable<&'static [u8], &'static [u8]>,
-    records: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    /// The trie, and in it the records table.
+    trie: SnapshotTrie,
     _txn: ReadTransaction,
 }
 
@@ -24,19 +23,17 @@ impl Store {
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let txn = self.db()?.begin_read()?;
         Ok(Snapshot {
-            trie: TrieReader(txn.open_table(TRIE)?),
-            by_slot: txn.open_table(BY_SLOT)?,
-            records: txn.open_table(RECORDS)?,
+            trie: trie_reader(&txn)?,
             _txn: txn,
         })
     }
 
-    /// Canonical records in primary-key order after `after`, up to about `max_bytes`
+    /// Canonical records in slot-hash order after `after`, up to about `max_bytes`
     /// (at least one record), and the cursor to continue from.
     pub fn range_page(&self, after: Option<&[u8]>, max_bytes: usize) -> Result<Page, StoreError> {
         use std::ops::Bound;
         let txn = self.db()?.begin_read()?;
-        let records = txn.open_table(RECORDS)?;
+        let records = txn.open_table(SLOTS)?;
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -47,17 +44,11 @@ impl Store {
                 return Ok((out, last));
             }
             bytes += v.value().len();
-            out.push(canonical(v.value())?.to_vec());
+            out.push(v.value().to_vec());
             last = Some(k.value().to_vec());
         }
         Ok((out, None))
     }
-}
-
-fn canonical(entry: &[u8]) -> Result<&[u8], StoreError> {
-    entry
-        .get(32..)
-        .ok_or_else(|| StoreError::Corrupt("record entry shorter than its id".into()))
 }
 
 impl Replica for Snapshot {
@@ -68,13 +59,11 @@ impl Replica for Snapshot {
     }
 
     fn record(&mut self, slot: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(pk) = self.by_slot.get(slot.as_slice())? else {
-            return Ok(None);
-        };
-        let entry = self.records.get(pk.value())?;
-        entry
-            .map(|e| canonical(e.value()).map(<[u8]>::to_vec))
-            .transpose()
+        Ok(self
+            .trie
+            .slots
+            .get(slot.as_slice())?
+            .map(|e| e.value().to_vec()))
     }
 
     fn records_under(
@@ -85,14 +74,13 @@ impl Replica for Snapshot {
         let (lo, hi) = path.hash_range();
         let mut out = Vec::new();
         let mut bytes = 0;
-        for entry in self.by_slot.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
-            let (slot, pk) = entry?;
-            let Some(rec) = self.records.get(pk.value())? else {
-                return Err(StoreError::Corrupt(
-                    "slot index entry without record".into(),
-                ));
-            };
-            let rec = canonical(rec.value())?;
+        for entry in self
+            .trie
+            .slots
+            .range::<&[u8]>(lo.as_slice()..=hi.as_slice())?
+        {
+            let (slot, rec) = entry?;
+            let rec = rec.value();
             bytes += rec.len();
             if bytes > max_bytes {
                 return Ok(None);

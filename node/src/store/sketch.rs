@@ -2,18 +2,19 @@
 //! find what differs between two stores.
 //!
 //! The first [`CACHED`] symbols and the bucket counts live in memory, built from
-//! the trie's leaves when the file opens and updated after every commit (about 17
+//! the records table when the file opens and updated after every commit (about 17
 //! symbol updates per record written), so the common question, a difference of up
 //! to a few thousand records, is answered without reading the database. Longer
-//! prefixes are computed from a scan of the trie, one scan at a time.
+//! prefixes are computed from a scan of the records, one scan at a time.
 
 use std::sync::Mutex;
 
-use cirrus_proto::merkle::{Hash, Node};
+use cirrus_proto::merkle::Hash;
+use cirrus_proto::record::id_of;
 use cirrus_proto::sync::{self, riblt};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-use super::tables::TRIE;
+use super::tables::SLOTS;
 use super::{Store, StoreError};
 
 /// Symbols kept in memory: a difference of about 2,400 records is found from them.
@@ -77,25 +78,25 @@ impl Cache {
     }
 }
 
-/// Every record's item, from the trie's leaves in one read transaction.
+/// Every record's item, from the records table in one read transaction.
 fn items(db: &Database) -> Result<Vec<riblt::Item>, StoreError> {
     let txn = db.begin_read()?;
-    let trie = txn.open_table(TRIE)?;
+    let slots = txn.open_table(SLOTS)?;
     let mut out = Vec::new();
-    for entry in trie.iter()? {
-        let (_, v) = entry?;
-        match Node::decode(v.value()) {
-            Ok(Node::Leaf { slot, id }) => out.push(sync::item(&slot, &id)),
-            Ok(Node::Branch { .. }) => {}
-            Err(e) => return Err(StoreError::Corrupt(e.to_string())),
-        }
+    for entry in slots.iter()? {
+        let (slot, record) = entry?;
+        let slot: Hash = slot
+            .value()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("slot key length".into()))?;
+        out.push(sync::item(&slot, &id_of(record.value())));
     }
     Ok(out)
 }
 
 impl Store {
     /// The first `n` coded symbols over all records (at most
-    /// [`sync::MAX_SYMBOLS`]). Blocking: beyond [`CACHED`] it reads every trie node.
+    /// [`sync::MAX_SYMBOLS`]). Blocking: beyond [`CACHED`] it reads every record.
     pub fn symbols(&self, n: usize) -> Result<Symbols, StoreError> {
         let n = n.min(sync::MAX_SYMBOLS);
         if n <= CACHED {
@@ -126,7 +127,7 @@ mod tests {
         Stored { record, id }
     }
 
-    /// What the store keeps in memory equals what a scan of its trie gives, after
+    /// What the store keeps in memory equals what a scan of its records gives, after
     /// new records, replacements, stale writes and a reopen.
     #[test]
     fn the_kept_symbols_follow_every_commit() {

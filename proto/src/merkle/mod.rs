@@ -13,10 +13,12 @@
 //! whatever the order of arrival. An update touches one root-to-leaf path, about
 //! log16(N) + 1 nodes.
 
+mod mem;
 mod path;
 mod proof;
 mod trie;
 
+pub use mem::MemTrie;
 pub use path::NibblePath;
 pub use proof::{Proof, ProofError, ProofLeaf};
 pub use trie::{NodeSource, NodeStore, prove, root_hash, upsert};
