@@ -10,6 +10,7 @@
 #   RECORDS_BATCH1   records for the batch=1 row            [5000]
 #   CONCURRENCY      concurrent connections                 [16]
 #   BENCH_DIR        parent of the temp data dirs           [$TMPDIR or /tmp]
+#   CIRRUS           the node binary, to compare builds     [the release build]
 #   PERF_BATCH       if set, `perf record` the node during the row with this batch
 #                    size; the data goes to $PERF_OUT [$BENCH_DIR/perf-put.data]
 set -euo pipefail
@@ -24,7 +25,7 @@ PERF_OUT=${PERF_OUT:-$BENCH_DIR/perf-put.data}
 
 cargo build --release --bins --examples
 BIN=${CARGO_TARGET_DIR:-target}/release
-CIRRUS=$BIN/cirrus
+CIRRUS=${CIRRUS:-$BIN/cirrus}
 LOAD=$BIN/examples/put_load
 
 node_pid=""
