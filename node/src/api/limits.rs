@@ -183,6 +183,7 @@ impl LimitedListener {
         loop {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
+                    let addr = crate::sockets::canonical(addr);
                     match LimitedStream::admit(
                         stream,
                         addr,

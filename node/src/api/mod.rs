@@ -70,7 +70,7 @@ impl crate::stun::DynamicApi for DynamicPorts {
     fn serve_tcp_stream(&self, stream: tokio::net::TcpStream) {
         // A connection made by TCP simultaneous open belongs to no listener: admit it
         // like one, then serve the WebSocket endpoint on it.
-        let Ok(remote) = stream.peer_addr() else {
+        let Ok(remote) = stream.peer_addr().map(crate::sockets::canonical) else {
             return;
         };
         let admitted = limits::LimitedStream::admit(

@@ -81,6 +81,7 @@ impl UdpApi {
             if let Some(heard) = &heard {
                 heard.fetch_add(1, Ordering::Relaxed);
             }
+            let from = crate::sockets::canonical(from);
             let bytes = &buf[..n];
             let incoming = self.endpoint().on_datagram(Instant::now(), from, bytes);
             match incoming {

@@ -54,7 +54,14 @@ pub async fn start(
         std::net::IpAddr::V4(ip) => format!("/ip4/{ip}"),
         std::net::IpAddr::V6(ip) => format!("/ip6/{ip}"),
     };
-    let listen = wait_listening(&mut swarm, &ip, cfg.p2p_port).await?;
+    let port = cfg.p2p_port;
+    let mut listen = wait_listening(&mut swarm, &ip, (port, port)).await?;
+    if cfg.bind == std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED) {
+        // libp2p's IPv6 listeners take IPv6 only: `::` means both families, on the
+        // same ports.
+        let ports = (port_of(&listen, false), port_of(&listen, true));
+        listen.extend(wait_listening(&mut swarm, "/ip4/0.0.0.0", ports).await?);
+    }
     let reach = Reach::of(cfg.bind, &listen);
 
     for addr in &cfg.bootstrap {
@@ -105,14 +112,30 @@ pub async fn start(
     })
 }
 
+/// The port of the first TCP (or QUIC) address in `listen`.
+fn port_of(listen: &[Multiaddr], quic: bool) -> u16 {
+    listen
+        .iter()
+        .filter(|a| a.to_string().contains("/quic-v1") == quic)
+        .find_map(|a| {
+            a.iter().find_map(|p| match p {
+                libp2p::multiaddr::Protocol::Tcp(n) | libp2p::multiaddr::Protocol::Udp(n) => {
+                    Some(n)
+                }
+                _ => None,
+            })
+        })
+        .unwrap_or(0)
+}
+
 async fn wait_listening(
     swarm: &mut Swarm<Behaviour>,
     ip: &str,
-    port: u16,
+    (tcp_port, quic_port): (u16, u16),
 ) -> Result<Vec<Multiaddr>, P2pError> {
     let parse = |s: String| s.parse::<Multiaddr>().map_err(|_| P2pError::Addr(s));
-    let tcp = parse(format!("{ip}/tcp/{port}"))?;
-    let quic = parse(format!("{ip}/udp/{port}/quic-v1"))?;
+    let tcp = parse(format!("{ip}/tcp/{tcp_port}"))?;
+    let quic = parse(format!("{ip}/udp/{quic_port}/quic-v1"))?;
     for addr in [&tcp, &quic] {
         swarm
             .listen_on(addr.clone())
@@ -125,7 +148,11 @@ async fn wait_listening(
     let is_quic = |a: &Multiaddr| a.to_string().contains("/quic-v1");
     let deadline = tokio::time::sleep(Duration::from_secs(10));
     tokio::pin!(deadline);
-    while !(listen.iter().any(is_quic) && listen.iter().any(|a| !is_quic(a))) {
+    // Addresses of an earlier listener may still arrive: wait for this one's own.
+    let family = |a: &&Multiaddr| a.to_string().starts_with(&ip[..4]);
+    while !(listen.iter().filter(family).any(is_quic)
+        && listen.iter().filter(family).any(|a| !is_quic(a)))
+    {
         tokio::select! {
             ev = swarm.select_next_some() => match ev {
                 SwarmEvent::NewListenAddr { address, .. } => listen.push(address),

@@ -119,6 +119,7 @@ async fn accept_until(
 ) {
     let mut probes = JoinSet::new();
     while let Ok(Ok((stream, from))) = tokio::time::timeout_at(until, listener.accept()).await {
+        let from = crate::sockets::canonical(from);
         let (peer, opened) = (peer.clone(), opened.clone());
         probes.spawn(async move {
             if let Some(ws) = probe_on(stream, from, &peer).await {

@@ -115,8 +115,9 @@ impl DirectUdp {
                 let _ = self.sock.send_to(d, self.at).await;
             }
             let wake = tokio::time::Instant::from_std(call.poll_timeout());
-            let Ok(Ok((n, from))) =
-                tokio::time::timeout_at(wake, self.sock.recv_from(&mut buf)).await
+            let Ok(Ok((n, from))) = tokio::time::timeout_at(wake, self.sock.recv_from(&mut buf))
+                .await
+                .map(|r| r.map(|(n, from)| (n, crate::sockets::canonical(from))))
             else {
                 if let Err(e) = call.handle_timeout(Instant::now()) {
                     return Err(DirectError::Lost(e.to_string()));
@@ -180,7 +181,7 @@ async fn first_to_hear(
             let mut buf = [0u8; 1500];
             loop {
                 match s.recv_from(&mut buf).await {
-                    Ok((_, from)) if from == target => return Some(s),
+                    Ok((_, from)) if crate::sockets::canonical(from) == target => return Some(s),
                     Ok(_) => continue,
                     Err(_) => return None,
                 }
@@ -242,6 +243,7 @@ impl Probe {
             let wake = tokio::time::Instant::from_std(wake);
             if let Ok(Ok((n, from))) = tokio::time::timeout_at(wake, sock.recv_from(&mut buf)).await
             {
+                let from = crate::sockets::canonical(from);
                 self.probe.handle_packet(Instant::now(), from, &buf[..n]);
             }
         }

@@ -69,7 +69,7 @@ impl Inbox<'_> {
                 match sock.recv_from(&mut buf).await {
                     Ok((n, from)) => {
                         buf.truncate(n);
-                        Some((buf, from))
+                        Some((buf, crate::sockets::canonical(from)))
                     }
                     Err(_) => Some((Vec::new(), SocketAddr::from(([0, 0, 0, 0], 0)))),
                 }

@@ -115,6 +115,7 @@ pub async fn serve_udp(
         if n > stun::MAX_MESSAGE {
             continue;
         }
+        let from = crate::sockets::canonical(from);
         if let Some(reply) = server.answer(&buf[..n], from, Transport::Udp) {
             let _ = sock.send_to(&reply, from).await;
         }
@@ -210,6 +211,7 @@ pub async fn serve_tcp(
                 Err(e) => { tracing::debug!(error = %e, "STUN TCP accept error"); continue; }
             },
         };
+        let from = crate::sockets::canonical(from);
         let victim = {
             let mut t = table.lock().expect("stun tcp table lock");
             if t.count(&from.ip()) >= MAX_TCP_PER_IP {
