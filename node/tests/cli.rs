@@ -242,3 +242,45 @@ fn keygen_out_identity_and_every_column_of_compare() {
     }
     assert_eq!(lines.next(), Some("all 2 nodes agree"), "{table}");
 }
+
+/// `compact` refuses the database of a running node; once the node stops, it
+/// returns the file to its live size, and the node starts again with every record.
+#[test]
+fn compact_refuses_a_running_node_and_shrinks_a_stopped_ones_file() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut node = TestNode::start(dir.path());
+    let a = author(3);
+    // Large values, then every one replaced by a small one: the large ones' pages
+    // are free but stay in the file.
+    for (seq, len) in [(1, 8000), (2, 10)] {
+        for chunk in 0..4 {
+            let recs: Vec<_> = (0..100)
+                .map(|i| doc(&a, &format!("k{chunk}-{i}"), seq, &"x".repeat(len)))
+                .collect();
+            put_all_applied(&node, &recs);
+        }
+    }
+    let hash = node.db();
+    let err = fails(&cirrus(home.path(), &["compact", "--data-dir", data]));
+    assert!(err.contains("stop the node"), "{err}");
+
+    terminate(&mut node.child);
+    let file = dir.path().join("cirrus.redb");
+    let before = std::fs::metadata(&file).unwrap().len();
+    let out = cirrus(home.path(), &["compact", "--data-dir", data]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("400 records"), "{}", stdout(&out));
+    let after = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        after * 2 < before,
+        "{before} bytes before compaction, {after} after"
+    );
+    let again = TestNode::start(dir.path());
+    assert_eq!(again.db(), hash);
+}

@@ -2,6 +2,7 @@
 //! `anyhow`; the library modules below it use typed errors.
 
 mod call;
+mod compact;
 mod compare;
 mod records;
 mod stun;
@@ -90,6 +91,8 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Send one STUN Binding request to any RFC 8489 server; print the mapped address.
     Stun(stun::StunArgs),
+    /// Rewrite a stopped node's database to its live size.
+    Compact(compact::CompactArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -128,6 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Call(a) => call::call(a).await,
         Command::Compare(a) => compare::compare(a).await,
         Command::Stun(a) => stun::stun(a).await,
+        Command::Compact(a) => compact::compact(a),
     }
 }
 
