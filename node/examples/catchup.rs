@@ -73,7 +73,7 @@ fn fill(path: &Path, records: &[Stored]) -> anyhow::Result<()> {
 fn node_config(dir: &Path, ip: [u8; 4]) -> anyhow::Result<Config> {
     Ok(Config::build(&RunArgs {
         data_dir: Some(dir.to_path_buf()),
-        bind: Some(IpAddr::from(ip)),
+        bind: Some(vec![IpAddr::from(ip)]),
         p2p_port: Some(0),
         http_port: Some(0),
         sync_interval_secs: Some(365 * 24 * 3600),

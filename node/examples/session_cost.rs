@@ -42,7 +42,7 @@ fn node_config(
 ) -> anyhow::Result<Config> {
     Ok(Config::build(&RunArgs {
         data_dir: Some(dir.to_path_buf()),
-        bind: Some(IpAddr::from(ip)),
+        bind: Some(vec![IpAddr::from(ip)]),
         p2p_port: Some(0),
         http_port: Some(0),
         ws_port: Some(0),

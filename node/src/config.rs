@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use libp2p::Multiaddr;
+use serde::Deserialize as _;
 
 /// `NAME: TYPE = DEFAULT, "ENV" [, clap attributes];` per setting, its doc comment
 /// the help text.
@@ -54,8 +55,10 @@ settings! {
     /// Directory holding the database, the node key and other state
     /// (default ~/.cirrus/node).
     data_dir: PathBuf = PathBuf::new(), "CIRRUS_DATA_DIR";
-    /// Address every listener binds.
-    bind: IpAddr = IpAddr::from([0, 0, 0, 0]), "CIRRUS_BIND";
+    /// Address every listener binds (repeatable; comma-separated in the environment).
+    /// By default 0.0.0.0 and ::, IPv4 and IPv6 (:: is left out where the host has no
+    /// IPv6). :: alone takes both families on one socket each.
+    bind: Vec<IpAddr> = vec![IpAddr::from([0, 0, 0, 0]), IpAddr::from([0u16; 8])], "CIRRUS_BIND", value_delimiter = ',';
     /// Swarm port, TCP and UDP/QUIC (0 picks a free port).
     p2p_port: u16 = 38080, "CIRRUS_P2P_PORT";
     /// HTTP JSON-RPC port (0 picks a free port).
@@ -172,6 +175,12 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The addresses to bind, without `::` where the host has no IPv6 and another
+    /// address is bound.
+    pub fn binds(&self) -> crate::sockets::Binds {
+        crate::sockets::Binds::new(&self.bind)
+    }
+
     pub fn build(args: &RunArgs) -> Result<Config, ConfigError> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
@@ -189,6 +198,7 @@ impl Config {
         let positive = |x: f64| x > 0.0 && x.is_finite();
         let nonzero: &[(bool, &'static str)] = &[
             (self.cache_size > 0, "cache-size (MiB)"),
+            (!self.bind.is_empty(), "bind (at least one address)"),
             (
                 positive(self.rate_limit) && self.rate_burst >= 1.0 && self.rate_burst.is_finite(),
                 "rate-limit and rate-burst (burst at least 1)",
@@ -301,10 +311,16 @@ fn read_file(path: &Path) -> Result<RunArgs, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+    let parse = |source| ConfigError::Parse {
         path: path.to_owned(),
         source: Box::new(source),
-    })
+    };
+    let mut table: toml::Table = toml::from_str(&text).map_err(parse)?;
+    // `bind` was one address before it could be several: a string still means one.
+    if let Some(one @ toml::Value::String(_)) = table.get("bind").cloned() {
+        table.insert("bind".into(), toml::Value::Array(vec![one]));
+    }
+    RunArgs::deserialize(table).map_err(parse)
 }
 
 /// `$HOME/.cirrus/node`: the node's state, apart from the client identity next to it.
@@ -386,6 +402,41 @@ mod tests {
         assert!(Cli::try_parse_from(["cirrus", "--bootstrap", "not-a-multiaddr"]).is_err());
         let bad = parse(&["--cors-origins", "javascript:x", "--data-dir", "/d"]);
         assert!(Config::build(&bad).is_err());
+    }
+
+    /// `bind`: both families by default; repeated, comma-separated, or in the file
+    /// as a list or (as before it could be several) one string.
+    #[test]
+    fn bind_takes_several_addresses_and_the_old_single_one() {
+        let both: Vec<IpAddr> = vec!["0.0.0.0".parse().unwrap(), "::".parse().unwrap()];
+        let c = Config::build(&parse(&["--data-dir", "/d"])).unwrap();
+        assert_eq!(c.bind, both);
+        for flags in [
+            &["--bind", "0.0.0.0", "--bind", "::"][..],
+            &["--bind", "0.0.0.0,::"][..],
+        ] {
+            let c = Config::build(&parse(&[flags, &["--data-dir", "/d"]].concat())).unwrap();
+            assert_eq!(c.bind, both, "{flags:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let from_file = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::build(&RunArgs {
+                config: Some(path.clone()),
+                data_dir: Some("/d".into()),
+                ..Default::default()
+            })
+        };
+        let one = from_file("bind = \"127.0.0.9\"\n").unwrap();
+        assert_eq!(one.bind, vec!["127.0.0.9".parse::<IpAddr>().unwrap()]);
+        let two = from_file("bind = [\"127.0.0.9\", \"::1\"]\n").unwrap();
+        assert_eq!(two.bind.len(), 2);
+        assert!(from_file("bind = []\n").is_err());
+        assert!(from_file("bind = \"not an address\"\n").is_err());
+        // Repeats are bound once.
+        let c = Config::build(&parse(&["--bind", "::1,::1", "--data-dir", "/d"])).unwrap();
+        assert_eq!(c.binds().all().len(), 1);
     }
 
     #[test]

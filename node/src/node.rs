@@ -33,6 +33,7 @@ use crate::peers::{self, InboundRelay, PeerTable, Peers, StunLink};
 use crate::portmap::PortMapper;
 use crate::rate::RateLimiter;
 use crate::reachability::Reachability;
+use crate::sockets::{Binds, tcp_listen, udp_bind};
 use crate::store::writer::{Writer, WriterConfig};
 use crate::store::{Store, StoreError};
 use crate::stun::{self, StunState, client::ClientCtx, punch::Punchers};
@@ -120,8 +121,12 @@ impl Node {
 
         // STUN first: the swarm announces the server's port.
         let stun_state = Arc::new(StunState::default());
-        let (stun_udp, stun_tcp) = bind_stun(cfg.bind, cfg.stun_port).await?;
-        let stun_port = stun_udp.local_addr().map_or(cfg.stun_port, |a| a.port());
+        let binds = cfg.binds();
+        let stun_sockets = bind_stun(&binds, cfg.stun_port).await?;
+        let stun_port = stun_sockets[0]
+            .0
+            .local_addr()
+            .map_or(cfg.stun_port, |a| a.port());
         let (stun_events, stun_events_rx) = mpsc::channel(256);
         let (stun_servers, stun_servers_rx) = watch::channel(Vec::new());
         let punchers = Arc::new(Punchers::new(
@@ -155,7 +160,7 @@ impl Node {
             .collect();
         let table = Arc::new(PeerTable::default());
 
-        let sockets = ApiSockets::bind(&cfg).await?;
+        let sockets = ApiSockets::bind(&cfg, &binds).await?;
         let (http, ws, udp) = sockets.addrs();
         let limiter = Arc::new(RateLimiter::new(cfg.rates()));
         let slots = Slots {
@@ -220,10 +225,17 @@ impl Node {
         };
 
         // The API on its own ports.
-        for (what, listener, router) in [
-            ("websocket api", sockets.ws, ws_router.clone()),
-            ("http api", sockets.http, http_router),
-        ] {
+        let listeners = (sockets
+            .ws
+            .into_iter()
+            .map(|l| ("websocket api", l, ws_router.clone())))
+        .chain(
+            sockets
+                .http
+                .into_iter()
+                .map(|l| ("http api", l, http_router.clone())),
+        );
+        for (what, listener, router) in listeners {
             let listener = LimitedListener::new(
                 listener,
                 connections.clone(),
@@ -235,11 +247,13 @@ impl Node {
                 api::serve::serve(listener, router, timeouts, stop, tasks).await
             });
         }
-        let (token, api) = (shutdown.clone(), udp_api.clone());
-        serve(&mut services, "udp api", async move {
-            api.serve(Arc::new(sockets.udp), None, None, token).await;
-            Ok(())
-        });
+        for sock in sockets.udp {
+            let (token, api) = (shutdown.clone(), udp_api.clone());
+            serve(&mut services, "udp api", async move {
+                api.serve(Arc::new(sock), None, None, token).await;
+                Ok(())
+            });
+        }
 
         // STUN: the server, and a client pair per peer that also serves the API.
         let server = Arc::new(stun::server::Server::new(
@@ -248,19 +262,25 @@ impl Node {
             cfg.limit_loopback,
             metrics.clone(),
         ));
-        let (token, srv) = (shutdown.clone(), server.clone());
-        serve(&mut services, "stun udp", async move {
-            stun::server::serve_udp(stun_udp, srv, token).await
-        });
-        let (token, srv, t) = (shutdown.clone(), server, tasks.clone());
-        serve(&mut services, "stun tcp", async move {
-            stun::server::serve_tcp(stun_tcp, srv, token, t).await
-        });
-        if !cfg.no_port_mapping {
+        for (stun_udp, stun_tcp) in stun_sockets {
+            let (token, srv) = (shutdown.clone(), server.clone());
+            serve(&mut services, "stun udp", async move {
+                stun::server::serve_udp(stun_udp, srv, token).await
+            });
+            let (token, srv, t) = (shutdown.clone(), server.clone(), tasks.clone());
+            serve(&mut services, "stun tcp", async move {
+                stun::server::serve_tcp(stun_tcp, srv, token, t).await
+            });
+        }
+        // UPnP IGD maps IPv4 ports: from the IPv4 address bound, if any.
+        let mapping_from = binds.towards(std::net::Ipv4Addr::UNSPECIFIED.into());
+        if !cfg.no_port_mapping
+            && let Some(bind) = mapping_from
+        {
             let mapper = PortMapper {
                 state: stun_state.clone(),
                 metrics: metrics.clone(),
-                bind: cfg.bind,
+                bind,
                 gateway: cfg.port_mapping_gateway().ok().flatten(),
                 udp: udp.port(),
                 ws: ws.port(),
@@ -272,7 +292,7 @@ impl Node {
         let stun_clients = ClientCtx {
             state: stun_state,
             key: key.clone(),
-            bind: cfg.bind,
+            binds: binds.clone(),
             keepalive: cfg.stun_keepalive(),
             servers: stun_servers_rx,
             punchers,
@@ -434,29 +454,45 @@ fn serve(
 
 /// The client API's own listeners (HTTP, WebSocket, UDP).
 struct ApiSockets {
-    http: TcpListener,
-    ws: TcpListener,
-    udp: UdpSocket,
+    http: Vec<TcpListener>,
+    ws: Vec<TcpListener>,
+    udp: Vec<UdpSocket>,
 }
 
 impl ApiSockets {
-    async fn bind(cfg: &Config) -> Result<ApiSockets, NodeError> {
-        let at = |port| SocketAddr::new(cfg.bind, port);
+    /// One of each on every bound address, each kind on one port number (with port
+    /// 0, the one the first address got).
+    async fn bind(cfg: &Config, binds: &Binds) -> Result<ApiSockets, NodeError> {
         let err = |what, addr| move |source| NodeError::Bind { what, addr, source };
-        let (http, ws, udp) = (at(cfg.http_port), at(cfg.ws_port), at(cfg.udp_port));
-        Ok(ApiSockets {
-            http: TcpListener::bind(http).await.map_err(err("http", http))?,
-            ws: TcpListener::bind(ws).await.map_err(err("websocket", ws))?,
-            udp: UdpSocket::bind(udp).await.map_err(err("udp api", udp))?,
-        })
+        let v6_only = binds.v6_only();
+        let mut s = ApiSockets {
+            http: Vec::new(),
+            ws: Vec::new(),
+            udp: Vec::new(),
+        };
+        let (mut http, mut ws, mut udp) = (cfg.http_port, cfg.ws_port, cfg.udp_port);
+        for ip in binds.all() {
+            let at = |port| SocketAddr::new(*ip, port);
+            let l = tcp_listen(at(http), v6_only).map_err(err("http", at(http)))?;
+            http = l.local_addr().map_or(http, |a| a.port());
+            s.http.push(l);
+            let l = tcp_listen(at(ws), v6_only).map_err(err("websocket", at(ws)))?;
+            ws = l.local_addr().map_or(ws, |a| a.port());
+            s.ws.push(l);
+            let u = udp_bind(at(udp), v6_only).map_err(err("udp api", at(udp)))?;
+            udp = u.local_addr().map_or(udp, |a| a.port());
+            s.udp.push(u);
+        }
+        Ok(s)
     }
 
+    /// The first address's sockets.
     fn addrs(&self) -> (SocketAddr, SocketAddr, SocketAddr) {
         let bound = "bound socket has an address";
         (
-            self.http.local_addr().expect(bound),
-            self.ws.local_addr().expect(bound),
-            self.udp.local_addr().expect(bound),
+            self.http[0].local_addr().expect(bound),
+            self.ws[0].local_addr().expect(bound),
+            self.udp[0].local_addr().expect(bound),
         )
     }
 }
@@ -473,27 +509,41 @@ fn tcp_port(listen: &[Multiaddr]) -> Option<u16> {
 
 /// The STUN server's UDP socket and TCP listener, on one port number (with port 0,
 /// the first free UDP port that is also free for TCP).
-async fn bind_stun(ip: std::net::IpAddr, port: u16) -> Result<(UdpSocket, TcpListener), NodeError> {
-    let bind_err = |what, source| NodeError::Bind {
-        what,
-        addr: SocketAddr::new(ip, port),
-        source,
-    };
-    for _ in 0..20 {
-        let udp = UdpSocket::bind(SocketAddr::new(ip, port))
-            .await
-            .map_err(|e| bind_err("stun udp", e))?;
-        let actual = udp.local_addr().map_err(|e| bind_err("stun udp", e))?;
-        match TcpListener::bind(actual).await {
-            Ok(tcp) => return Ok((udp, tcp)),
-            Err(e) if port == 0 && e.kind() == std::io::ErrorKind::AddrInUse => continue,
-            Err(e) => return Err(bind_err("stun tcp", e)),
+async fn bind_stun(binds: &Binds, wanted: u16) -> Result<Vec<(UdpSocket, TcpListener)>, NodeError> {
+    let v6_only = binds.v6_only();
+    // With port 0, a port free for UDP on the first address may be taken for TCP
+    // or on another address: then try another.
+    let retry = |e: &std::io::Error| wanted == 0 && e.kind() == std::io::ErrorKind::AddrInUse;
+    'again: for _ in 0..20 {
+        let mut out: Vec<(UdpSocket, TcpListener)> = Vec::new();
+        let mut port = wanted;
+        for ip in binds.all() {
+            let at = SocketAddr::new(*ip, port);
+            let bind_err = |what, source| NodeError::Bind {
+                what,
+                addr: at,
+                source,
+            };
+            let udp = match udp_bind(at, v6_only) {
+                Ok(u) => u,
+                Err(e) if retry(&e) => continue 'again,
+                Err(e) => return Err(bind_err("stun udp", e)),
+            };
+            let actual = udp.local_addr().map_err(|e| bind_err("stun udp", e))?;
+            match tcp_listen(actual, v6_only) {
+                Ok(tcp) => out.push((udp, tcp)),
+                Err(e) if retry(&e) => continue 'again,
+                Err(e) => return Err(bind_err("stun tcp", e)),
+            }
+            port = actual.port();
         }
+        return Ok(out);
     }
-    Err(bind_err(
-        "stun",
-        std::io::Error::other("no port free for both UDP and TCP"),
-    ))
+    Err(NodeError::Bind {
+        what: "stun",
+        addr: SocketAddr::new(binds.all()[0], wanted),
+        source: std::io::Error::other("no port free for both UDP and TCP"),
+    })
 }
 
 /// Answer JSON-RPC requests that peers relay to us, until `stop` (or the swarm

@@ -4,7 +4,7 @@
 //! the system picks toward a destination.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 
@@ -23,6 +23,90 @@ pub fn bind_towards(bind: IpAddr, to: SocketAddr) -> IpAddr {
         IpAddr::V6(v6) if v6.is_unspecified() && to.is_ipv4() => Ipv4Addr::UNSPECIFIED.into(),
         b => b,
     }
+}
+
+/// The addresses the node's listeners bind (`--bind`), in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binds(Vec<IpAddr>);
+
+impl Binds {
+    /// `ips` without repeats; `::` is left out, with a warning, where the host has
+    /// no IPv6 and other addresses remain.
+    pub fn new(ips: &[IpAddr]) -> Binds {
+        let mut out: Vec<IpAddr> = Vec::new();
+        for ip in ips {
+            if !out.contains(ip) {
+                out.push(*ip);
+            }
+        }
+        let any6 = IpAddr::from(Ipv6Addr::UNSPECIFIED);
+        if out.len() > 1 && out.contains(&any6) && std::net::UdpSocket::bind((any6, 0)).is_err() {
+            tracing::warn!("this host has no IPv6: listening on IPv4 only");
+            out.retain(|ip| *ip != any6);
+        }
+        Binds(out)
+    }
+
+    pub fn all(&self) -> &[IpAddr] {
+        &self.0
+    }
+
+    /// Whether IPv6 sockets take IPv6 only: with an IPv4 address bound too, both
+    /// would claim the port's IPv4 traffic. `::` alone is dual-stack.
+    pub fn v6_only(&self) -> bool {
+        self.0.iter().any(IpAddr::is_ipv4)
+    }
+
+    /// The bound address to use toward `to`: the first of its family (dual-stack
+    /// `::` serves IPv4 as `0.0.0.0`); `None` when none serves it.
+    pub fn towards(&self, to: IpAddr) -> Option<IpAddr> {
+        let to = to.to_canonical();
+        if let Some(ip) = self.0.iter().find(|b| b.is_ipv4() == to.is_ipv4()) {
+            return Some(*ip);
+        }
+        let dual = !self.v6_only() && self.0.contains(&Ipv6Addr::UNSPECIFIED.into());
+        (dual && to.is_ipv4()).then_some(Ipv4Addr::UNSPECIFIED.into())
+    }
+
+    /// Every bound address is a loopback address.
+    pub fn loopback_only(&self) -> bool {
+        self.0.iter().all(IpAddr::is_loopback)
+    }
+}
+
+/// A UDP socket on `addr`; an IPv6 one takes IPv6 only if `v6_only`.
+pub fn udp_bind(addr: SocketAddr, v6_only: bool) -> io::Result<UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        s.set_only_v6(v6_only)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+/// A TCP listener on `addr` (SO_REUSEADDR, as tokio's own); an IPv6 one takes IPv6
+/// only if `v6_only`.
+pub fn tcp_listen(addr: SocketAddr, v6_only: bool) -> io::Result<TcpListener> {
+    let s = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        s.set_only_v6(v6_only)?;
+        s.set_nonblocking(true)?;
+        TcpSocket::from_std_stream(s.into())
+    };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(1024)
 }
 
 /// A TCP socket of `v4`'s family bound to `local`. With `shared`, SO_REUSEADDR and
@@ -69,5 +153,48 @@ pub async fn local_ip_towards(bind: IpAddr, to: SocketAddr) -> IpAddr {
     match UdpSocket::bind(SocketAddr::new(bind, 0)).await {
         Ok(s) if s.connect(to).await.is_ok() => s.local_addr().map_or(bind, |a| a.ip()),
         _ => bind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binds(s: &[&str]) -> Binds {
+        Binds::new(
+            &s.iter()
+                .map(|a| a.parse().unwrap())
+                .collect::<Vec<IpAddr>>(),
+        )
+    }
+
+    #[test]
+    fn each_target_gets_a_bound_address_of_its_family() {
+        let v4: IpAddr = "198.51.100.1".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:198.51.100.1".parse().unwrap();
+        let both = binds(&["0.0.0.0", "::"]);
+        assert!(both.v6_only());
+        assert_eq!(both.towards(v4), Some("0.0.0.0".parse().unwrap()));
+        assert_eq!(both.towards(mapped), Some("0.0.0.0".parse().unwrap()));
+        assert_eq!(both.towards(v6), Some("::".parse().unwrap()));
+        // `::` alone is dual-stack: IPv4 targets from 0.0.0.0 on the same ports.
+        let dual = binds(&["::"]);
+        assert!(!dual.v6_only());
+        assert_eq!(dual.towards(v4), Some("0.0.0.0".parse().unwrap()));
+        // A specific IPv6 address serves no IPv4 target, and the reverse.
+        assert_eq!(binds(&["::1"]).towards(v4), None);
+        assert_eq!(binds(&["127.0.0.1"]).towards(v6), None);
+        let specific = binds(&["127.0.0.9", "::1"]);
+        assert_eq!(specific.towards(v4), Some("127.0.0.9".parse().unwrap()));
+        assert!(specific.loopback_only() && !both.loopback_only());
+    }
+
+    #[test]
+    fn an_ipv4_client_of_a_dual_stack_socket_is_its_ipv4_address() {
+        let mapped: SocketAddr = "[::ffff:192.0.2.7]:5000".parse().unwrap();
+        assert_eq!(canonical(mapped), "192.0.2.7:5000".parse().unwrap());
+        let v6: SocketAddr = "[2001:db8::7]:5000".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
     }
 }

@@ -171,3 +171,65 @@ fn peers_of_both_families_meet_at_a_dual_stack_node_and_records_cross() {
     // And the IPv6 node really is reached over IPv6.
     assert!(TcpStream::connect(("::1", port_of(&six.url))).is_ok());
 }
+
+/// Several `--bind` addresses: every port on each, the same port numbers, a
+/// swarm listener on each, and peers of either family only.
+#[test]
+fn a_node_bound_to_two_addresses_serves_each_and_peers_of_each_family_join() {
+    require_ipv6_loopback();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let hub = TestNode::start_on("127.0.0.66,::1", dirs[0].path(), &[]);
+    let http = port_of(&hub.url);
+    for at in [ip("127.0.0.66"), ip("::1")] {
+        let got = call_from(at, SocketAddr::new(at, http), "getdbhash");
+        assert!(got["result"]["root"].is_string(), "{at}: {got}");
+    }
+    let stun = stun_port(&hub);
+    for at in ["127.0.0.66", "::1"] {
+        let server = SocketAddr::new(ip(at), stun);
+        let sock = UdpSocket::bind((ip(at), 0)).unwrap();
+        sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let req = cirrus_proto::stun::binding_request(txid(2), "two binds", None);
+        let got = mapped_of(&udp_exchange(&sock, server, &req, "a Binding request"));
+        assert_eq!(got, sock.local_addr().unwrap());
+    }
+    // Not on another loopback address: only what was bound.
+    assert!(TcpStream::connect(("127.0.0.67", http)).is_err());
+
+    let tcp_listen = |prefix: &str| {
+        hub.listen
+            .iter()
+            .find(|a| a.starts_with(prefix) && a.contains("/tcp/"))
+            .unwrap_or_else(|| panic!("no {prefix} TCP address in {:?}", hub.listen))
+            .clone()
+    };
+    let four = TestNode::start_on(
+        "127.0.0.68",
+        dirs[1].path(),
+        &["--bootstrap", &tcp_listen("/ip4/127.0.0.66/")],
+    );
+    let six = TestNode::start_on(
+        "::1",
+        dirs[2].path(),
+        &["--bootstrap", &tcp_listen("/ip6/::1/")],
+    );
+    wait_until("the hub has both peers", || {
+        let n = hub.info()["peers"].as_u64().unwrap();
+        if n >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} peers"))
+        }
+    });
+    let a = author(10);
+    let rec = doc(&a, "two binds", 1, "v");
+    six.put(&rec);
+    wait_until("the record is on the IPv4 node", || {
+        let got = get_record(&four, &rec.author, "two binds", rec.kind);
+        if got["value"] == "v" {
+            Ok(())
+        } else {
+            Err(got.to_string())
+        }
+    });
+}

@@ -20,7 +20,7 @@ use support::{author, doc, wait_until};
 fn config(dir: &Path, ip: IpAddr, bootstrap: Vec<libp2p::Multiaddr>) -> Config {
     Config::build(&RunArgs {
         data_dir: Some(dir.to_path_buf()),
-        bind: Some(ip),
+        bind: Some(vec![ip]),
         p2p_port: Some(0),
         http_port: Some(0),
         ws_port: Some(0),

@@ -82,14 +82,14 @@ pub fn build_swarm(
     tasks: TaskTracker,
     registry: &mut Registry,
 ) -> Result<Swarm<Behaviour>, P2pError> {
-    let bind = cfg.bind;
+    let binds = cfg.binds();
     let swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_quic()
         .with_other_transport(|key| {
             let noise = noise::Config::new(key).map_err(Box::new)?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                BoundTcp::new(tcp::Config::default().nodelay(true), bind)
+                BoundTcp::new(tcp::Config::default().nodelay(true), &binds)
                     .upgrade(Version::V1Lazy)
                     .authenticate(noise)
                     .multiplex(yamux::Config::default()),

@@ -50,19 +50,31 @@ pub async fn start(
             .subscribe(&topic)
             .map_err(|e| P2pError::Build(e.to_string()))?;
     }
-    let ip = match cfg.bind {
-        std::net::IpAddr::V4(ip) => format!("/ip4/{ip}"),
-        std::net::IpAddr::V6(ip) => format!("/ip6/{ip}"),
-    };
-    let port = cfg.p2p_port;
-    let mut listen = wait_listening(&mut swarm, &ip, (port, port)).await?;
-    if cfg.bind == std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED) {
-        // libp2p's IPv6 listeners take IPv6 only: `::` means both families, on the
-        // same ports.
-        let ports = (port_of(&listen, false), port_of(&listen, true));
-        listen.extend(wait_listening(&mut swarm, "/ip4/0.0.0.0", ports).await?);
+    let binds = cfg.binds();
+    // libp2p's IPv6 listeners take IPv6 only: `::` alone means both families.
+    let mut ips: Vec<String> = binds
+        .all()
+        .iter()
+        .map(|ip| match ip {
+            std::net::IpAddr::V4(ip) => format!("/ip4/{ip}"),
+            std::net::IpAddr::V6(ip) => format!("/ip6/{ip}"),
+        })
+        .collect();
+    if binds.towards(std::net::Ipv4Addr::UNSPECIFIED.into())
+        == Some(std::net::Ipv4Addr::UNSPECIFIED.into())
+        && !binds.v6_only()
+    {
+        ips.push("/ip4/0.0.0.0".into());
     }
-    let reach = Reach::of(cfg.bind, &listen);
+    // Every address on the same ports: with port 0, the ones the first got.
+    let mut ports = (cfg.p2p_port, cfg.p2p_port);
+    let mut listen = Vec::new();
+    for ip in &ips {
+        let got = wait_listening(&mut swarm, ip, ports).await?;
+        ports = (port_of(&got, false), port_of(&got, true));
+        listen.extend(got);
+    }
+    let reach = Reach::of(binds.loopback_only(), &listen);
 
     for addr in &cfg.bootstrap {
         if let Err(e) = swarm.dial(addr.clone()) {

@@ -20,19 +20,25 @@ use libp2p::core::{Multiaddr, Transport};
 use libp2p::multiaddr::Protocol;
 use libp2p::tcp;
 
-/// [`tcp::tokio::Transport`] whose dials bind `bind` first.
+/// [`tcp::tokio::Transport`] whose dials bind the `--bind` address of the target's
+/// family first.
 pub struct BoundTcp {
     inner: tcp::tokio::Transport,
-    bind: Option<IpAddr>,
+    /// The specific addresses bound; an unspecified one leaves the choice to libp2p
+    /// (and the kernel).
+    binds: Vec<IpAddr>,
 }
 
 impl BoundTcp {
-    /// `bind`: the address to dial from; the unspecified address leaves the choice
-    /// to libp2p (and the kernel).
-    pub fn new(config: tcp::Config, bind: IpAddr) -> Self {
+    pub fn new(config: tcp::Config, binds: &crate::sockets::Binds) -> Self {
         BoundTcp {
             inner: tcp::tokio::Transport::new(config),
-            bind: (!bind.is_unspecified()).then_some(bind),
+            binds: binds
+                .all()
+                .iter()
+                .filter(|ip| !ip.is_unspecified())
+                .copied()
+                .collect(),
         }
     }
 }
@@ -83,7 +89,14 @@ impl Transport for BoundTcp {
         opts: DialOpts,
     ) -> Result<Self::Dial, TransportError<io::Error>> {
         let target = socket_addr(&addr);
-        match (self.bind, target) {
+        let bind = target.and_then(|t| {
+            let t = t.ip().to_canonical();
+            self.binds
+                .iter()
+                .find(|b| b.is_ipv4() == t.is_ipv4())
+                .copied()
+        });
+        match (bind, target) {
             // Only to the same family, and never from a loopback address to another
             // host (it could not answer).
             (Some(from), Some(to))
@@ -132,7 +145,8 @@ mod tests {
     async fn a_dial_leaves_from_the_bind_address() {
         let listener = tokio::net::TcpListener::bind("127.0.0.31:0").await.unwrap();
         let to = listener.local_addr().unwrap();
-        let mut t = BoundTcp::new(tcp::Config::default(), "127.0.0.32".parse().unwrap());
+        let binds = crate::sockets::Binds::new(&["127.0.0.32".parse().unwrap()]);
+        let mut t = BoundTcp::new(tcp::Config::default(), &binds);
         let addr: Multiaddr = format!("/ip4/{}/tcp/{}", to.ip(), to.port())
             .parse()
             .unwrap();

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use super::probe::{Inbox, ProbeError, run_udp};
 use super::punch::Punchers;
 use super::{DynamicApi, SOFTWARE, StunState, Transport, transaction_id};
-use crate::sockets::{connect_from, listen_on, local_ip_towards};
+use crate::sockets::{Binds, connect_from, listen_on, local_ip_towards};
 
 /// Retransmission (RFC 8489 §6.2.1, shortened to fit a keepalive round): sends at
 /// 0, 0.5 and 1.5 s, given up at 3.5 s.
@@ -38,7 +38,9 @@ const TCP_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ClientCtx {
     pub state: Arc<StunState>,
     pub key: Keypair,
-    pub bind: IpAddr,
+    /// The node's bound addresses: each client socket binds the one of its
+    /// server's family.
+    pub binds: Binds,
     pub keepalive: Duration,
     /// All peers' STUN servers, for the second-server probe.
     pub servers: watch::Receiver<Vec<SocketAddr>>,
@@ -70,8 +72,21 @@ fn request(key: &Keypair) -> ([u8; 12], Vec<u8>) {
     )
 }
 
+/// The bound address toward `server`; `None` (logged) when no bound address is of
+/// its family.
+fn bind_for(ctx: &ClientCtx, peer: &PeerId, server: SocketAddr) -> Option<IpAddr> {
+    let bind = ctx.binds.towards(server.ip());
+    if bind.is_none() {
+        tracing::debug!(%peer, %server, "no bound address of the STUN server's family");
+    }
+    bind
+}
+
 async fn udp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: CancellationToken) {
-    let sock = match UdpSocket::bind(SocketAddr::new(ctx.bind, 0)).await {
+    let Some(bind) = bind_for(&ctx, &peer, server) else {
+        return;
+    };
+    let sock = match UdpSocket::bind(SocketAddr::new(bind, 0)).await {
         Ok(s) => Arc::new(s),
         Err(e) => return tracing::warn!(%peer, error = %e, "cannot open STUN UDP client socket"),
     };
@@ -79,7 +94,7 @@ async fn udp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
     let (stun_tx, mut responses) = mpsc::channel(64);
     ctx.api.serve_udp(sock.clone(), stun_tx, stop.clone());
     let port = sock.local_addr().map_or(0, |a| a.port());
-    let local = SocketAddr::new(local_ip_towards(ctx.bind, server).await, port);
+    let local = SocketAddr::new(local_ip_towards(bind, server).await, port);
     tracing::debug!(%peer, %local, %server, "STUN UDP client up");
     let _punchable = ctx.punchers.register_udp(sock.clone(), ctx.api.clone());
     let mut rounds = Keepalive::new(std::time::Instant::now(), server, ctx.keepalive);
@@ -123,6 +138,9 @@ async fn udp_ask(
 }
 
 async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: CancellationToken) {
+    let Some(bind) = bind_for(&ctx, &peer, server) else {
+        return;
+    };
     let mut local_port = 0u16;
     let mut local: Option<SocketAddr> = None;
     // Held while the port is ours, so punches can use it.
@@ -130,7 +148,7 @@ async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
     loop {
         let conn = tokio::select! {
             _ = stop.cancelled() => break,
-            c = tokio::time::timeout(TCP_TIMEOUT, connect_from(ctx.bind, local_port, server)) => c,
+            c = tokio::time::timeout(TCP_TIMEOUT, connect_from(bind, local_port, server)) => c,
         };
         match conn {
             Ok(Ok(mut stream)) => {
@@ -146,11 +164,7 @@ async fn tcp_client(ctx: ClientCtx, peer: PeerId, server: SocketAddr, stop: Canc
                             tracing::debug!(%peer, error = %e, "no WebSocket on the STUN TCP port")
                         }
                     }
-                    _punchable = Some(ctx.punchers.register_tcp(
-                        ctx.bind,
-                        me.port(),
-                        ctx.api.clone(),
-                    ));
+                    _punchable = Some(ctx.punchers.register_tcp(bind, me.port(), ctx.api.clone()));
                 }
                 local_port = me.map_or(0, |a| a.port());
                 local = me;

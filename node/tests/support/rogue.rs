@@ -255,7 +255,7 @@ pub type RawBehaviour = request_response::Behaviour<RawCodec>;
 pub fn rogue_swarm(key: Keypair) -> Swarm<cirrus_node::p2p::Behaviour> {
     let args = cirrus_node::config::RunArgs {
         data_dir: Some("/nonexistent".into()),
-        bind: Some("127.0.0.1".parse().unwrap()),
+        bind: Some(vec!["127.0.0.1".parse().unwrap()]),
         ..Default::default()
     };
     let cfg = cirrus_node::config::Config::build(&args).unwrap();
