@@ -37,6 +37,20 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// A record written at `from` (by author `n`) shows up at `to`.
+fn crosses(from: &TestNode, to: &TestNode, n: u8) {
+    let rec = doc(&author(n), "crossing", 1, "across families");
+    from.put(&rec);
+    wait_until("the record is on the other node", || {
+        let got = get_record(to, &rec.author, "crossing", rec.kind);
+        if got["value"] == "across families" {
+            Ok(())
+        } else {
+            Err(got.to_string())
+        }
+    });
+}
+
 /// This machine must have IPv6 loopback, or the test cannot say anything.
 fn require_ipv6_loopback() {
     UdpSocket::bind("[::1]:0").expect("IPv6 loopback (::1) is needed for this test");
@@ -157,17 +171,7 @@ fn peers_of_both_families_meet_at_a_dual_stack_node_and_records_cross() {
     );
 
     // A record written at the IPv4-only node reaches the IPv6 one through the hub.
-    let a = author(9);
-    let rec = doc(&a, "crossing", 1, "from IPv4 to IPv6");
-    four.put(&rec);
-    wait_until("the record is on the IPv6 node", || {
-        let got = get_record(&six, &rec.author, "crossing", rec.kind);
-        if got["value"] == "from IPv4 to IPv6" {
-            Ok(())
-        } else {
-            Err(got.to_string())
-        }
-    });
+    crosses(&four, &six, 9);
     // And the IPv6 node really is reached over IPv6.
     assert!(TcpStream::connect(("::1", port_of(&six.url))).is_ok());
 }
@@ -221,15 +225,5 @@ fn a_node_bound_to_two_addresses_serves_each_and_peers_of_each_family_join() {
             Err(format!("{n} peers"))
         }
     });
-    let a = author(10);
-    let rec = doc(&a, "two binds", 1, "v");
-    six.put(&rec);
-    wait_until("the record is on the IPv4 node", || {
-        let got = get_record(&four, &rec.author, "two binds", rec.kind);
-        if got["value"] == "v" {
-            Ok(())
-        } else {
-            Err(got.to_string())
-        }
-    });
+    crosses(&six, &four, 10);
 }
