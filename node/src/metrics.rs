@@ -60,6 +60,8 @@ pub struct Metrics {
     registry: Arc<std::sync::RwLock<Registry>>,
     // The database and the peers, read at scrape time.
     pub records: Gauge,
+    pub store_file: Gauge,
+    pub disk_free: Gauge,
     pub ratings_count: Gauge,
     pub ratings_sum: Gauge,
     pub peers: Gauge,
@@ -115,6 +117,8 @@ impl Metrics {
         let m = Metrics {
             registry: Arc::default(),
             records: Gauge::default(),
+            store_file: Gauge::default(),
+            disk_free: Gauge::default(),
             ratings_count: Gauge::default(),
             ratings_sum: Gauge::default(),
             peers: Gauge::default(),
@@ -152,6 +156,18 @@ impl Metrics {
             "records",
             "Slots held, tombstones included",
             m.records.clone(),
+        );
+        r.register_with_unit(
+            "store_file",
+            "Size of the database file, free pages included (cirrus compact returns them)",
+            Unit::Bytes,
+            m.store_file.clone(),
+        );
+        r.register_with_unit(
+            "store_disk_free",
+            "Bytes free for the node on the file system holding the database (writes stop under min-free-disk)",
+            Unit::Bytes,
+            m.disk_free.clone(),
         );
         r.register("ratings", "Live ratings", m.ratings_count.clone());
         r.register(

@@ -263,11 +263,15 @@ fn compact_refuses_a_running_node_and_shrinks_a_stopped_ones_file() {
         }
     }
     let hash = node.db();
+    // What an operator sees before compacting: the file's size, and the disk's room.
+    let file = dir.path().join("cirrus.redb");
+    let size = std::fs::metadata(&file).unwrap().len() as f64;
+    assert_eq!(node.metric("cirrus_store_file_bytes", &[]), size);
+    assert!(node.metric("cirrus_store_disk_free_bytes", &[]) > 0.0);
     let err = fails(&cirrus(home.path(), &["compact", "--data-dir", data]));
     assert!(err.contains("stop the node"), "{err}");
 
     terminate(&mut node.child);
-    let file = dir.path().join("cirrus.redb");
     let before = std::fs::metadata(&file).unwrap().len();
     let out = cirrus(home.path(), &["compact", "--data-dir", data]);
     assert!(

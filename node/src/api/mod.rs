@@ -155,6 +155,12 @@ impl Context {
             m.ratings_count.set(db.ratings.count as i64);
             m.ratings_sum.set(db.ratings.sum as i64);
         }
+        if let Ok(n) = self.store.file_bytes() {
+            m.store_file.set(n as i64);
+        }
+        if let Ok(n) = self.store.free_space() {
+            m.disk_free.set(n as i64);
+        }
         if let Ok(peers) = self.network.connections().await {
             m.peers.set(peers.len() as i64);
         }

@@ -160,6 +160,11 @@ impl Store {
         Ok(())
     }
 
+    /// Size of the database file, free pages included.
+    pub fn file_bytes(&self) -> std::io::Result<u64> {
+        Ok(std::fs::metadata(&self.path)?.len())
+    }
+
     /// Bytes free for unprivileged writers on the file system holding the database.
     pub fn free_space(&self) -> std::io::Result<u64> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
