@@ -160,7 +160,7 @@ impl Node {
             .collect();
         let table = Arc::new(PeerTable::default());
 
-        let sockets = ApiSockets::bind(&cfg, &binds).await?;
+        let sockets = ApiSockets::bind(&cfg, &binds)?;
         let (http, ws, udp) = sockets.addrs();
         let limiter = Arc::new(RateLimiter::new(cfg.rates()));
         let slots = Slots {
@@ -461,8 +461,20 @@ struct ApiSockets {
 
 impl ApiSockets {
     /// One of each on every bound address, each kind on one port number (with port
-    /// 0, the one the first address got).
-    async fn bind(cfg: &Config, binds: &Binds) -> Result<ApiSockets, NodeError> {
+    /// 0, the one the first address got; taken on another address, all start over).
+    fn bind(cfg: &Config, binds: &Binds) -> Result<ApiSockets, NodeError> {
+        let any = cfg.http_port == 0 || cfg.ws_port == 0 || cfg.udp_port == 0;
+        for _ in 0..20 {
+            match Self::bind_once(cfg, binds) {
+                Err(NodeError::Bind { source, .. })
+                    if any && source.kind() == std::io::ErrorKind::AddrInUse => {}
+                done => return done,
+            }
+        }
+        Self::bind_once(cfg, binds)
+    }
+
+    fn bind_once(cfg: &Config, binds: &Binds) -> Result<ApiSockets, NodeError> {
         let err = |what, addr| move |source| NodeError::Bind { what, addr, source };
         let v6_only = binds.v6_only();
         let mut s = ApiSockets {

@@ -66,13 +66,12 @@ pub async fn start(
     {
         ips.push("/ip4/0.0.0.0".into());
     }
-    // Every address on the same ports: with port 0, the ones the first got.
-    let mut ports = (cfg.p2p_port, cfg.p2p_port);
+    // Every address on the same port; with port 0, each its own (peers dial the
+    // whole listen address, so nothing needs them equal).
+    let ports = (cfg.p2p_port, cfg.p2p_port);
     let mut listen = Vec::new();
     for ip in &ips {
-        let got = wait_listening(&mut swarm, ip, ports).await?;
-        ports = (port_of(&got, false), port_of(&got, true));
-        listen.extend(got);
+        listen.extend(wait_listening(&mut swarm, ip, ports).await?);
     }
     let reach = Reach::of(binds.loopback_only(), &listen);
 
@@ -122,22 +121,6 @@ pub async fn start(
         listen,
         tasks,
     })
-}
-
-/// The port of the first TCP (or QUIC) address in `listen`.
-fn port_of(listen: &[Multiaddr], quic: bool) -> u16 {
-    listen
-        .iter()
-        .filter(|a| a.to_string().contains("/quic-v1") == quic)
-        .find_map(|a| {
-            a.iter().find_map(|p| match p {
-                libp2p::multiaddr::Protocol::Tcp(n) | libp2p::multiaddr::Protocol::Udp(n) => {
-                    Some(n)
-                }
-                _ => None,
-            })
-        })
-        .unwrap_or(0)
 }
 
 async fn wait_listening(

@@ -46,6 +46,13 @@ pub fn to_current(db: &Database) -> Result<(), StoreError> {
             None if !v1 => {
                 meta.insert(META_FORMAT, FORMAT)?;
             }
+            // An older version opened this file after it was moved, and wrote in the
+            // old layout: moving again would take those writes over newer records.
+            Some(_) if v1 => {
+                return Err(StoreError::Format(
+                    "the database was opened by an older version after it moved to this format; restore a backup or start from an empty data dir (peers fill it again)".into(),
+                ));
+            }
             _ => {}
         }
     }
@@ -224,6 +231,23 @@ mod tests {
         );
         let meta = txn.open_table(META).unwrap();
         assert_eq!(meta.get(META_FORMAT).unwrap().unwrap().value(), FORMAT);
+    }
+
+    /// An older binary that opened a moved file wrote in the old layout: the file
+    /// is refused rather than moved again over newer records.
+    #[test]
+    fn a_moved_file_that_an_older_version_wrote_to_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        drop(Store::open(&path).unwrap());
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(V1_RECORDS).unwrap();
+            txn.commit().unwrap();
+        }
+        let err = Store::open(&path).err().expect("refused").to_string();
+        assert!(err.contains("older version"), "{err}");
     }
 
     #[test]

@@ -107,7 +107,8 @@ pub async fn run(
             let (Some(remote), Some(port)) = (p.remote, p.port) else {
                 continue;
             };
-            let server = SocketAddr::new(server_ip(remote, &p.listen), port);
+            let server =
+                crate::sockets::canonical(SocketAddr::new(server_ip(remote, &p.listen), port));
             if p.running.as_ref().is_some_and(|(s, _)| *s == server) {
                 continue;
             }

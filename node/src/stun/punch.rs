@@ -142,6 +142,9 @@ impl Punchers {
     /// sent when this returns; the rest run in the background for [`PUNCH_FOR`]. A
     /// punch toward an endpoint that one already runs toward adds nothing.
     pub async fn punch(self: &Arc<Self>, endpoint: SocketAddr, transport: Transport) -> usize {
+        // Only sockets of the endpoint's family have a mapping toward it.
+        let endpoint = crate::sockets::canonical(endpoint);
+        let family = |local: IpAddr| local.is_ipv4() == endpoint.is_ipv4();
         {
             let mut running = lock(&self.running);
             if running.contains(&(endpoint, transport)) || running.len() >= MAX_RUNNING {
@@ -152,7 +155,11 @@ impl Punchers {
         }
         self.metrics.punch(transport.as_str(), "started");
         if transport == Transport::Udp {
-            let socks: Vec<_> = lock(&self.udp).values().map(|u| u.sock.clone()).collect();
+            let socks: Vec<_> = lock(&self.udp)
+                .values()
+                .filter(|u| u.sock.local_addr().is_ok_and(|a| family(a.ip())))
+                .map(|u| u.sock.clone())
+                .collect();
             let mut rounds = Rounds::new(std::time::Instant::now());
             if rounds.poll_round(std::time::Instant::now()) {
                 self.round(&socks, endpoint).await;
@@ -172,6 +179,7 @@ impl Punchers {
         } else {
             let ports: Vec<_> = lock(&self.tcp)
                 .iter()
+                .filter(|(_, p)| family(p.bind))
                 .map(|(port, p)| (*port, p.bind, p.api.clone()))
                 .collect();
             let me = self.clone();
@@ -279,6 +287,42 @@ mod tests {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         s.set_nonblocking(true).unwrap();
         s
+    }
+
+    /// A node bound to both families has STUN client sockets of each: a punch
+    /// goes only from those of the endpoint's family, which hold a mapping toward it.
+    #[tokio::test]
+    async fn a_punch_leaves_only_from_sockets_of_the_endpoints_family() {
+        let punchers = Arc::new(Punchers::new(
+            100.0,
+            Metrics::new(),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        ));
+        let v4 = socket().await;
+        let v6 = Arc::new(UdpSocket::bind("[::1]:0").await.unwrap());
+        let _r4 = punchers.register_udp(v4.clone(), unserved()).unwrap();
+        let _r6 = punchers.register_udp(v6.clone(), unserved()).unwrap();
+        let client6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        client6.set_nonblocking(true).unwrap();
+        let client4 = receiver();
+        assert_eq!(
+            punchers
+                .punch(client6.local_addr().unwrap(), Transport::Udp)
+                .await,
+            1
+        );
+        let mut buf = [0u8; 64];
+        let (_, from) = client6.recv_from(&mut buf).expect("a punch packet");
+        assert_eq!(from, v6.local_addr().unwrap());
+        assert_eq!(
+            punchers
+                .punch(client4.local_addr().unwrap(), Transport::Udp)
+                .await,
+            1
+        );
+        let (_, from) = client4.recv_from(&mut buf).expect("a punch packet");
+        assert_eq!(from, v4.local_addr().unwrap());
     }
 
     #[tokio::test]
