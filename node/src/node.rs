@@ -96,7 +96,13 @@ pub struct Node {
 
 impl Node {
     pub async fn start(cfg: &Config) -> Result<Node, NodeError> {
-        let cfg = Arc::new(cfg.clone());
+        // The addresses as this host allows them, found once: the swarm reads them
+        // from the config too.
+        let binds = cfg.binds();
+        let cfg = Arc::new(Config {
+            bind: binds.all().to_vec(),
+            ..cfg.clone()
+        });
         create_private_dir(&cfg.data_dir).map_err(|source| NodeError::DataDir {
             path: cfg.data_dir.clone(),
             source,

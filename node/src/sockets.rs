@@ -15,16 +15,6 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
-/// The local address to bind toward `to`: a node bound to `::` serves both
-/// families, and an IPv4 socket cannot bind `::` (it binds `0.0.0.0`, sharing the
-/// port with the dual-stack listener).
-pub fn bind_towards(bind: IpAddr, to: SocketAddr) -> IpAddr {
-    match bind {
-        IpAddr::V6(v6) if v6.is_unspecified() && to.is_ipv4() => Ipv4Addr::UNSPECIFIED.into(),
-        b => b,
-    }
-}
-
 /// The addresses the node's listeners bind (`--bind`), in the order given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binds(Vec<IpAddr>);
@@ -57,15 +47,20 @@ impl Binds {
         self.0.iter().any(IpAddr::is_ipv4)
     }
 
+    /// `::` alone: one dual-stack socket per port takes IPv4 too.
+    pub fn dual_stack(&self) -> bool {
+        !self.v6_only() && self.0.contains(&Ipv6Addr::UNSPECIFIED.into())
+    }
+
     /// The bound address to use toward `to`: the first of its family (dual-stack
-    /// `::` serves IPv4 as `0.0.0.0`); `None` when none serves it.
+    /// `::` serves IPv4 as `0.0.0.0`, an IPv4 socket sharing its ports); `None`
+    /// when none serves it.
     pub fn towards(&self, to: IpAddr) -> Option<IpAddr> {
         let to = to.to_canonical();
         if let Some(ip) = self.0.iter().find(|b| b.is_ipv4() == to.is_ipv4()) {
             return Some(*ip);
         }
-        let dual = !self.v6_only() && self.0.contains(&Ipv6Addr::UNSPECIFIED.into());
-        (dual && to.is_ipv4()).then_some(Ipv4Addr::UNSPECIFIED.into())
+        (self.dual_stack() && to.is_ipv4()).then_some(Ipv4Addr::UNSPECIFIED.into())
     }
 
     /// Every bound address is a loopback address.
@@ -74,36 +69,27 @@ impl Binds {
     }
 }
 
-/// A UDP socket on `addr`; an IPv6 one takes IPv6 only if `v6_only`.
-pub fn udp_bind(addr: SocketAddr, v6_only: bool) -> io::Result<UdpSocket> {
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
+/// A non-blocking socket of `addr`'s family; an IPv6 one takes IPv6 only if
+/// `v6_only` (set before it binds).
+fn socket_for(addr: SocketAddr, kind: socket2::Type, v6_only: bool) -> io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), kind, None)?;
     if addr.is_ipv6() {
         s.set_only_v6(v6_only)?;
     }
     s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// A UDP socket on `addr`.
+pub fn udp_bind(addr: SocketAddr, v6_only: bool) -> io::Result<UdpSocket> {
+    let s = socket_for(addr, socket2::Type::DGRAM, v6_only)?;
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
 }
 
-/// A TCP listener on `addr` (SO_REUSEADDR, as tokio's own); an IPv6 one takes IPv6
-/// only if `v6_only`.
+/// A TCP listener on `addr` (SO_REUSEADDR, as tokio's own).
 pub fn tcp_listen(addr: SocketAddr, v6_only: bool) -> io::Result<TcpListener> {
-    let s = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        let s = socket2::Socket::new(
-            socket2::Domain::IPV6,
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        s.set_only_v6(v6_only)?;
-        s.set_nonblocking(true)?;
-        TcpSocket::from_std_stream(s.into())
-    };
+    let s = TcpSocket::from_std_stream(socket_for(addr, socket2::Type::STREAM, v6_only)?.into());
     s.set_reuseaddr(true)?;
     s.bind(addr)?;
     s.listen(1024)
@@ -128,13 +114,9 @@ pub fn tcp_socket(local: SocketAddr, v4: bool, shared: bool) -> io::Result<TcpSo
 /// Connect to `to` from `bind`:`port` on a shared port (port 0: any). A reconnect
 /// then gets the same port, and a listener can share it.
 pub async fn connect_from(bind: IpAddr, port: u16, to: SocketAddr) -> io::Result<TcpStream> {
-    tcp_socket(
-        SocketAddr::new(bind_towards(bind, to), port),
-        to.is_ipv4(),
-        true,
-    )?
-    .connect(to)
-    .await
+    tcp_socket(SocketAddr::new(bind, port), to.is_ipv4(), true)?
+        .connect(to)
+        .await
 }
 
 /// A listener on a shared port.
@@ -146,7 +128,6 @@ pub fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
 /// unspecified address); `bind` itself when it is not unspecified or when the
 /// system has no route.
 pub async fn local_ip_towards(bind: IpAddr, to: SocketAddr) -> IpAddr {
-    let bind = bind_towards(bind, to);
     if !bind.is_unspecified() {
         return bind;
     }

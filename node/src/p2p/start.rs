@@ -60,10 +60,7 @@ pub async fn start(
             std::net::IpAddr::V6(ip) => format!("/ip6/{ip}"),
         })
         .collect();
-    if binds.towards(std::net::Ipv4Addr::UNSPECIFIED.into())
-        == Some(std::net::Ipv4Addr::UNSPECIFIED.into())
-        && !binds.v6_only()
-    {
+    if binds.dual_stack() {
         ips.push("/ip4/0.0.0.0".into());
     }
     // Every address on the same port; with port 0, each its own (peers dial the

@@ -233,38 +233,35 @@ mod tests {
         assert_eq!(meta.get(META_FORMAT).unwrap().unwrap().value(), FORMAT);
     }
 
-    /// An older binary that opened a moved file wrote in the old layout: the file
-    /// is refused rather than moved again over newer records.
-    #[test]
-    fn a_moved_file_that_an_older_version_wrote_to_is_refused() {
+    /// A current file, changed by `tamper` in one transaction, then opened: the
+    /// error it is refused with.
+    fn refused_after(tamper: impl FnOnce(&redb::WriteTransaction)) -> String {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.redb");
         drop(Store::open(&path).unwrap());
         {
             let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
-            txn.open_table(V1_RECORDS).unwrap();
+            tamper(&txn);
             txn.commit().unwrap();
         }
-        let err = Store::open(&path).err().expect("refused").to_string();
+        Store::open(&path).err().expect("refused").to_string()
+    }
+
+    /// An older binary that opened a moved file wrote in the old layout: the file
+    /// is refused rather than moved again over newer records.
+    #[test]
+    fn a_moved_file_that_an_older_version_wrote_to_is_refused() {
+        let err = refused_after(|txn| drop(txn.open_table(V1_RECORDS).unwrap()));
         assert!(err.contains("older version"), "{err}");
     }
 
     #[test]
     fn a_file_from_a_newer_version_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.redb");
-        drop(Store::open(&path).unwrap());
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert(META_FORMAT, FORMAT + 1)
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        let err = Store::open(&path).err().expect("refused").to_string();
+        let err = refused_after(|txn| {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(META_FORMAT, FORMAT + 1).unwrap();
+        });
         assert!(err.contains("newer version"), "{err}");
     }
 }

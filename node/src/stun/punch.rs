@@ -278,6 +278,15 @@ mod tests {
         Arc::new(Unserved)
     }
 
+    fn punchers() -> Arc<Punchers> {
+        Arc::new(Punchers::new(
+            100.0,
+            Metrics::new(),
+            TaskTracker::new(),
+            CancellationToken::new(),
+        ))
+    }
+
     async fn socket() -> Arc<UdpSocket> {
         Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap())
     }
@@ -293,12 +302,7 @@ mod tests {
     /// goes only from those of the endpoint's family, which hold a mapping toward it.
     #[tokio::test]
     async fn a_punch_leaves_only_from_sockets_of_the_endpoints_family() {
-        let punchers = Arc::new(Punchers::new(
-            100.0,
-            Metrics::new(),
-            TaskTracker::new(),
-            CancellationToken::new(),
-        ));
+        let punchers = punchers();
         let v4 = socket().await;
         let v6 = Arc::new(UdpSocket::bind("[::1]:0").await.unwrap());
         let _r4 = punchers.register_udp(v4.clone(), unserved()).unwrap();
@@ -327,12 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn first_packets_are_out_when_punch_returns() {
-        let punchers = Arc::new(Punchers::new(
-            100.0,
-            Metrics::new(),
-            TaskTracker::new(),
-            CancellationToken::new(),
-        ));
+        let punchers = punchers();
         let (a, b) = (socket().await, socket().await);
         let _ra = punchers.register_udp(a.clone(), unserved()).unwrap();
         let rb = punchers.register_udp(b.clone(), unserved()).unwrap();

@@ -7,7 +7,8 @@
 //! TCP slots are bounded, so a stranger could try to hold them all with connections
 //! that send nothing, or send slowly. Four rules keep them free for honest
 //! clients: a connection that delivers no whole message for [`TCP_IDLE`] is closed,
-//! a message once begun must be whole within [`TCP_MESSAGE`], one address holds at
+//! a message once begun must be whole within [`TCP_MESSAGE`], one address (an IPv6
+//! /64, which one subscriber holds whole, as the rate limits count it) holds at
 //! most [`MAX_TCP_PER_IP`] (its next connection takes the slot of its own quietest
 //! one), and when every slot is taken a newcomer takes the slot of the quietest
 //! connection of the address holding the most ([`IdleTable`]). An honest peer needs
@@ -15,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{SOFTWARE, StunState, Transport};
 use crate::metrics::Metrics;
-use crate::rate::{RateLimiter, Rates};
+use crate::rate::{RateLimiter, Rates, Source};
 use tokio_util::task::TaskTracker;
 
 /// TCP connections served at once; when all are taken, a newcomer evicts the
@@ -191,7 +192,7 @@ impl<K: Eq + Hash + Clone, T> IdleTable<K, T> {
     }
 }
 
-type Table = Mutex<IdleTable<IpAddr, (CancellationToken, SocketAddr)>>;
+type Table = Mutex<IdleTable<Source, (CancellationToken, SocketAddr)>>;
 
 pub async fn serve_tcp(
     listener: TcpListener,
@@ -212,10 +213,11 @@ pub async fn serve_tcp(
             },
         };
         let from = crate::sockets::canonical(from);
+        let source = Source::of(from.ip());
         let victim = {
             let mut t = table.lock().expect("stun tcp table lock");
-            if t.count(&from.ip()) >= MAX_TCP_PER_IP {
-                t.evict_from(&from.ip())
+            if t.count(&source) >= MAX_TCP_PER_IP {
+                t.evict_from(&source)
             } else if slots.available_permits() == 0 {
                 t.evict_crowded()
             } else {
@@ -236,7 +238,7 @@ pub async fn serve_tcp(
         let id = table
             .lock()
             .expect("stun tcp table lock")
-            .open(from.ip(), (conn.clone(), from));
+            .open(source, (conn.clone(), from));
         let (server, table) = (server.clone(), table.clone());
         tasks.spawn(async move {
             tokio::select! {
@@ -295,7 +297,7 @@ async fn serve_stream(
 
 #[cfg(test)]
 mod tests {
-    use super::IdleTable;
+    use super::{IdleTable, Source};
 
     #[test]
     fn evicts_the_connection_heard_from_longest_ago() {
@@ -321,6 +323,23 @@ mod tests {
         assert_eq!(t.evict_crowded(), Some(2));
         t.heard(b);
         assert_eq!(t.evict_crowded(), None);
+    }
+
+    /// Addresses of one IPv6 /64 share one address's share: rotating through a
+    /// subscriber's prefix buys no more slots.
+    #[test]
+    fn one_ipv6_64_is_one_address() {
+        let mut t = IdleTable::default();
+        let ip = |s: &str| Source::of(s.parse().unwrap());
+        for i in 0..5 {
+            t.open(ip(&format!("2001:db8:1:2::{i:x}")), i);
+        }
+        t.open(ip("2001:db8:1:3::1"), 9);
+        assert_eq!(t.count(&ip("2001:db8:1:2:ffff::1")), 5);
+        assert_eq!(t.evict_crowded(), Some(0));
+        // IPv4 addresses, and their mapped form, stay one each.
+        t.open(ip("192.0.2.1"), 10);
+        assert_eq!(t.count(&ip("::ffff:192.0.2.1")), 1);
     }
 
     #[test]
