@@ -7,10 +7,12 @@
 //! where a router stands between the NATs, and cannot where the NATs share a
 //! segment.
 //!
-//! The model (Linux masquerade, as the lab's routers): a new flow keeps its
-//! source port unless another entry holds the same (remote endpoint, external port)
-//! ("endpoint-independent", the lab's eim-pdf), or takes a random port whatever
-//! (`fully-random`, symmetric); an inbound packet passes only if it matches a flow's
+//! The model (Linux masquerade, as the lab's routers): a new flow takes the
+//! external port of its socket's newest flow (its source port for the first)
+//! unless another entry holds the same (remote endpoint, external port), and a
+//! random one then ("endpoint-independent", the lab's eim-pdf: once one flow of a
+//! socket got another port, the socket's later flows follow it), or takes a random
+//! port whatever (`fully-random`, symmetric); an inbound packet passes only if it matches a flow's
 //! reply (port-dependent filtering), else it is dropped or, with `answers`, taken by
 //! the router's stack, which leaves an entry behind. A packet whose TTL runs out
 //! at a router is dropped before NAT, so it opens nothing.
@@ -21,7 +23,10 @@ use std::time::{Duration, Instant};
 
 use cirrus_proto::api::Guess;
 use cirrus_proto::punch::spray::ports_from;
-use cirrus_proto::punch::{PathProbe, ProbeEvent, Rounds, Spray, Transmit, opening};
+use cirrus_proto::punch::{
+    Nats, Opening, PathChoice, PathProbe, ProbeEvent, Rounds, Spray, Transmit, opening,
+};
+use cirrus_proto::stun::nat::Nat as NatType;
 use cirrus_proto::stun::{binding_indication, is_stun};
 use cirrus_proto::udp::{Endpoint, Incoming, Reply};
 
@@ -116,6 +121,9 @@ struct Nat {
     replies: HashMap<(SocketAddr, u16), SocketAddr>,
     /// (remote, external port) the router's stack took: no flow may use the pair.
     taken: Vec<(SocketAddr, u16)>,
+    /// internal -> external port of its newest flow (Linux's `find_appropriate_src`
+    /// finds the newest entry of the same source first).
+    newest: HashMap<SocketAddr, u16>,
     /// xorshift64 state: the same ports every run.
     rng: u64,
 }
@@ -129,6 +137,7 @@ impl Nat {
             flows: HashMap::new(),
             replies: HashMap::new(),
             taken: Vec::new(),
+            newest: HashMap::new(),
             rng: 0x9e37_79b9_7f4a_7c15,
         }
     }
@@ -143,12 +152,13 @@ impl Nat {
             return SocketAddr::new(self.external, *p);
         }
         let mut port = match self.mapping {
-            Mapping::Independent => from.port(),
+            Mapping::Independent => self.newest.get(&from).copied().unwrap_or(from.port()),
             Mapping::PerFlow => self.random(),
         };
         while self.used(to, port) {
             port = self.random();
         }
+        self.newest.insert(from, port);
         self.flows.insert((from, to), port);
         self.replies.insert((to, port), from);
         SocketAddr::new(self.external, port)
@@ -579,4 +589,120 @@ fn a_port_guess_through_a_symmetric_nat_opens_at_one_of_its_ports() {
     }
     // 98.3% each in theory: at least 45 of 50 (the seeds make it the same every run).
     assert!(open >= 45, "{open} of {trials} guesses opened a path");
+}
+
+/// A symmetric client guessing toward an eim-pdf target whose router's stack takes
+/// unsolicited packets (the lab's `--wan-input accept`), the round opened as
+/// `PathChoice` says for what the client knows of its own NAT. Whether one of the
+/// client's 256 sockets heard the target's probes, and the ports the probes left
+/// the target's NAT from.
+///
+/// The target's spray is given its ports: first the one a plain punch left behind
+/// (if there was one), then one of the client's 256, so that the run shows in two
+/// probes what the lab's CI run showed after thousands (docs/nat.md, "What the lab
+/// found").
+fn symmetric_client_guesses(ours: NatType) -> (bool, Vec<u16>) {
+    let t0 = Instant::now();
+    let mut lab = Lab {
+        client_nat: Some(Nat::new(CLIENT_EXT, Mapping::PerFlow, true)),
+        target_nat: Nat::new(TARGET_EXT, Mapping::Independent, true),
+        core: true,
+        now: t0,
+        queue: BTreeMap::new(),
+        seq: 0,
+    };
+    let drain = |lab: &mut Lab| {
+        let mut heard = false;
+        while !lab.queue.is_empty() {
+            if let Some((Side::Client, _)) = lab.step() {
+                heard = true;
+            }
+        }
+        heard
+    };
+    let target_local = addr(TARGET_LOCAL);
+    let listed = lab.target_nat.outbound(target_local, addr(RENDEZVOUS_STUN));
+    let indication = binding_indication([9; 12]);
+    let nats = Nats {
+        target: NatType::EndpointIndependent,
+        ours,
+    };
+    let mut choice = PathChoice::new(t0, true);
+    assert!(choice.poll_start(t0));
+    let mut left_behind = Vec::new();
+    if choice.opening(nats) == Opening::Plain {
+        // The plain punch's probe leaves the client's NAT from a port of its own,
+        // which the target never sent to: its router's stack takes it.
+        let client_local = addr(CLIENT_LOCAL);
+        let sent = lab
+            .client_nat
+            .as_mut()
+            .unwrap()
+            .outbound(client_local, listed);
+        let t = Transmit {
+            destination: listed,
+            contents: indication.clone(),
+            ttl: None,
+        };
+        lab.send(Side::Client, client_local, t);
+        assert!(!drain(&mut lab));
+        left_behind.push(sent.port());
+        let next = choice.failed(lab.now, cirrus_proto::punch::Miss::NoAnswer, nats);
+        assert_eq!(next, cirrus_proto::punch::Change::Guessing(Opening::WeOpen));
+    }
+    assert_eq!(choice.opening(nats), Opening::WeOpen);
+    // Our half of the guess: 256 sockets, each opening our NAT toward the target's
+    // mapping with TTL 2.
+    let mut ours_open = Vec::new();
+    for i in 0..Guess::SOCKETS as u16 {
+        let local = SocketAddr::new(addr(CLIENT_LOCAL).ip(), 52_000 + i);
+        let nat = lab.client_nat.as_mut().unwrap();
+        ours_open.push(nat.outbound(local, listed).port());
+        let t = Transmit {
+            destination: listed,
+            contents: indication.clone(),
+            ttl: Some(2),
+        };
+        lab.send(Side::Client, local, t);
+    }
+    assert!(!drain(&mut lab));
+    // The target's half: its probes from the socket whose mapping we aimed at.
+    let mut ports = left_behind;
+    ports.push(ours_open[100]);
+    let mut spray = Spray::new(lab.now, ports);
+    let ext: IpAddr = CLIENT_EXT.parse().unwrap();
+    let mut from = Vec::new();
+    while let Some(port) = spray.poll_transmit(lab.now) {
+        let to = SocketAddr::new(ext, port);
+        from.push(lab.target_nat.outbound(target_local, to).port());
+        let t = Transmit {
+            destination: to,
+            contents: indication.clone(),
+            ttl: None,
+        };
+        lab.send(Side::Target, target_local, t);
+    }
+    (drain(&mut lab), from)
+}
+
+#[test]
+fn a_symmetric_client_that_knows_it_guesses_first_and_its_guess_is_not_spoiled() {
+    let listed = Nat::new(TARGET_EXT, Mapping::Independent, true)
+        .outbound(addr(TARGET_LOCAL), addr(RENDEZVOUS_STUN))
+        .port();
+    // Knowing its NAT maps per destination, the client skips the plain punch: the
+    // target's probes leave from the mapping its sockets aim at, and one is heard.
+    let (heard, from) = symmetric_client_guesses(NatType::EndpointDependent);
+    assert!(heard);
+    assert_eq!(from, [listed]);
+    // Not knowing, it punches plainly first. The probe to the port that punch left
+    // behind takes another port, the next probe follows it, and none is heard.
+    let (heard, from) = symmetric_client_guesses(NatType::Unknown);
+    assert!(!heard);
+    assert_eq!(from.len(), 2);
+    assert!(from.iter().all(|p| *p != listed), "{from:?}");
+    assert_eq!(
+        from[0], from[1],
+        "the socket's later flows follow its newest"
+    );
 }

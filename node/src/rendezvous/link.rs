@@ -11,13 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cirrus_proto::api::Transport;
-use cirrus_proto::punch::{Change, Miss, PathChoice};
-use cirrus_proto::stun::nat::Nat;
+use cirrus_proto::punch::{Change, Miss, Nats, PathChoice};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 
 use super::tcp::DirectTcp;
-use super::udp::DirectUdp;
+use super::udp::{DirectUdp, our_nat};
 use super::{DirectError, RendezvousError, plan};
 use crate::client::Client;
 
@@ -227,13 +226,13 @@ async fn manage(s: Arc<Shared>) {
                     let _ = s.events.send(LinkEvent::Direct { at, after });
                     s.settled.send_replace(Some(Ok((at, after))));
                 }
-                Err((why, nat)) => {
+                Err((why, nats)) => {
                     let miss = match why {
                         DirectError::NoAnswer { .. } => Miss::NoAnswer,
                         _ => Miss::Other,
                     };
                     let after = s.opened.elapsed();
-                    if let Change::Guessing(_) = choice.failed(Instant::now(), miss, nat) {
+                    if let Change::Guessing(_) = choice.failed(Instant::now(), miss, nats) {
                         // A guess follows at once: the round has not settled yet.
                         let _ = s.events.send(LinkEvent::Guessing { why, after });
                     } else {
@@ -280,21 +279,25 @@ async fn manage(s: Arc<Shared>) {
     }
 }
 
-/// One attempt, opened as `choice` says for the target's NAT; on failure, why, and
-/// the NAT the target announced (unknown when the plan failed).
-async fn open_direct(s: &Shared, choice: &PathChoice) -> Result<Direct, (DirectError, Nat)> {
+/// One attempt, opened as `choice` says for both NATs; on failure, why, and the
+/// NATs as the attempt saw them (unknown when the plan failed).
+async fn open_direct(s: &Shared, choice: &PathChoice) -> Result<Direct, (DirectError, Nats)> {
     let p = plan(&s.rendezvous, &s.url, &s.peer, s.transport)
         .await
-        .map_err(|e| (e, Nat::Unknown))?;
+        .map_err(|e| (e, Nats::UNKNOWN))?;
     Ok(match s.transport {
         Transport::Udp => {
-            let d = DirectUdp::open(&s.rendezvous, &s.peer, &p, choice.opening(p.nat)).await;
-            Direct::Udp(d.map_err(|e| (e, p.nat))?)
+            let nats = Nats {
+                target: p.nat,
+                ours: our_nat(&p).await,
+            };
+            let d = DirectUdp::open(&s.rendezvous, &s.peer, &p, choice.opening(nats)).await;
+            Direct::Udp(d.map_err(|e| (e, nats))?)
         }
         Transport::Tcp => Direct::Tcp(Box::new(
             DirectTcp::open(&s.rendezvous, &s.peer, &p)
                 .await
-                .map_err(|e| (e, p.nat))?,
+                .map_err(|e| (e, Nats::UNKNOWN))?,
         )),
     })
 }

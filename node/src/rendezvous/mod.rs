@@ -119,8 +119,13 @@ pub async fn call_peer(
 struct Plan {
     targets: Vec<SocketAddr>,
     local_ports: Vec<u16>,
+    /// The target's NAT as the choice of opening sees it: a forwarded port counts
+    /// as no NAT, since whatever reaches it is let in.
     nat: Nat,
     stun: SocketAddr,
+    /// A second port of the rendezvous node that answers STUN (its UDP API), so
+    /// that we can tell how our own NAT maps.
+    stun_other: Option<SocketAddr>,
 }
 
 async fn plan(
@@ -144,14 +149,17 @@ async fn plan(
     }
     let targets = mappings.iter().map(|m| m.endpoint()).collect();
     let local_ports = mappings.iter().map(|m| m.local_port).collect();
-    let nat = info.nat;
+    let forwarded = mappings.iter().any(|m| m.via == crate::portmap::VIA);
+    let nat = if forwarded { Nat::None } else { info.nat };
     let ours: NodeInfo = r.call_as("getnodeinfo", json!({})).await.map_err(rv)?;
     let stun = rendezvous_stun(url, &ours).ok_or(DirectError::NoStunPort)?;
+    let stun_other = ours.ports.udp.map(|p| SocketAddr::new(stun.ip(), p));
     Ok(Plan {
         targets,
         local_ports,
         nat,
         stun,
+        stun_other,
     })
 }
 

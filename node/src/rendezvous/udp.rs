@@ -11,6 +11,7 @@ use cirrus_proto::api::{Guess, Transport};
 pub use cirrus_proto::punch::Opening;
 use cirrus_proto::punch::{OPENING_TTL, PathProbe, ProbeEvent};
 use cirrus_proto::stun;
+use cirrus_proto::stun::nat::{Nat, Observation, classify};
 use cirrus_proto::udp::{Progress, Retransmit, UdpCall};
 use serde_json::Value;
 use tokio::net::UdpSocket;
@@ -154,6 +155,39 @@ async fn bind() -> Result<Arc<UdpSocket>, DirectError> {
         .await
         .map(Arc::new)
         .map_err(|e| DirectError::Socket(e.to_string()))
+}
+
+/// How our NAT maps (`cirrus_proto::stun::nat::classify`): one socket asks two
+/// ports of the rendezvous node what they see. A NAT that gives one flow a new
+/// port per destination port shows it here; one that keeps the port per
+/// destination address only is taken for independent, as before this check.
+pub(super) async fn our_nat(plan: &Plan) -> Nat {
+    let Some(other) = plan.stun_other else {
+        return Nat::Unknown;
+    };
+    let Ok(sock) = bind().await else {
+        return Nat::Unknown;
+    };
+    let (Ok(local), ip) = (
+        sock.local_addr(),
+        local_ip_towards(Ipv4Addr::UNSPECIFIED.into(), plan.stun).await,
+    ) else {
+        return Nat::Unknown;
+    };
+    let local = SocketAddr::new(ip, local.port());
+    let ask = Duration::from_secs(1);
+    let mut obs = Vec::with_capacity(2);
+    // One after the other: the second answer must not be taken for the first's.
+    for server in [plan.stun, other] {
+        if let Ok(mapped) = probe::binding_udp(&sock, server, ask).await {
+            obs.push(Observation {
+                local,
+                server,
+                mapped,
+            });
+        }
+    }
+    classify(&obs)
 }
 
 /// Open our NAT toward `targets` with packets that expire at the next router, so

@@ -1,7 +1,8 @@
 //! The client's choice of path to one target over time, sans-IO: requests take the
 //! relay until a punch opens a direct path, and the direct path once it is open. A
 //! round of punching is a plain punch, then, where the NATs call for it, up to
-//! [`GUESSES`] port guesses at once. A round that fails is tried again after a
+//! [`GUESSES`] port guesses at once; where both NATs are known and exactly one maps
+//! per destination, the round starts with the guesses (see [`PathChoice::opening`]). A round that fails is tried again after a
 //! backoff (1 s, doubling to a minute). The open path gets a keepalive every
 //! [`KEEPALIVE`]. When the path is lost, a new round starts at once. The driver
 //! (`node/src/rendezvous/link.rs`) runs the attempts and the requests, and reports
@@ -19,6 +20,23 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Port guesses after a plain punch that found no answer, before the round gives
 /// up: one finds an open mapping about 98% of the time, two 99.97%.
 pub const GUESSES: u32 = 2;
+
+/// What the client knows of both NATs when an attempt starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nats {
+    /// The target's, as it announced (`stun.nat`); `None` also where it has a
+    /// forwarded port, which lets anyone in.
+    pub target: Nat,
+    /// Ours, from two of the rendezvous node's ports.
+    pub ours: Nat,
+}
+
+impl Nats {
+    pub const UNKNOWN: Nats = Nats {
+        target: Nat::Unknown,
+        ours: Nat::Unknown,
+    };
+}
 
 /// How an attempt opens the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,16 +122,35 @@ impl PathChoice {
         }
     }
 
-    /// How the running attempt opens the path, given the target's NAT: plain,
-    /// unless the round's plain punch found no answer. Then, if the target's NAT
-    /// maps per destination, it opens the sockets and we probe; if it maps
-    /// independently of the destination, the plain punch failed because ours does
-    /// not, so we open them (docs/nat.md, "Port guessing").
-    pub fn opening(&self, target: Nat) -> Opening {
-        match (self.guessing && self.plain_missed, target) {
-            (true, Nat::EndpointDependent) => Opening::TargetOpens,
-            (true, Nat::EndpointIndependent) => Opening::WeOpen,
-            _ => Opening::Plain,
+    /// How the running attempt opens the path, given both NATs. Plain, unless the
+    /// round's plain punch found no answer: then, if the target's NAT maps per
+    /// destination, it opens the sockets and we probe; if it maps independently of
+    /// the destination, the plain punch failed because ours does not, so we open
+    /// them (docs/nat.md, "Port guessing"). Two NATs that both map per destination
+    /// never get a guess: neither side's ports can be aimed at.
+    ///
+    /// Where we know that exactly one side maps per destination, the plain punch
+    /// is skipped. It cannot work there, and its packets reach the other side's NAT
+    /// unasked: a router that takes them into its own stack holds their port pair,
+    /// and Linux then gives that side's next flows another external port for good,
+    /// so the guess aims at a mapping that is gone ("What the lab found").
+    pub fn opening(&self, nats: Nats) -> Opening {
+        use Nat::{EndpointDependent as Dependent, EndpointIndependent as Independent};
+        if !self.guessing {
+            return Opening::Plain;
+        }
+        let (guess, plain_first) = match (nats.target, nats.ours) {
+            (Dependent, Dependent) => return Opening::Plain,
+            (Dependent, Independent) => (Opening::TargetOpens, false),
+            (Dependent, _) => (Opening::TargetOpens, true),
+            (Independent, Dependent) => (Opening::WeOpen, false),
+            (Independent, _) => (Opening::WeOpen, true),
+            _ => return Opening::Plain,
+        };
+        if self.plain_missed || !plain_first {
+            guess
+        } else {
+            Opening::Plain
         }
     }
 
@@ -127,12 +164,16 @@ impl PathChoice {
         Change::Direct
     }
 
-    /// The running attempt failed (`target`: the NAT the target announced).
-    pub fn failed(&mut self, now: Instant, miss: Miss, target: Nat) -> Change {
+    /// The running attempt failed (`nats`: as the attempt saw them).
+    pub fn failed(&mut self, now: Instant, miss: Miss, nats: Nats) -> Change {
         if miss == Miss::NoAnswer && self.guesses == 0 {
+            // A round that skipped the plain punch began with its first guess.
+            if !self.plain_missed && self.opening(nats) != Opening::Plain {
+                self.guesses = 1;
+            }
             self.plain_missed = true;
         }
-        let next = self.opening(target);
+        let next = self.opening(nats);
         if self.plain_missed && next != Opening::Plain && self.guesses < GUESSES {
             self.guesses += 1;
             self.state = State::Due(now);
@@ -190,6 +231,14 @@ mod tests {
         Duration::from_secs(s)
     }
 
+    /// The target's NAT, ours not known.
+    fn target(nat: Nat) -> Nats {
+        Nats {
+            target: nat,
+            ours: Nat::Unknown,
+        }
+    }
+
     #[test]
     fn a_symmetric_target_gets_two_guesses_then_backoff_doubles_to_a_minute() {
         let t0 = Instant::now();
@@ -199,14 +248,17 @@ mod tests {
         for _round in 0..9 {
             assert_eq!(p.poll_timeout(), Some(now));
             assert!(p.poll_start(now));
-            assert_eq!(p.opening(Nat::EndpointDependent), Opening::Plain);
+            assert_eq!(p.opening(target(Nat::EndpointDependent)), Opening::Plain);
             for _ in 0..GUESSES {
-                let c = p.failed(now, Miss::NoAnswer, Nat::EndpointDependent);
+                let c = p.failed(now, Miss::NoAnswer, target(Nat::EndpointDependent));
                 assert_eq!(c, Change::Guessing(Opening::TargetOpens));
                 assert!(p.poll_start(now), "a guess starts at once");
-                assert_eq!(p.opening(Nat::EndpointDependent), Opening::TargetOpens);
+                assert_eq!(
+                    p.opening(target(Nat::EndpointDependent)),
+                    Opening::TargetOpens
+                );
             }
-            match p.failed(now, Miss::NoAnswer, Nat::EndpointDependent) {
+            match p.failed(now, Miss::NoAnswer, target(Nat::EndpointDependent)) {
                 Change::Failed { retry_in } => {
                     retries.push(retry_in.as_secs());
                     assert!(!p.poll_start(now + retry_in - Duration::from_millis(1)));
@@ -223,12 +275,12 @@ mod tests {
         let t0 = Instant::now();
         let mut p = PathChoice::new(t0, true);
         p.poll_start(t0);
-        let c = p.failed(t0, Miss::NoAnswer, Nat::EndpointIndependent);
+        let c = p.failed(t0, Miss::NoAnswer, target(Nat::EndpointIndependent));
         assert_eq!(c, Change::Guessing(Opening::WeOpen));
         let mut tcp = PathChoice::new(t0, false);
         tcp.poll_start(t0);
         assert!(matches!(
-            tcp.failed(t0, Miss::NoAnswer, Nat::EndpointDependent),
+            tcp.failed(t0, Miss::NoAnswer, target(Nat::EndpointDependent)),
             Change::Failed { .. }
         ));
         // An unknown NAT, or a failure that is not "no answer", is no reason to guess.
@@ -238,7 +290,64 @@ mod tests {
         ] {
             let mut p = PathChoice::new(t0, true);
             p.poll_start(t0);
-            assert!(matches!(p.failed(t0, miss, nat), Change::Failed { .. }));
+            assert!(matches!(
+                p.failed(t0, miss, target(nat)),
+                Change::Failed { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn where_exactly_one_side_maps_per_destination_the_round_starts_with_two_guesses() {
+        use Nat::{EndpointDependent as Dependent, EndpointIndependent as Independent};
+        let t0 = Instant::now();
+        for (target, ours, guess) in [
+            (Independent, Dependent, Opening::WeOpen),
+            (Dependent, Independent, Opening::TargetOpens),
+        ] {
+            let nats = Nats { target, ours };
+            let mut p = PathChoice::new(t0, true);
+            assert!(p.poll_start(t0));
+            assert_eq!(p.opening(nats), guess, "no plain punch first");
+            assert_eq!(p.failed(t0, Miss::NoAnswer, nats), Change::Guessing(guess));
+            assert!(p.poll_start(t0));
+            assert_eq!(p.opening(nats), guess);
+            assert!(
+                matches!(p.failed(t0, Miss::NoAnswer, nats), Change::Failed { .. }),
+                "two guesses in the round, as after a plain punch"
+            );
+            // A refused guess (not "no answer") ends the round without another.
+            let mut p = PathChoice::new(t0, true);
+            p.poll_start(t0);
+            assert!(matches!(
+                p.failed(t0, Miss::Other, nats),
+                Change::Failed { .. }
+            ));
+        }
+        // Both per destination: a plain punch and no guess, round after round.
+        let both = Nats {
+            target: Dependent,
+            ours: Dependent,
+        };
+        let mut p = PathChoice::new(t0, true);
+        for _ in 0..3 {
+            let at = p.poll_timeout().expect("a round is due");
+            assert!(p.poll_start(at));
+            assert_eq!(p.opening(both), Opening::Plain);
+            assert!(matches!(
+                p.failed(at, Miss::NoAnswer, both),
+                Change::Failed { .. }
+            ));
+        }
+        // Ours public or independent, or the target public: the plain punch first.
+        for (target, ours) in [
+            (Dependent, Nat::None),
+            (Dependent, Nat::Unknown),
+            (Independent, Independent),
+            (Nat::None, Dependent),
+        ] {
+            let p = PathChoice::new(t0, true);
+            assert_eq!(p.opening(Nats { target, ours }), Opening::Plain);
         }
     }
 
@@ -247,7 +356,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = PathChoice::new(t0, true);
         p.poll_start(t0);
-        let _ = p.failed(t0, Miss::Other, Nat::Unknown); // backoff now 2 s
+        let _ = p.failed(t0, Miss::Other, target(Nat::Unknown)); // backoff now 2 s
         let t1 = t0 + secs(1);
         assert!(p.poll_start(t1));
         assert_eq!(p.opened(t1), Change::Direct);
@@ -269,7 +378,7 @@ mod tests {
         assert_eq!(p.poll_timeout(), None, "nothing to wake for while it runs");
         // The success reset the backoff: the next failure waits 1 s again.
         assert_eq!(
-            p.failed(t2, Miss::Other, Nat::Unknown),
+            p.failed(t2, Miss::Other, target(Nat::Unknown)),
             Change::Failed {
                 retry_in: BACKOFF_MIN
             }

@@ -16,7 +16,7 @@ mod tries;
 
 use std::net::SocketAddr;
 
-pub use link::{Change, Miss, Opening, PathChoice};
+pub use link::{Change, Miss, Nats, Opening, PathChoice};
 pub use probe::{PathProbe, ProbeEvent, answers_as};
 pub use rounds::{PUNCH_FOR, Rounds};
 pub use spray::Spray;
