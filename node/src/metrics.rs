@@ -84,6 +84,7 @@ pub struct Metrics {
     pub sync_walks: Counter,
     pub sync_records: Counter,
     pub syncs: Family<ByResult, Counter>,
+    pub sync_long_sketches: Family<ByResult, Counter>,
     // The store.
     pub commit_seconds: Histogram,
     pub commit_records: Histogram,
@@ -139,6 +140,7 @@ impl Metrics {
             sync_walks: Counter::default(),
             sync_records: Counter::default(),
             syncs: Family::default(),
+            sync_long_sketches: Family::default(),
             commit_seconds: seconds(),
             commit_records: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             stun_bindings: Family::default(),
@@ -257,6 +259,11 @@ impl Metrics {
             "syncs",
             "Anti-entropy reconciliations this node started, by result",
             m.syncs.clone(),
+        );
+        r.register(
+            "sync_long_sketches",
+            "Peers' sketches longer than the symbols kept in memory (each costs a scan of every record), served or refused",
+            m.sync_long_sketches.clone(),
         );
         r.register_with_unit(
             "store_commit_duration",

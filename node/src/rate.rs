@@ -92,6 +92,11 @@ impl RateLimiter {
         self.exempt(ip) || self.take(Source::of(ip), cost, self.cfg.rate)
     }
 
+    /// Take `cost` tokens for a peer's own requests (by its id's bytes).
+    pub fn allow_peer(&self, peer: &[u8], cost: usize) -> bool {
+        self.take(Source::peer(peer), cost, self.cfg.rate)
+    }
+
     /// Take `cost` tokens for requests relayed by a peer.
     pub fn allow_relayed(&self, peer: &[u8], cost: usize) -> bool {
         self.take(Source::peer(peer), cost, self.cfg.relay_rate)

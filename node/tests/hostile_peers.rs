@@ -281,3 +281,58 @@ fn abusive_sync_is_refused_and_repeats_cost_nothing() {
         }
     });
 }
+
+/// A sketch longer than the symbols a node keeps in memory costs it a scan of every
+/// record. A peer gets four at once and then one per 15 s; the rest are refused,
+/// and the peer stays connected and is still served short ones.
+#[test]
+fn long_sketches_are_rationed_per_peer() {
+    let (node, _dir) = node_on(4, &[]);
+    node.put(&doc(&author(21), "k", 1, "v"));
+    let mut rogue = Rogue::new(raw_swarm, raw_chores);
+    let id = rogue.connect(&node.listen[0]);
+    // A well-formed sketch of ten records the node does not hold.
+    let sketch = |n: usize| {
+        let items = (0..10u8).map(|i| sync::item(&[i; 32], &[i; 32]));
+        let sk = sync::riblt::Sketch::new(items, n);
+        sync::Request::Sketch {
+            root: ByteBuf::from(vec![7u8; 32]),
+            records: 10,
+            symbols: ByteBuf::from(sync::encode_symbols(sk.prefix(n))),
+            buckets: ByteBuf::new(),
+        }
+    };
+    let ask = |rogue: &mut Rogue<RawBehaviour>, req: &sync::Request| {
+        rogue.swarm.behaviour_mut().send_request(&id, cbor(req));
+        let bytes = rogue.wait_until("the node answers the sketch", |r| {
+            r.responses.pop().ok_or("no answer".to_string())
+        });
+        cbor4ii::serde::from_slice::<sync::Response>(&bytes).unwrap()
+    };
+    let asked = 12;
+    let started = Instant::now();
+    let mut refused = 0;
+    for _ in 0..asked {
+        // One at a time: two at once from one peer are refused for another reason.
+        match ask(&mut rogue, &sketch(cirrus_node::store::CACHED + 1)) {
+            sync::Response::Refused(_) => refused += 1,
+            sync::Response::Decoded { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let long = |result| node.metric("cirrus_sync_long_sketches_total", &[("result", result)]);
+    let served = asked - refused;
+    assert_eq!(long("served"), served as f64);
+    assert_eq!(long("refused"), refused as f64);
+    // The burst, plus what the 15 s refill gave while the test ran.
+    let allowed = 4 + (elapsed / 15.0).floor() as usize;
+    assert!(served >= 4, "{served} served");
+    assert!(served <= allowed, "{served} served in {elapsed:.1} s");
+    // A short sketch is still answered, on the same connection.
+    match ask(&mut rogue, &sketch(64)) {
+        sync::Response::Decoded { .. } | sync::Response::Need(_) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(rogue.connected.contains(&id) && !rogue.closed.contains(&id));
+}

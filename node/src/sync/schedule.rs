@@ -3,7 +3,11 @@
 //! `sync-interval-secs` the node picks one peer whose announced root differs from
 //! its own and that is not reconciling with us already (at most [`MAX_WALKS`] at
 //! once, each bounded by `sync-timeout-secs`). Peers' sync requests are answered
-//! here too, at most [`SERVING_PER_PEER`] at a time per peer.
+//! here too, at most [`SERVING_PER_PEER`] at a time per peer. A sketch longer than
+//! the symbols the store keeps in memory costs a scan of every record, so each peer
+//! gets [`LONG_SKETCH_BURST`] of those at once and then one per
+//! [`LONG_SKETCH_EVERY`]; the rest are refused, and the asking side then walks the
+//! trie instead.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,13 +24,20 @@ use tokio_util::sync::CancellationToken;
 use super::SyncError;
 use crate::metrics::{ByResult, Metrics};
 use crate::p2p::{Network, random_index};
-use crate::store::Store;
+use crate::rate::{RateLimiter, Rates};
+use crate::store::{CACHED, Store};
+
 use crate::store::writer::Writer;
 
 /// Reconciliations this node runs at once.
 const MAX_WALKS: usize = 2;
 /// Sync requests of one peer answered at once; more are refused.
 const SERVING_PER_PEER: usize = 2;
+/// Long sketches one peer may ask at once: an honest reconciliation asks at most
+/// three beyond the kept symbols before it walks.
+pub const LONG_SKETCH_BURST: f64 = 4.0;
+/// Then one per this long.
+pub const LONG_SKETCH_EVERY: Duration = Duration::from_secs(15);
 
 /// What the scheduler hears of peers.
 #[derive(Debug)]
@@ -78,6 +89,12 @@ pub async fn run(
     let mut walks: JoinSet<PeerId> = JoinSet::new();
     let mut serving: JoinSet<PeerId> = JoinSet::new();
     let mut tick = tokio::time::interval(s.interval);
+    // Keyed by peer id, so that reconnecting does not refill it.
+    let long_sketches = RateLimiter::new(Rates::per_second(
+        1.0 / LONG_SKETCH_EVERY.as_secs_f64(),
+        LONG_SKETCH_BURST,
+        true,
+    ));
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -104,6 +121,19 @@ pub async fn run(
                         let busy = sync::Response::Refused("too many sync requests at once".into());
                         s.network.respond_sync(channel, busy).await;
                         continue;
+                    }
+                    if is_long_sketch(&request) {
+                        let served = long_sketches.allow_peer(&peer.to_bytes(), 1);
+                        let result = if served { "served" } else { "refused" };
+                        s.metrics.sync_long_sketches.get_or_create(&ByResult { result }).inc();
+                        if !served {
+                            let why = format!(
+                                "sketches over {CACHED} symbols: {LONG_SKETCH_BURST} at once, then one per {} s",
+                                LONG_SKETCH_EVERY.as_secs()
+                            );
+                            s.network.respond_sync(channel, sync::Response::Refused(why)).await;
+                            continue;
+                        }
                     }
                     p.serving += 1;
                     serving.spawn(s.serve(peer, request, channel));
@@ -145,6 +175,12 @@ pub async fn run(
     }
     walks.shutdown().await;
     serving.shutdown().await;
+}
+
+/// A sketch that the kept symbols cannot answer (`Store::symbols` scans then).
+fn is_long_sketch(request: &sync::Request) -> bool {
+    matches!(request, sync::Request::Sketch { symbols, .. }
+        if symbols.len() / sync::SYMBOL_BYTES > CACHED)
 }
 
 impl Scheduler {

@@ -54,7 +54,12 @@ pub(super) async fn settle(
             }),
         };
         st.rounds += 1;
-        match ask(p2p, peer, req, st).await? {
+        let answer = match ask(p2p, peer, req, st).await {
+            // A longer sketch than the peer will scan for: the walk finds it.
+            Err(SyncError::Refused(_)) if asks > 1 => return Ok(false),
+            other => other?,
+        };
+        match answer {
             Response::Need(m) => {
                 let m = m as usize;
                 if m <= n || m > MAX_SYMBOLS || asks >= MAX_ASKS {
