@@ -127,6 +127,14 @@ pub fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
 /// The local IP the system would use toward `to` (a socket may be bound to the
 /// unspecified address); `bind` itself when it is not unspecified or when the
 /// system has no route.
+/// The wildcard address of `towards`'s family: where a socket that talks to it binds.
+pub fn any_of_family(towards: SocketAddr) -> IpAddr {
+    match towards {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
 pub async fn local_ip_towards(bind: IpAddr, to: SocketAddr) -> IpAddr {
     if !bind.is_unspecified() {
         return bind;

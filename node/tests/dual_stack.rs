@@ -227,3 +227,80 @@ fn a_node_bound_to_two_addresses_serves_each_and_peers_of_each_family_join() {
     });
     crosses(&six, &four, 10);
 }
+
+/// A client reaches a target through a rendezvous URL in IPv6 (`http://[::1]:P`):
+/// the plan takes the target's IPv6 endpoints and the rendezvous node's STUN
+/// server at its IPv6 address, and the path opens over IPv6, by UDP and by TCP.
+#[test]
+fn a_client_punches_over_ipv6_through_an_ipv6_rendezvous_url() {
+    require_ipv6_loopback();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let fast = ["--stun-keepalive-secs", "1"];
+    let hub = TestNode::start_on("::", dirs[0].path(), &fast);
+    let v6 = hub
+        .listen
+        .iter()
+        .find(|a| a.starts_with("/ip6/::1/") && a.contains("/tcp/"))
+        .unwrap_or_else(|| panic!("no ::1 TCP listen address in {:?}", hub.listen))
+        .clone();
+    let target = TestNode::start_on(
+        "::",
+        dirs[1].path(),
+        &[fast[0], fast[1], "--bootstrap", &v6],
+    );
+    let v6_endpoints = |transport: &str| -> Result<Vec<SocketAddr>, String> {
+        let peers = hub.peers();
+        let entry = peers
+            .iter()
+            .find(|p| p["peerId"] == target.peer_id)
+            .ok_or_else(|| format!("{peers:?}"))?;
+        let list: Vec<SocketAddr> = entry["stun"][transport]
+            .as_array()
+            .ok_or_else(|| entry.to_string())?
+            .iter()
+            .filter_map(|m| {
+                format!("[{}]:{}", m["address"].as_str()?, m["port"].as_u64()?)
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        if list.is_empty() {
+            Err(entry.to_string())
+        } else {
+            Ok(list)
+        }
+    };
+    let url = format!("http://[::1]:{}", port_of(&hub.url));
+    for transport in ["udp", "tcp"] {
+        let listed = wait_until("the hub lists the target's IPv6 endpoints", || {
+            v6_endpoints(transport)
+        });
+        let out = cirrus(&[
+            "call",
+            "getnodeinfo",
+            "{}",
+            "--peer",
+            &target.peer_id,
+            "--rendezvous",
+            &url,
+            "--transport",
+            transport,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{transport}: {stderr}");
+        let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(info["peerId"], target.peer_id);
+        let prefix = format!("path: direct ({transport} to ");
+        let at: SocketAddr = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|l| l.split(')').next())
+            .unwrap_or_else(|| panic!("{transport}: no direct path: {stderr}"))
+            .parse()
+            .unwrap();
+        assert!(
+            at.is_ipv6() && listed.contains(&at),
+            "{transport}: {at} not in {listed:?}"
+        );
+    }
+}

@@ -12,12 +12,15 @@ use std::time::{Duration, Instant};
 
 use cirrus_proto::api::Transport;
 use cirrus_proto::punch::{Change, Miss, Nats, PathChoice};
+use cirrus_proto::stun::nat::Nat;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 
 use super::tcp::DirectTcp;
 use super::udp::{DirectUdp, our_nat};
-use super::{DirectError, RendezvousError, plan};
+use super::{DirectError, Plan, RendezvousError, plans};
 use crate::client::Client;
 
 /// How a request reached the target.
@@ -279,17 +282,52 @@ async fn manage(s: Arc<Shared>) {
     }
 }
 
-/// One attempt, opened as `choice` says for both NATs; on failure, why, and the
-/// NATs as the attempt saw them (unknown when the plan failed).
+/// Before the IPv4 attempt starts beside the IPv6 one (RFC 8305's connection
+/// attempt delay): IPv6 needs no NAT traversal where a firewall lets the punch
+/// through, so it gets a head start.
+const IPV4_AFTER: Duration = Duration::from_millis(250);
+
+/// One attempt: a punch per address family both sides have, IPv6 first and IPv4
+/// [`IPV4_AFTER`] later, each opened as `choice` says for both NATs; the first path
+/// to open wins. On failure, why (the IPv4 attempt's reason where there was one),
+/// and the NATs as that attempt saw them (unknown when the plan failed).
 async fn open_direct(s: &Shared, choice: &PathChoice) -> Result<Direct, (DirectError, Nats)> {
-    let p = plan(&s.rendezvous, &s.url, &s.peer, s.transport)
+    let plans = plans(&s.rendezvous, &s.url, &s.peer, s.transport)
         .await
         .map_err(|e| (e, Nats::UNKNOWN))?;
+    let last = plans.len() - 1;
+    let mut attempts: FuturesUnordered<_> = plans
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| async move {
+            tokio::time::sleep(IPV4_AFTER * i as u32).await;
+            (i, attempt(s, choice, p).await)
+        })
+        .collect();
+    let mut failed = None;
+    while let Some((i, result)) = attempts.next().await {
+        match result {
+            Ok(d) => return Ok(d),
+            Err(e) if i == last || failed.is_none() => failed = Some(e),
+            Err(_) => {}
+        }
+    }
+    Err(failed.expect("at least one plan, and each attempt ends"))
+}
+
+/// One family's attempt.
+async fn attempt(s: &Shared, choice: &PathChoice, p: Plan) -> Result<Direct, (DirectError, Nats)> {
     Ok(match s.transport {
         Transport::Udp => {
+            // Over IPv6 our NAT, if any, is not one port guessing could use.
+            let ours = if p.stun.is_ipv4() {
+                our_nat(&p).await
+            } else {
+                Nat::Unknown
+            };
             let nats = Nats {
                 target: p.nat,
-                ours: our_nat(&p).await,
+                ours,
             };
             let d = DirectUdp::open(&s.rendezvous, &s.peer, &p, choice.opening(nats)).await;
             Direct::Udp(d.map_err(|e| (e, nats))?)

@@ -50,6 +50,8 @@ pub enum DirectError {
     NoEndpoints(Transport),
     #[error("the rendezvous node shows no STUN port")]
     NoStunPort,
+    #[error("the peer's {0} endpoints are in no address family the rendezvous URL has")]
+    NoFamily(Transport),
     #[error(transparent)]
     Request(#[from] CallError),
     #[error("no local socket: {0}")]
@@ -113,14 +115,16 @@ pub async fn call_peer(
     })
 }
 
-/// What the client needs to punch toward `peer`: its endpoints as the rendezvous
-/// node lists them (and the local port of the socket behind each), how its NAT
-/// maps, and the rendezvous node's STUN server.
+/// What the client needs to punch toward `peer` in one address family: its
+/// endpoints of that family as the rendezvous node lists them (and the local port
+/// of the socket behind each), how its NAT maps, and the rendezvous node's STUN
+/// server at an address of that family.
 struct Plan {
     targets: Vec<SocketAddr>,
     local_ports: Vec<u16>,
     /// The target's NAT as the choice of opening sees it: a forwarded port counts
-    /// as no NAT, since whatever reaches it is let in.
+    /// as no NAT, since whatever reaches it is let in. Unknown over IPv6, which
+    /// has no port guessing.
     nat: Nat,
     stun: SocketAddr,
     /// A second port of the rendezvous node that answers STUN (its UDP API), so
@@ -128,12 +132,14 @@ struct Plan {
     stun_other: Option<SocketAddr>,
 }
 
-async fn plan(
+/// A plan per address family that both the rendezvous node's URL and the target's
+/// endpoints have, IPv6 first.
+async fn plans(
     r: &Client,
     url: &str,
     peer: &str,
     transport: Transport,
-) -> Result<Plan, DirectError> {
+) -> Result<Vec<Plan>, DirectError> {
     let rv = |e: ClientError| DirectError::Rendezvous(e.to_string());
     let peers: Vec<PeerInfo> = r.call_as("getpeerinfo", json!({})).await.map_err(rv)?;
     let entry = peers
@@ -147,33 +153,53 @@ async fn plan(
     if mappings.is_empty() {
         return Err(DirectError::NoEndpoints(transport));
     }
-    let targets = mappings.iter().map(|m| m.endpoint()).collect();
-    let local_ports = mappings.iter().map(|m| m.local_port).collect();
-    let forwarded = mappings.iter().any(|m| m.via == crate::portmap::VIA);
-    let nat = if forwarded { Nat::None } else { info.nat };
     let ours: NodeInfo = r.call_as("getnodeinfo", json!({})).await.map_err(rv)?;
-    let stun = rendezvous_stun(url, &ours).ok_or(DirectError::NoStunPort)?;
-    let stun_other = ours.ports.udp.map(|p| SocketAddr::new(stun.ip(), p));
-    Ok(Plan {
-        targets,
-        local_ports,
-        nat,
-        stun,
-        stun_other,
-    })
+    let stun_port = ours.ports.stun.ok_or(DirectError::NoStunPort)?;
+    let mut plans = Vec::new();
+    for ip in rendezvous_ips(url) {
+        let same: Vec<_> = mappings
+            .iter()
+            .filter(|m| m.address.is_ipv6() == ip.is_ipv6())
+            .collect();
+        if same.is_empty() {
+            continue;
+        }
+        let forwarded = same.iter().any(|m| m.via == crate::portmap::VIA);
+        let nat = match (forwarded, ip.is_ipv6()) {
+            (true, _) => Nat::None,
+            (false, true) => Nat::Unknown,
+            (false, false) => info.nat,
+        };
+        plans.push(Plan {
+            targets: same.iter().map(|m| m.endpoint()).collect(),
+            local_ports: same.iter().map(|m| m.local_port).collect(),
+            nat,
+            stun: SocketAddr::new(ip, stun_port),
+            stun_other: ours.ports.udp.map(|p| SocketAddr::new(ip, p)),
+        });
+    }
+    if plans.is_empty() {
+        return Err(DirectError::NoFamily(transport));
+    }
+    Ok(plans)
 }
 
-/// The rendezvous node's STUN server: its host from the URL, its STUN port from
-/// `getnodeinfo`.
-fn rendezvous_stun(url: &str, info: &NodeInfo) -> Option<SocketAddr> {
-    let host = url.split_once("://")?.1.trim_end_matches('/');
-    // Our punching sockets are IPv4 (bound to 0.0.0.0), so take an IPv4 address
-    // even where the name resolves to IPv6 first (`localhost` to ::1).
-    let ip: IpAddr = std::net::ToSocketAddrs::to_socket_addrs(host)
-        .ok()?
-        .find(SocketAddr::is_ipv4)?
-        .ip();
-    Some(SocketAddr::new(ip, info.ports.stun?))
+/// The rendezvous node's addresses from its URL: the first IPv6 one, then the first
+/// IPv4 one, as far as the name has them. A punch needs our mapping as the
+/// rendezvous node sees us, so each family's plan asks its STUN server at an
+/// address of that family.
+fn rendezvous_ips(url: &str) -> Vec<IpAddr> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Vec::new();
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(host) else {
+        return Vec::new();
+    };
+    let addrs: Vec<SocketAddr> = addrs.collect();
+    let v6 = addrs.iter().find(|a| a.is_ipv6());
+    let v4 = addrs.iter().find(|a| a.is_ipv4());
+    v6.into_iter().chain(v4).map(|a| a.ip()).collect()
 }
 
 /// Ask the rendezvous node to have the target punch toward `mine` (or do its half

@@ -5,7 +5,7 @@
 //! the SYNs cross). The first connection whose WebSocket probe answers as the target
 //! is the path.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use cirrus_proto::api::Transport;
@@ -17,7 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::{DIRECT_FOR, DirectError, Plan, answers_as, probe_request, punch, stun_error};
 use crate::client::{Client, WsAskError, ws_ask};
-use crate::sockets::{connect_from, listen_on};
+use crate::sockets::{any_of_family, connect_from, listen_on};
 use crate::stun::probe::{self, ProbeError};
 
 type Ws = WebSocketStream<TcpStream>;
@@ -29,7 +29,7 @@ pub struct DirectTcp {
 
 impl DirectTcp {
     pub async fn open(r: &Client, peer: &str, plan: &Plan) -> Result<DirectTcp, DirectError> {
-        let bind: IpAddr = Ipv4Addr::UNSPECIFIED.into();
+        let bind = any_of_family(plan.stun);
         let err = stun_error(plan.stun);
         let mut to_stun = connect_from(bind, 0, plan.stun)
             .await

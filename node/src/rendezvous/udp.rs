@@ -3,7 +3,7 @@
 //! endpoint of the target (and to any endpoint its punch packets come from) until
 //! one answers as the target. The socket and that endpoint are then the path.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use tokio::net::UdpSocket;
 
 use super::{DIRECT_FOR, DirectError, Plan, probe_request, punch, stun_error};
 use crate::client::Client;
-use crate::sockets::local_ip_towards;
+use crate::sockets::{any_of_family, local_ip_towards};
 use crate::stun::{probe, transaction_id};
 
 /// How long a port guess waits for its probes to find a mapping.
@@ -39,12 +39,11 @@ impl DirectUdp {
         plan: &Plan,
         how: Opening,
     ) -> Result<DirectUdp, DirectError> {
-        let sock = bind().await?;
+        let sock = bind(plan.stun).await?;
         let mine = probe::binding_udp(&sock, plan.stun, Duration::from_secs(2))
             .await
             .map_err(stun_error(plan.stun))?;
-        let behind_nat =
-            local_ip_towards(Ipv4Addr::UNSPECIFIED.into(), plan.stun).await != mine.ip();
+        let behind_nat = local_ip_towards(any_of_family(plan.stun), plan.stun).await != mine.ip();
         // A guess's probes arrive within a round trip of `punch`'s answer.
         let deadline = Instant::now()
             + match how {
@@ -72,7 +71,7 @@ impl DirectUdp {
                     .ok_or(DirectError::NoEndpoints(Transport::Udp))?;
                 let mut socks = Vec::with_capacity(Guess::SOCKETS);
                 for _ in 0..Guess::SOCKETS {
-                    let s = bind().await?;
+                    let s = bind(target).await?;
                     open_toward(&s, &[target]).await;
                     socks.push(s);
                 }
@@ -150,8 +149,9 @@ fn indication() -> Vec<u8> {
     stun::binding_indication(transaction_id())
 }
 
-async fn bind() -> Result<Arc<UdpSocket>, DirectError> {
-    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+/// A socket on any port, of `towards`'s family.
+async fn bind(towards: SocketAddr) -> Result<Arc<UdpSocket>, DirectError> {
+    UdpSocket::bind((any_of_family(towards), 0))
         .await
         .map(Arc::new)
         .map_err(|e| DirectError::Socket(e.to_string()))
@@ -165,12 +165,12 @@ pub(super) async fn our_nat(plan: &Plan) -> Nat {
     let Some(other) = plan.stun_other else {
         return Nat::Unknown;
     };
-    let Ok(sock) = bind().await else {
+    let Ok(sock) = bind(plan.stun).await else {
         return Nat::Unknown;
     };
     let (Ok(local), ip) = (
         sock.local_addr(),
-        local_ip_towards(Ipv4Addr::UNSPECIFIED.into(), plan.stun).await,
+        local_ip_towards(any_of_family(plan.stun), plan.stun).await,
     ) else {
         return Nat::Unknown;
     };
