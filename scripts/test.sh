@@ -96,6 +96,9 @@ else
   # And with the NATs on one segment (no router between them), silent routers:
   # the same paths as with one (docs/nat.md, "Two answering routers on one segment").
   CIRRUS_BIN="$BIN" testnet/natlab.sh --smoke --flat
+  # And over IPv6: no NAT, stateful firewalls; every cell direct over IPv6, UDP
+  # and TCP (docs/nat.md, "IPv6").
+  CIRRUS_BIN="$BIN" testnet/natlab.sh --smoke --ipv6
 fi
 
 step "fuzz every target for a short while (fuzz/, cargo-fuzz; docs/fuzzing.md has the long runs)"

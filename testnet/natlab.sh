@@ -7,7 +7,7 @@
 #
 #   testnet/natlab.sh [--smoke] [--trials K] [--transports udp,tcp] [--nodes LIST]
 #                     [--clients LIST] [--wan-input MODE] [--port-mapping] [--flat]
-#                     [--hold]
+#                     [--ipv6] [--hold]
 #
 #   --smoke        an eim-pdf and a symmetric node and client over UDP: every pair
 #                  must go direct (the mixed pairs by port guessing) except
@@ -31,6 +31,15 @@
 #                  a bridge, with no router between them (one carrier-grade NAT's
 #                  inside, one data-centre subnet); the rendezvous node and the
 #                  witness stay behind the core router
+#   --ipv6         the IPv6 matrix: every host also gets an IPv6 address in
+#                  2001:2::/48 (RFC 5180's benchmarking range), routed with no NAT;
+#                  type `firewall` is a router with a stateful IPv6 firewall
+#                  (nftables: forwarded packets dropped unless outbound, established
+#                  or related), type `none` a host on the public side. Nodes join
+#                  the rendezvous node and the witness over IPv6 and clients call
+#                  through http://[2001:2:0:1::2]:38081; every cell must go direct
+#                  over IPv6 (types: none,firewall; --smoke: 3 calls a cell, UDP
+#                  and TCP)
 #   --hold         keep the lab up after the run until Ctrl-C (for tcpdump, conntrack)
 #
 # Exits non-zero when any call failed (reachability counts the relay), or in
@@ -68,7 +77,7 @@ cd "$(dirname "$0")/.."
 
 usage() { sed -n '2,/^# Topology/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
-SMOKE=0 TRIALS="" HOLD=0 TRANSPORTS="" NODES="" CLIENTS="" WAN_INPUT=drop PORTMAP=0 FLAT=0
+SMOKE=0 TRIALS="" HOLD=0 TRANSPORTS="" NODES="" CLIENTS="" WAN_INPUT=drop PORTMAP=0 FLAT=0 IPV6=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -84,13 +93,18 @@ while [ $# -gt 0 ]; do
     --wan-input=*) WAN_INPUT=${1#*=} ;;
     --port-mapping) PORTMAP=1 ;;
     --flat) FLAT=1 ;;
+    --ipv6) IPV6=1 ;;
     --hold) HOLD=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
   shift
 done
-if [ "$SMOKE" = 1 ]; then
+if [ "$IPV6" = 1 ]; then
+  TRIALS=${TRIALS:-$([ "$SMOKE" = 1 ] && echo 3 || echo 5)}; TRANSPORTS=${TRANSPORTS:-udp,tcp}
+  NODE_TYPES=(none firewall); CLIENT_TYPES=(none firewall)
+  { [ "$PORTMAP" = 1 ] || [ "$FLAT" = 1 ]; } && { echo "--ipv6 goes with neither --port-mapping nor --flat" >&2; exit 2; }
+elif [ "$SMOKE" = 1 ]; then
   TRIALS=${TRIALS:-3}; TRANSPORTS=${TRANSPORTS:-udp}
   NODE_TYPES=(eim-pdf symmetric); CLIENT_TYPES=(eim-pdf symmetric)
 else
@@ -103,7 +117,11 @@ IFS=, read -r -a TRANSPORTS <<< "$TRANSPORTS"
 [ -n "$CLIENTS" ] && IFS=, read -r -a CLIENT_TYPES <<< "$CLIENTS"
 [[ "$WAN_INPUT" =~ ^(accept|drop|reject)$ ]] || { echo "--wan-input: accept, drop or reject" >&2; exit 2; }
 for t in "${NODE_TYPES[@]}" "${CLIENT_TYPES[@]}"; do
-  [[ "$t" =~ ^(none|eim-pdf|full-cone|symmetric)$ ]] || { echo "unknown NAT type: $t" >&2; exit 2; }
+  if [ "$IPV6" = 1 ]; then
+    [[ "$t" =~ ^(none|firewall)$ ]] || { echo "--ipv6 types are none and firewall, not $t" >&2; exit 2; }
+  else
+    [[ "$t" =~ ^(none|eim-pdf|full-cone|symmetric)$ ]] || { echo "unknown NAT type: $t" >&2; exit 2; }
+  fi
 done
 for t in "${TRANSPORTS[@]}"; do
   [[ "$t" == udp || "$t" == tcp ]] || { echo "--transports: udp and/or tcp, not $t" >&2; exit 2; }
@@ -193,7 +211,8 @@ participant_link() {
   if [ "$FLAT" = 1 ]; then segment_link "$1" "$2"; else public_link "$1" "$2"; fi
 }
 
-# A link from the core router to namespace $1, public subnet 198.18.$2.0/24.
+# A link from the core router to namespace $1, public subnet 198.18.$2.0/24 (and
+# with --ipv6, 2001:2:0:$2::/64).
 public_link() {
   local ns=$1 i=$2
   ip -n "$CORE" link add "p$i" type veth peer name pub netns "$ns"
@@ -202,6 +221,17 @@ public_link() {
   ip -n "$ns" addr add "198.18.$i.2/24" dev pub
   ip -n "$ns" link set pub up
   ip -n "$ns" route add default via "198.18.$i.1"
+  if [ "$IPV6" = 1 ]; then
+    ip -n "$CORE" -6 addr add "2001:2:0:$i::1/64" dev "p$i" nodad
+    ip -n "$ns" -6 addr add "2001:2:0:$i::2/64" dev pub nodad
+    ip -n "$ns" -6 route add default via "2001:2:0:$i::1"
+  fi
+}
+
+# With --ipv6: the IPv6 address of participant $1 of type $2 (its LAN host behind a
+# router, or itself on the public link).
+host_ip6() {
+  if [ "$2" = none ]; then echo "2001:2:0:$1::2"; else echo "2001:2:1:$1::2"; fi
 }
 
 # The nftables ruleset of a NAT router of type $1 whose LAN host is $2.
@@ -328,8 +358,28 @@ add_participant() {
   ip -n "$HOST_NS" link set eth0 up
   ip -n "$HOST_NS" route add default via "10.$i.0.1"
   HOST_IP="10.$i.0.2"
-  nat_rules "$type" "$HOST_IP" > "$WORK/$name.nft"
+  local v4type=$type
+  [ "$type" = firewall ] && v4type=eim-pdf
+  nat_rules "$v4type" "$HOST_IP" > "$WORK/$name.nft"
   inns "$r" nft -f "$WORK/$name.nft"
+  if [ "$IPV6" = 1 ]; then
+    # Routed, no NAT; a stateful firewall lets in only what answers the host.
+    inns "$r" sysctl -qw net.ipv6.conf.all.forwarding=1
+    ip -n "$r" -6 addr add "2001:2:1:$i::1/64" dev lan nodad
+    ip -n "$HOST_NS" -6 addr add "2001:2:1:$i::2/64" dev eth0 nodad
+    ip -n "$HOST_NS" -6 route add default via "2001:2:1:$i::1"
+    ip -n "$CORE" -6 route add "2001:2:1:$i::/64" via "2001:2:0:$i::2"
+    cat > "$WORK/$name.nft6" <<EOF6
+table ip6 natlab6 {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "lan" oifname "pub" accept
+  }
+}
+EOF6
+    inns "$r" nft -f "$WORK/$name.nft6"
+  fi
   if [ "$PORTMAP" = 1 ] && [ "${name#n-}" != "$name" ]; then
     start_miniupnpd "$name" "$r" "$i"
   fi
@@ -363,7 +413,7 @@ EOF
 }
 
 idx_of() {
-  case "$1" in none) echo 1 ;; eim-pdf) echo 2 ;; full-cone) echo 3 ;; symmetric) echo 4 ;; esac
+  case "$1" in none) echo 1 ;; eim-pdf|firewall) echo 2 ;; full-cone) echo 3 ;; symmetric) echo 4 ;; esac
 }
 
 # Start a node in namespace $2 bound to $3; its folder is $WORK/$1.
@@ -394,9 +444,10 @@ wait_ready() {
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 # ---------------------------------------------------------------------------
-log "building the lab (tag $TAG, logs in $WORK; NAT routers' WAN input: $WAN_INPUT; port mapping: $([ "$PORTMAP" = 1 ] && echo on || echo off); $([ "$FLAT" = 1 ] && echo "one shared segment" || echo "a router between the NATs"))"
+log "building the lab (tag $TAG, logs in $WORK; NAT routers' WAN input: $WAN_INPUT; port mapping: $([ "$PORTMAP" = 1 ] && echo on || echo off); $([ "$FLAT" = 1 ] && echo "one shared segment" || echo "a router between the NATs")$([ "$IPV6" = 1 ] && echo "; the IPv6 matrix, no NAT, stateful firewalls"))"
 mkns "$CORE"
 inns "$CORE" sysctl -qw net.ipv4.ip_forward=1
+[ "$IPV6" = 1 ] && inns "$CORE" sysctl -qw net.ipv6.conf.all.forwarding=1
 if [ "$FLAT" = 1 ]; then
   ip -n "$CORE" link add seg type bridge
   ip -n "$CORE" addr add 198.18.50.1/24 dev seg
@@ -425,19 +476,20 @@ fi
 # counted by the kernel rather than by the software under test. Routed packets are
 # counted in the core's forward hook; on the shared segment they are bridged, not
 # routed, so they are counted on the bridge, in a set of the same name.
-COUNT_FAMILY=ip
+COUNT_FAMILY=ip COUNT_TYPE=ipv4_addr COUNT_L3=ip
 [ "$FLAT" = 1 ] && COUNT_FAMILY=bridge
+[ "$IPV6" = 1 ] && COUNT_FAMILY=ip6 COUNT_TYPE=ipv6_addr COUNT_L3=ip6
 inns "$CORE" nft -f - <<EOF
 table $COUNT_FAMILY natcount {
   set flows {
-    type ipv4_addr . ipv4_addr
+    type $COUNT_TYPE . $COUNT_TYPE
     flags dynamic
     counter
     size 65536
   }
   chain forward {
     type filter hook forward priority filter; policy accept;
-    meta l4proto udp add @flows { ip saddr . ip daddr }
+    meta l4proto udp add @flows { $COUNT_L3 saddr . $COUNT_L3 daddr }
   }
 }
 EOF
@@ -447,11 +499,16 @@ mkns "$RV_NS"
 public_link "$RV_NS" 1
 RV_IP=198.18.1.2
 RV_URL="http://$RV_IP:38081"
+# With --ipv6 the nodes join over IPv6 and the clients call through this URL.
+RV_IP6=2001:2:0:1::2
+CALL_URL=$RV_URL
+[ "$IPV6" = 1 ] && CALL_URL="http://[$RV_IP6]:38081"
 
 declare -A NODE_NS NODE_IP NODE_ID CLIENT_NS
 for t in "${NODE_TYPES[@]}"; do
   add_participant "n-$t" "$t" "1$(idx_of "$t")"
   NODE_NS[$t]=$HOST_NS NODE_IP[$t]=$HOST_IP
+  [ "$IPV6" = 1 ] && NODE_IP[$t]="$HOST_IP,$(host_ip6 "1$(idx_of "$t")" "$t")"
 done
 for t in "${CLIENT_TYPES[@]}"; do
   add_participant "c-$t" "$t" "2$(idx_of "$t")"
@@ -459,18 +516,20 @@ for t in "${CLIENT_TYPES[@]}"; do
 done
 
 log "starting the rendezvous node at $RV_IP"
-start_node rv "$RV_NS" "$RV_IP"
+start_node rv "$RV_NS" "$RV_IP$([ "$IPV6" = 1 ] && echo ",$RV_IP6")"
 ready=$(wait_ready rv)
 RV_ID=$(json_field "$ready" peerId)
 BOOT="/ip4/$RV_IP/tcp/38080/p2p/$RV_ID"
+[ "$IPV6" = 1 ] && BOOT="/ip6/$RV_IP6/tcp/38080/p2p/$RV_ID"
 
 WITNESS_NS="$TAG-witness"
 mkns "$WITNESS_NS"
 public_link "$WITNESS_NS" 2
 log "starting the witness node at 198.18.2.2"
-start_node witness "$WITNESS_NS" 198.18.2.2 "$BOOT"
+start_node witness "$WITNESS_NS" "198.18.2.2$([ "$IPV6" = 1 ] && echo ",2001:2:0:2::2")" "$BOOT"
 ready=$(wait_ready witness)
 WITNESS_BOOT="/ip4/198.18.2.2/tcp/38080/p2p/$(json_field "$ready" peerId)"
+[ "$IPV6" = 1 ] && WITNESS_BOOT="/ip6/2001:2:0:2::2/tcp/38080/p2p/$(json_field "$ready" peerId)"
 
 for t in "${NODE_TYPES[@]}"; do
   start_node "n-$t" "${NODE_NS[$t]}" "${NODE_IP[$t]}" "$BOOT" "$WITNESS_BOOT"
@@ -487,7 +546,7 @@ done
 want=()
 for t in "${NODE_TYPES[@]}"; do
   case "$t" in
-    none) nat=none ;; symmetric) nat=endpoint-dependent ;; *) nat=endpoint-independent ;;
+    none|firewall) nat=none ;; symmetric) nat=endpoint-dependent ;; *) nat=endpoint-independent ;;
   esac
   up=0
   [ "$PORTMAP" = 1 ] && [ "$t" != none ] && up=1
@@ -532,11 +591,35 @@ for p in json.load(open(sys.argv[1])):
     print(f'  {p["peerId"][-8:]}  nat={s.get("nat")}  udp=[{eps("udp")}]  tcp=[{eps("tcp")}]')
 EOF
 
+# The IPv6 firewalls must really keep out what nobody asked for: the rendezvous
+# node reaches a public node's HTTP API over IPv6 and not a firewalled one's.
+if [ "$IPV6" = 1 ]; then
+  for t in "${NODE_TYPES[@]}"; do
+    url="http://[$(host_ip6 "1$(idx_of "$t")" "$t")]:38081"
+    if inns "$RV_NS" timeout 3 "$BIN" call getnodeinfo --node "$url" > /dev/null 2>&1; then
+      reached=yes
+    else
+      reached=no
+    fi
+    expect=yes
+    [ "$t" = firewall ] && expect=no
+    [ "$reached" = "$expect" ] || { echo "node $t at $url: reached unasked: $reached (expected $expect)" >&2; exit 1; }
+  done
+  log "IPv6 firewalls checked: the firewalled node cannot be reached unasked, the public one can"
+fi
+
 # ---------------------------------------------------------------------------
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
 n=0
 total=$(( ${#CLIENT_TYPES[@]} * ${#NODE_TYPES[@]} * ${#TRANSPORTS[@]} * TRIALS ))
+# The address that a participant of type $1 (1: node, 2: client) has on the core:
+# its public IPv4 address, or with --ipv6 its host's IPv6 address.
+counted_ip() {
+  local i="$2$(idx_of "$1")"
+  if [ "$IPV6" = 1 ]; then host_ip6 "$i" "$1"; else pub_ip "$i"; fi
+}
+
 # Whether a UDP call of client type $1 to node type $2 opens its path by port
 # guessing: one side symmetric, the other behind a NAT that keeps its port.
 guessed_cell() {
@@ -565,7 +648,7 @@ for tr in "${TRANSPORTS[@]}"; do
         inns "$CORE" nft flush set "$COUNT_FAMILY" natcount flows
         set +e
         inns "${CLIENT_NS[$c]}" timeout 60 "$BIN" call getnodeinfo '{}' --peer "$id" \
-          --rendezvous "$RV_URL" --transport "$tr" > "$f.out" 2> "$f.err"
+          --rendezvous "$CALL_URL" --transport "$tr" > "$f.out" 2> "$f.err"
         rc=$?
         set -e
         # Packets node -> client and client -> node (public addresses) in this call,
@@ -576,7 +659,7 @@ import json, sys
 n, c = sys.argv[1], sys.argv[2]
 sets = [x["set"] for x in json.load(sys.stdin)["nftables"] if "set" in x]
 count = {tuple(e["elem"]["val"]["concat"]): e["elem"]["counter"]["packets"] for e in sets[0].get("elem", [])}
-print(count.get((n, c), 0), count.get((c, n), 0))' "$(pub_ip "1$(idx_of "$nt")")" "$(pub_ip "2$(idx_of "$c")")")
+print(count.get((n, c), 0), count.get((c, n), 0))' "$(counted_ip "$nt" 1)" "$(counted_ip "$c" 2)")
         # The punch's outcome (`path: direct|relay ... after N ms`), and how soon
         # the first answer came (`answer 1: ... after N ms`, relayed or direct).
         path=$(grep -oE '^path: (direct|relay)' "$f.err" | tail -n1 | cut -d' ' -f2 || true)
@@ -599,7 +682,7 @@ log "matrix done in $(( $(date +%s) - started )) s"
 
 # ---------------------------------------------------------------------------
 set +e
-python3 - "$RESULTS" "$SMOKE" "$TRIALS" "$WAN_INPUT" "$WORK" "$PORTMAP" "$FLAT" <<'EOF'
+python3 - "$RESULTS" "$SMOKE" "$TRIALS" "$WAN_INPUT" "$WORK" "$PORTMAP" "$FLAT" "$IPV6" <<'EOF'
 import os
 import sys
 from collections import defaultdict
@@ -611,6 +694,7 @@ wan_input = sys.argv[4]
 work = sys.argv[5]
 portmap = sys.argv[6] == "1"
 flat = sys.argv[7] == "1"
+ipv6 = sys.argv[8] == "1"
 
 def why(tr, c, n, k):
     """The client's own account of its path (`path: ...` on stderr)."""
@@ -647,6 +731,10 @@ def theory(tr, c, n):
     docs/nat.md."""
     if portmap and n != "none":
         return "direct (mapped)"
+    # No NAT: a punch opens both stateful firewalls (both sides send; a SYN the
+    # other firewall drops is sent again and crosses the other's).
+    if ipv6:
+        return "direct"
     pdf = {"eim-pdf", "symmetric"}
     # On one segment with answering routers, the first packet of either side on
     # a port pair reaches the other NAT, whose stack takes the pair; the TTL-2
@@ -714,6 +802,11 @@ for key in order:
         if hard >= 16:
             fail = True
             print(f"FAIL: {tr} {c} -> {n}: the symmetric side sent {hard} packets toward the other, as if it had punched plainly before guessing", file=sys.stderr)
+    if ipv6:
+        for k, (o, p, _, _) in zip(trial[key], xs):
+            if o and p == "direct" and " to [2001:2:" not in why(tr, c, n, k):
+                fail = True
+                print(f"FAIL: {tr} {c} -> {n} trial {k}: direct, but not over IPv6: {why(tr, c, n, k)}", file=sys.stderr)
     if smoke:
         want = "relay" if th.startswith("relay") else "direct"
         got_n = r if want == "relay" else d
