@@ -14,11 +14,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::Instant;
 
 use cirrus_proto::api::Guess;
 use cirrus_proto::punch::spray::ports_from;
-use cirrus_proto::punch::{OPENING_TTL, Spray};
+use cirrus_proto::punch::{Kept, OPENING_TTL, Spray};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -35,17 +35,6 @@ pub const MAX_RUNNING: usize = 4;
 /// sockets still wait, and used sockets stay), well under the 1,024 descriptors a
 /// process gets by default.
 pub const MAX_SOCKETS: usize = 3 * Guess::SOCKETS;
-/// How long the sockets opened for a guess wait for the requester's probe (it
-/// sends them as soon as `punch` answers, and gives up after 2 s). Once one is
-/// reached, the others close at the next look.
-const WAIT: Duration = Duration::from_millis(2500);
-const LOOK_EVERY: Duration = Duration::from_millis(100);
-/// Used sockets a guess keeps: its path, and one spare.
-const KEEP: usize = 2;
-/// A guessed socket that was used lives while it hears something this often (the
-/// client's keepalives come every 15 s).
-const IDLE: Duration = Duration::from_secs(60);
-
 #[derive(Debug, thiserror::Error)]
 pub enum GuessError {
     #[error("a guess toward this address is under way")]
@@ -199,79 +188,65 @@ impl Punchers {
     }
 }
 
-/// Close the sockets nobody reached within [`WAIT`], then each used one once it
-/// has heard nothing for [`IDLE`].
+/// Close the sockets as `cirrus_proto::punch::Kept` says: the ones nobody reached
+/// within its wait, then each used one once it has heard nothing for a while.
 async fn keep_used(
     sockets: Vec<(Arc<AtomicU64>, CancellationToken)>,
     punchers: Arc<Punchers>,
     shutdown: CancellationToken,
 ) {
+    let mut kept = Kept::new(Instant::now(), sockets.len());
     let mut open = Opened {
-        sockets: sockets.into_iter().map(|(h, stop)| (h, stop, 0)).collect(),
+        open: vec![true; sockets.len()],
+        sockets,
         punchers,
     };
-    // Each socket's token is a child of `shutdown`: they close with the node.
-    let until = tokio::time::Instant::now() + WAIT;
-    while tokio::time::Instant::now() < until && !open.any_heard() {
-        let look = shutdown.run_until_cancelled(tokio::time::sleep(LOOK_EVERY));
-        if look.await.is_none() {
+    loop {
+        while let Some(i) = kept.poll_close() {
+            open.close(i);
+        }
+        let Some(at) = kept.poll_timeout() else {
+            return;
+        };
+        let wait = tokio::time::sleep_until(at.into());
+        // Each socket's token is a child of `shutdown`: they close with the node.
+        if shutdown.run_until_cancelled(wait).await.is_none() {
             return;
         }
-    }
-    open.keep_heard();
-    while !open.sockets.is_empty() {
-        if shutdown
-            .run_until_cancelled(tokio::time::sleep(IDLE))
-            .await
-            .is_none()
-        {
-            return;
-        }
-        open.keep_heard();
+        let heard: Vec<u64> = open
+            .sockets
+            .iter()
+            .map(|(h, _)| h.load(Ordering::Relaxed))
+            .collect();
+        kept.look(Instant::now(), &heard);
     }
 }
 
-/// The sockets of one guess still open, each with the count of datagrams it had
-/// heard at the last look; closing one gives its room back.
+/// The sockets of one guess, each with the count of datagrams it heard; closing
+/// one gives its room back, and whatever is still open closes when this goes.
 struct Opened {
-    sockets: Vec<(Arc<AtomicU64>, CancellationToken, u64)>,
+    sockets: Vec<(Arc<AtomicU64>, CancellationToken)>,
+    open: Vec<bool>,
     punchers: Arc<Punchers>,
 }
 
 impl Opened {
-    fn any_heard(&self) -> bool {
-        self.sockets
-            .iter()
-            .any(|(heard, _, seen)| heard.load(Ordering::Relaxed) != *seen)
-    }
-
-    /// Keep the first [`KEEP`] sockets that heard something since the last look;
-    /// close the rest. A requester needs one path; one that talks to every port
-    /// of its guess cannot hold them all.
-    fn keep_heard(&mut self) {
-        let before = self.sockets.len();
-        let mut kept = 0;
-        self.sockets.retain_mut(|(heard, stop, seen)| {
-            let now = heard.load(Ordering::Relaxed);
-            let keep = now != *seen && kept < KEEP;
-            *seen = now;
-            if keep {
-                kept += 1;
-            } else {
-                stop.cancel();
-            }
-            keep
-        });
-        self.punchers.give_room(before - self.sockets.len());
+    fn close(&mut self, i: usize) {
+        if let (Some(open), Some((_, stop))) = (self.open.get_mut(i), self.sockets.get(i))
+            && *open
+        {
+            *open = false;
+            stop.cancel();
+            self.punchers.give_room(1);
+        }
     }
 }
 
 impl Drop for Opened {
     fn drop(&mut self) {
-        for (_, stop, _) in &self.sockets {
-            stop.cancel();
+        for i in 0..self.sockets.len() {
+            self.close(i);
         }
-        self.punchers.give_room(self.sockets.len());
     }
 }
 

@@ -1,6 +1,6 @@
 //! Hole punching, sans-IO (after Ford, Srisuresh and Kegel): the target's UDP punch
 //! rounds ([`Rounds`]) and TCP connects ([`Tries`]), a port guess's probes
-//! ([`Spray`]), the client's opening of its own NAT ([`opening`]), the
+//! ([`Spray`]) and the lifetime of its guessed sockets ([`Kept`]), the client's opening of its own NAT ([`opening`]), the
 //! client's probe that finds the direct path ([`PathProbe`]), and its choice of
 //! path over time: relay, punch, guess, direct, keepalive, backoff ([`PathChoice`]). Time and
 //! datagrams go in; datagrams to send (with a TTL where one matters), when to wake
@@ -8,6 +8,7 @@
 //! `node/src/rendezvous/udp.rs` drive them on sockets; `proto/tests/punch.rs` runs
 //! them against each other through simulated NATs in virtual time.
 
+mod kept;
 pub mod link;
 mod probe;
 mod rounds;
@@ -16,6 +17,7 @@ mod tries;
 
 use std::net::SocketAddr;
 
+pub use kept::Kept;
 pub use link::{Change, Miss, Nats, Opening, PathChoice};
 pub use probe::{PathProbe, ProbeEvent, answers_as};
 pub use rounds::{PUNCH_FOR, Rounds};
