@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use cirrus_proto::api::Transport;
+use cirrus_proto::punch::Tries;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -131,7 +132,8 @@ async fn accept_until(
 }
 
 /// Connects from our port to `target` (a simultaneous open when the target's SYN
-/// crosses ours) and probes, again and again until it answers or `until`.
+/// crosses ours) and probes, on `cirrus_proto::punch::Tries`'s client schedule,
+/// until it answers or `until`.
 async fn connect_until(
     bind: IpAddr,
     port: u16,
@@ -140,17 +142,21 @@ async fn connect_until(
     peer: String,
     opened: mpsc::Sender<(SocketAddr, Ws)>,
 ) {
-    while tokio::time::Instant::now() < until {
-        let attempt = tokio::time::timeout_at(
-            (tokio::time::Instant::now() + Duration::from_millis(500)).min(until),
-            connect_from(bind, port, target),
-        );
+    let now = std::time::Instant::now();
+    let lasting = until.into_std().saturating_duration_since(now);
+    let mut tries = Tries::client(now, lasting);
+    while let Some(at) = tries.poll_timeout() {
+        tokio::time::sleep_until(at.into()).await;
+        let Some(limit) = tries.poll_try(std::time::Instant::now()) else {
+            return;
+        };
+        let attempt = tokio::time::timeout(limit, connect_from(bind, port, target));
         if let Ok(Ok(stream)) = attempt.await
             && let Some(ws) = probe_on(stream, target, &peer).await
         {
             let _ = opened.send((target, ws)).await;
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tries.failed(std::time::Instant::now());
     }
 }
