@@ -124,9 +124,6 @@ pub fn listen_on(addr: SocketAddr) -> io::Result<TcpListener> {
     tcp_socket(addr, addr.is_ipv4(), true)?.listen(256)
 }
 
-/// The local IP the system would use toward `to` (a socket may be bound to the
-/// unspecified address); `bind` itself when it is not unspecified or when the
-/// system has no route.
 /// The wildcard address of `towards`'s family: where a socket that talks to it binds.
 pub fn any_of_family(towards: SocketAddr) -> IpAddr {
     match towards {
@@ -135,6 +132,9 @@ pub fn any_of_family(towards: SocketAddr) -> IpAddr {
     }
 }
 
+/// The local IP the system would use toward `to` (a socket may be bound to the
+/// unspecified address); `bind` itself when it is not unspecified or when the
+/// system has no route.
 pub async fn local_ip_towards(bind: IpAddr, to: SocketAddr) -> IpAddr {
     if !bind.is_unspecified() {
         return bind;

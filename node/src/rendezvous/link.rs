@@ -329,11 +329,11 @@ async fn attempt(s: &Shared, choice: &PathChoice, p: Plan) -> Result<Direct, (Di
                 target: p.nat,
                 ours,
             };
-            let d = DirectUdp::open(&s.rendezvous, &s.peer, &p, choice.opening(nats)).await;
+            let d = DirectUdp::open(&p.via, &s.peer, &p, choice.opening(nats)).await;
             Direct::Udp(d.map_err(|e| (e, nats))?)
         }
         Transport::Tcp => Direct::Tcp(Box::new(
-            DirectTcp::open(&s.rendezvous, &s.peer, &p)
+            DirectTcp::open(&p.via, &s.peer, &p)
                 .await
                 .map_err(|e| (e, Nats::UNKNOWN))?,
         )),

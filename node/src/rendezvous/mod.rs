@@ -13,7 +13,7 @@ mod link;
 mod tcp;
 mod udp;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use cirrus_proto::api::{Guess, NodeInfo, PeerInfo, Transport};
@@ -130,6 +130,9 @@ struct Plan {
     /// A second port of the rendezvous node that answers STUN (its UDP API), so
     /// that we can tell how our own NAT maps.
     stun_other: Option<SocketAddr>,
+    /// The rendezvous node at its address of this family: the punch must come
+    /// from our address of the endpoint's family (SPEC's punch rule).
+    via: Client,
 }
 
 /// A plan per address family that both the rendezvous node's URL and the target's
@@ -155,8 +158,10 @@ async fn plans(
     }
     let ours: NodeInfo = r.call_as("getnodeinfo", json!({})).await.map_err(rv)?;
     let stun_port = ours.ports.stun.ok_or(DirectError::NoStunPort)?;
+    let (scheme, addrs) = rendezvous_addrs(url).await?;
     let mut plans = Vec::new();
-    for ip in rendezvous_ips(url) {
+    for at in addrs {
+        let ip = at.ip();
         let same: Vec<_> = mappings
             .iter()
             .filter(|m| m.address.is_ipv6() == ip.is_ipv6())
@@ -176,6 +181,7 @@ async fn plans(
             nat,
             stun: SocketAddr::new(ip, stun_port),
             stun_other: ours.ports.udp.map(|p| SocketAddr::new(ip, p)),
+            via: Client::connect(&format!("{scheme}://{at}"), DIRECT_FOR).map_err(rv)?,
         });
     }
     if plans.is_empty() {
@@ -184,22 +190,33 @@ async fn plans(
     Ok(plans)
 }
 
-/// The rendezvous node's addresses from its URL: the first IPv6 one, then the first
-/// IPv4 one, as far as the name has them. A punch needs our mapping as the
-/// rendezvous node sees us, so each family's plan asks its STUN server at an
-/// address of that family.
-fn rendezvous_ips(url: &str) -> Vec<IpAddr> {
-    let Some((_, rest)) = url.split_once("://") else {
-        return Vec::new();
+/// The rendezvous node's URL scheme and addresses: its host resolved, the first
+/// IPv6 address, then the first IPv4 one, as far as the name has them (a literal
+/// has one). A punch needs our mapping as the rendezvous node sees us, so each
+/// family's plan asks its STUN server, and sends its punch, at the address of that
+/// family.
+async fn rendezvous_addrs(url: &str) -> Result<(String, Vec<SocketAddr>), DirectError> {
+    let bad = |why: String| DirectError::Rendezvous(format!("{url}: {why}"));
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    let port = parsed
+        .port_or_known_default()
+        .ok_or_else(|| bad("no port".into()))?;
+    let host = parsed.host_str().ok_or_else(|| bad("no host".into()))?;
+    // An IPv6 literal comes bracketed.
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match literal.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| bad(e.to_string()))?
+            .collect(),
     };
-    let host = rest.split('/').next().unwrap_or_default();
-    let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(host) else {
-        return Vec::new();
-    };
-    let addrs: Vec<SocketAddr> = addrs.collect();
     let v6 = addrs.iter().find(|a| a.is_ipv6());
     let v4 = addrs.iter().find(|a| a.is_ipv4());
-    v6.into_iter().chain(v4).map(|a| a.ip()).collect()
+    Ok((
+        parsed.scheme().to_string(),
+        v6.into_iter().chain(v4).copied().collect(),
+    ))
 }
 
 /// Ask the rendezvous node to have the target punch toward `mine` (or do its half
@@ -235,5 +252,32 @@ fn stun_error(server: SocketAddr) -> impl Fn(ProbeError) -> DirectError {
     move |why| DirectError::Stun {
         server,
         why: why.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_rendezvous_url_gives_its_scheme_and_an_address_per_family() {
+        let (scheme, addrs) = rendezvous_addrs("http://[::1]:38081/").await.unwrap();
+        assert_eq!(scheme, "http");
+        assert_eq!(addrs, ["[::1]:38081".parse::<SocketAddr>().unwrap()]);
+        // No port: the scheme's default; a path and user info are no trouble.
+        let (_, addrs) = rendezvous_addrs("http://me@127.0.0.1/x?y").await.unwrap();
+        assert_eq!(addrs, ["127.0.0.1:80".parse::<SocketAddr>().unwrap()]);
+        // A name: at most one address of each family, IPv6 first.
+        let (_, addrs) = rendezvous_addrs("ws://localhost:9").await.unwrap();
+        assert!(!addrs.is_empty() && addrs.len() <= 2, "{addrs:?}");
+        assert!(addrs.iter().all(|a| a.port() == 9 && a.ip().is_loopback()));
+        assert!(addrs.windows(2).all(|w| w[0].is_ipv6() && w[1].is_ipv4()));
+        // A scheme without a default port needs one; nonsense is an error.
+        for bad in ["udp://127.0.0.1", "not a url", "http://"] {
+            assert!(
+                matches!(rendezvous_addrs(bad).await, Err(DirectError::Rendezvous(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -148,11 +148,15 @@ impl Punchers {
         running: Running,
         endpoint: SocketAddr,
     ) -> Result<(), GuessError> {
+        // Bound as a STUN client socket of the requester's family is.
         let (bind, api) = {
             let udp = lock(&self.udp);
-            let UdpPort { sock, api } = udp.values().next().ok_or(GuessError::NoSockets)?;
-            let bind = sock.local_addr().map_err(|_| GuessError::NoSockets)?.ip();
-            (bind, api.clone())
+            udp.values()
+                .find_map(|UdpPort { sock, api }| {
+                    let local = sock.local_addr().ok()?;
+                    (local.is_ipv4() == endpoint.is_ipv4()).then(|| (local.ip(), api.clone()))
+                })
+                .ok_or(GuessError::NoSockets)?
         };
         if !self.take_room(Guess::SOCKETS) {
             return Err(GuessError::NoRoom);

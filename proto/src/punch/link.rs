@@ -17,8 +17,9 @@ use crate::stun::nat::Nat;
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// Port guesses after a plain punch that found no answer, before the round gives
-/// up: one finds an open mapping about 98% of the time, two 99.97%.
+/// Port guesses in a round (after its plain punch found no answer, or from its
+/// start where that punch cannot work) before the round gives up: one finds an
+/// open mapping about 98% of the time, two 99.97%.
 pub const GUESSES: u32 = 2;
 
 /// What the client knows of both NATs when an attempt starts.
@@ -174,7 +175,13 @@ impl PathChoice {
             self.plain_missed = true;
         }
         let next = self.opening(nats);
-        if self.plain_missed && next != Opening::Plain && self.guesses < GUESSES {
+        // A guess refused or broken (not "no answer") ends the round: the next one
+        // would meet the same refusal.
+        if miss == Miss::NoAnswer
+            && self.plain_missed
+            && next != Opening::Plain
+            && self.guesses < GUESSES
+        {
             self.guesses += 1;
             self.state = State::Due(now);
             return Change::Guessing(next);
@@ -316,7 +323,24 @@ mod tests {
                 matches!(p.failed(t0, Miss::NoAnswer, nats), Change::Failed { .. }),
                 "two guesses in the round, as after a plain punch"
             );
-            // A refused guess (not "no answer") ends the round without another.
+            // A refused guess (not "no answer") ends the round without another,
+            // whether the round began with it or with a plain punch.
+            let mut p = PathChoice::new(t0, true);
+            p.poll_start(t0);
+            let unknown = Nats {
+                target,
+                ours: Nat::Unknown,
+            };
+            assert_eq!(p.opening(unknown), Opening::Plain);
+            assert!(matches!(
+                p.failed(t0, Miss::NoAnswer, unknown),
+                Change::Guessing(_)
+            ));
+            p.poll_start(t0);
+            assert!(matches!(
+                p.failed(t0, Miss::Other, unknown),
+                Change::Failed { .. }
+            ));
             let mut p = PathChoice::new(t0, true);
             p.poll_start(t0);
             assert!(matches!(
