@@ -42,7 +42,9 @@
 #                  and TCP)
 #   --hold         keep the lab up after the run until Ctrl-C (for tcpdump, conntrack)
 #
-# Exits non-zero when any call failed (reachability counts the relay), or in
+# Exits non-zero when any call failed (reachability counts the relay), when a
+# call sent more than the packet budget, when a guessed cell's symmetric side
+# punched plainly first, with --ipv6 when a direct path was not IPv6, or in
 # --smoke when a cell did not take the expected path. The lab is torn down on exit,
 # on failure and on Ctrl-C. Logs are kept (and their folder printed) on failure.
 #

@@ -319,11 +319,11 @@ async fn open_direct(s: &Shared, choice: &PathChoice) -> Result<Direct, (DirectE
 async fn attempt(s: &Shared, choice: &PathChoice, p: Plan) -> Result<Direct, (DirectError, Nats)> {
     Ok(match s.transport {
         Transport::Udp => {
-            // Over IPv6 our NAT, if any, is not one port guessing could use.
-            let ours = if p.stun.is_ipv4() {
-                our_nat(&p).await
-            } else {
-                Nat::Unknown
+            // Ours matters only toward a NAT a guess could go through (an IPv6
+            // plan's target counts as unknown: no port guessing there).
+            let ours = match p.nat {
+                Nat::EndpointDependent | Nat::EndpointIndependent => our_nat(&p).await,
+                _ => Nat::Unknown,
             };
             let nats = Nats {
                 target: p.nat,

@@ -201,8 +201,10 @@ async fn keep_used(
 ) {
     let mut kept = Kept::new(Instant::now(), sockets.len());
     let mut open = Opened {
-        open: vec![true; sockets.len()],
-        sockets,
+        sockets: sockets
+            .into_iter()
+            .map(|(h, stop)| (h, Some(stop)))
+            .collect(),
         punchers,
     };
     loop {
@@ -226,20 +228,17 @@ async fn keep_used(
     }
 }
 
-/// The sockets of one guess, each with the count of datagrams it heard; closing
-/// one gives its room back, and whatever is still open closes when this goes.
+/// The sockets of one guess, each with the count of datagrams it heard and, while
+/// it is open, its stop token; closing one gives its room back, and whatever is
+/// still open closes when this goes.
 struct Opened {
-    sockets: Vec<(Arc<AtomicU64>, CancellationToken)>,
-    open: Vec<bool>,
+    sockets: Vec<(Arc<AtomicU64>, Option<CancellationToken>)>,
     punchers: Arc<Punchers>,
 }
 
 impl Opened {
     fn close(&mut self, i: usize) {
-        if let (Some(open), Some((_, stop))) = (self.open.get_mut(i), self.sockets.get(i))
-            && *open
-        {
-            *open = false;
+        if let Some(stop) = self.sockets.get_mut(i).and_then(|(_, s)| s.take()) {
             stop.cancel();
             self.punchers.give_room(1);
         }

@@ -298,6 +298,15 @@ mod tests {
         s
     }
 
+    /// Punch toward `client`, which must be punched from exactly one socket: the
+    /// address that socket's packet came from.
+    async fn punched_once(punchers: &Arc<Punchers>, client: &std::net::UdpSocket) -> SocketAddr {
+        let to = client.local_addr().unwrap();
+        assert_eq!(punchers.punch(to, Transport::Udp).await, 1);
+        let mut buf = [0u8; 64];
+        client.recv_from(&mut buf).expect("a punch packet").1
+    }
+
     /// A node bound to both families has STUN client sockets of each: a punch
     /// goes only from those of the endpoint's family, which hold a mapping toward it.
     #[tokio::test]
@@ -311,22 +320,13 @@ mod tests {
         client6.set_nonblocking(true).unwrap();
         let client4 = receiver();
         assert_eq!(
-            punchers
-                .punch(client6.local_addr().unwrap(), Transport::Udp)
-                .await,
-            1
+            punched_once(&punchers, &client6).await,
+            v6.local_addr().unwrap()
         );
-        let mut buf = [0u8; 64];
-        let (_, from) = client6.recv_from(&mut buf).expect("a punch packet");
-        assert_eq!(from, v6.local_addr().unwrap());
         assert_eq!(
-            punchers
-                .punch(client4.local_addr().unwrap(), Transport::Udp)
-                .await,
-            1
+            punched_once(&punchers, &client4).await,
+            v4.local_addr().unwrap()
         );
-        let (_, from) = client4.recv_from(&mut buf).expect("a punch packet");
-        assert_eq!(from, v4.local_addr().unwrap());
     }
 
     #[tokio::test]
@@ -357,14 +357,9 @@ mod tests {
         assert_eq!(punchers.punch(to, Transport::Udp).await, 0);
         // A stopped client's socket is no longer punched from.
         drop(rb);
-        let other = receiver();
         assert_eq!(
-            punchers
-                .punch(other.local_addr().unwrap(), Transport::Udp)
-                .await,
-            1
+            punched_once(&punchers, &receiver()).await,
+            a.local_addr().unwrap()
         );
-        let (_, addr) = other.recv_from(&mut buf).expect("a punch packet");
-        assert_eq!(addr, a.local_addr().unwrap());
     }
 }

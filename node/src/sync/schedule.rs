@@ -25,9 +25,8 @@ use super::SyncError;
 use crate::metrics::{ByResult, Metrics};
 use crate::p2p::{Network, random_index};
 use crate::rate::{RateLimiter, Rates};
-use crate::store::{CACHED, Store};
-
 use crate::store::writer::Writer;
+use crate::store::{CACHED, Store};
 
 /// Reconciliations this node runs at once.
 const MAX_WALKS: usize = 2;
