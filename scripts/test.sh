@@ -107,7 +107,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install -q --locked cargo-fuzz || die "cannot install cargo-fuzz"
 fi
 mkdir -p "$TARGET"
-for t in stun_decode udp_frame jsonrpc_request record_decode sync_sketch; do
+for t in stun_decode udp_frame jsonrpc_request record_decode gossip_batch sync_sketch; do
   mkdir -p "fuzz/corpus/$t"
   secs=10; [ "$t" = stun_decode ] && secs=20
   if RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" \

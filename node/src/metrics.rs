@@ -34,6 +34,11 @@ pub struct ByResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByDirection {
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ByTransportResult {
     pub transport: &'static str,
     pub result: &'static str,
@@ -80,6 +85,7 @@ pub struct Metrics {
     pub guess_sockets_open: Gauge,
     // Records from peers.
     pub gossip_records: Family<ByResult, Counter>,
+    pub gossip_batches: Family<ByDirection, Counter>,
     pub sync_rounds: Counter,
     pub sync_walks: Counter,
     pub sync_records: Counter,
@@ -136,6 +142,7 @@ impl Metrics {
             guess_sockets: Counter::default(),
             guess_sockets_open: Gauge::default(),
             gossip_records: Family::default(),
+            gossip_batches: Family::default(),
             sync_rounds: Counter::default(),
             sync_walks: Counter::default(),
             sync_records: Counter::default(),
@@ -239,6 +246,11 @@ impl Metrics {
             "gossip_records",
             "Records received by gossip, by result (applied, duplicate, stale, invalid)",
             m.gossip_records.clone(),
+        );
+        r.register(
+            "gossip_batches",
+            "Gossip batches of records, by direction (sent, received)",
+            m.gossip_batches.clone(),
         );
         r.register(
             "sync_rounds",
@@ -362,8 +374,19 @@ impl Metrics {
     }
 
     pub fn gossip(&self, result: &'static str) {
+        self.gossip_n(result, 1);
+    }
+
+    pub fn gossip_n(&self, result: &'static str, n: u64) {
         self.gossip_records
             .get_or_create(&ByResult { result })
+            .inc_by(n);
+    }
+
+    /// One gossip batch `sent` or `received`.
+    pub fn gossip_batch(&self, direction: &'static str) {
+        self.gossip_batches
+            .get_or_create(&ByDirection { direction })
             .inc();
     }
 

@@ -11,10 +11,13 @@
 //! - [`sync`]: anti-entropy messages and the reconciliation over the trie.
 //! - [`punch`]: hole punching over UDP: the target's rounds, the client's opening
 //!   and its probe for the direct path.
+//! - [`gossip`]: records as the gossip topic carries them, in batches, and which
+//!   records go into which batch.
 //! - [`peer`]: the other node-to-node messages (hello, peer exchange, relay, punch).
 //! - [`session`]: session tokens, which name what a client wrote so far.
 
 pub mod api;
+pub mod gossip;
 pub mod hexser;
 pub mod jsonrpc;
 pub mod merkle;

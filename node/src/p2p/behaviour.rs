@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cirrus_proto::record::MAX_ENCODED_BYTES;
+use cirrus_proto::gossip::MAX_BATCH_BYTES;
 use cirrus_proto::{peer, sync};
 use libp2p::core::Transport as _;
 use libp2p::core::upgrade::Version;
@@ -37,9 +37,10 @@ const PEER_RESPONSE_MAX: u64 = 8 << 20;
 const SYNC_STREAMS: usize = 4;
 const PEER_STREAMS: usize = 16;
 pub const IDENTIFY_PROTOCOL: &str = "/cirrus/id/1";
-/// Version 2: messages are anonymous (no gossipsub author or signature), which
-/// version 1 nodes refuse, so the two never share a mesh.
-pub const RECORDS_TOPIC: &str = "cirrus/records/2";
+/// Version 3: a message is a batch of records (`cirrus_proto::gossip`) that each
+/// node sends its own mesh peers, never forwarded by gossipsub; version 2 carried
+/// one record a message, forwarded. Version 2 made messages anonymous.
+pub const RECORDS_TOPIC: &str = "cirrus/records/3";
 pub const ANNOUNCE_TOPIC: &str = "cirrus/announce/3";
 /// Most message ids in one IHAVE or IWANT list. libp2p-gossipsub 0.50 sends lists of
 /// up to 5000 ids by default, but refuses an RPC whose control part is over 16 KiB
@@ -146,26 +147,41 @@ fn behaviour(
         limits: connection_limits::Behaviour::new(limits),
         identify,
         ping: ping::Behaviour::new(ping::Config::new()),
-        gossipsub: gossipsub(registry)?,
+        gossipsub: gossipsub(cfg.max_peers as usize, registry)?,
         sync,
         peer,
     })
 }
 
-fn gossipsub(registry: &mut Registry) -> Result<gossipsub::Behaviour, P2pError> {
+fn gossipsub(max_peers: usize, registry: &mut Registry) -> Result<gossipsub::Behaviour, P2pError> {
+    // Every connected peer is in the announcement mesh (connections go up to four
+    // times max-peers), so what a node publishes there reaches all its peers.
+    let everyone = 4 * max_peers.max(6);
     let config = gossipsub::ConfigBuilder::default()
         // No gossipsub author or signature: a record is signed by its author, an
         // announcement by its node (`announce`), and checking an envelope signature
         // on every copy of every record cost a third of a node's CPU. The
-        // application decides whether to forward: only after the content's own
-        // signature verified (see `gossip`).
+        // application decides what goes on: a node sends the records new to it, in
+        // batches of its own, and reports every message as ignored (see `gossip`).
         .validation_mode(ValidationMode::Anonymous)
         .validate_messages()
-        // Content addressing: the same record published by two nodes is one message.
         .message_id_fn(|m| gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec()))
-        .max_transmit_size(MAX_ENCODED_BYTES + 4096)
+        .max_transmit_size(MAX_BATCH_BYTES + 4096)
         .heartbeat_interval(Duration::from_millis(700))
         .max_control_messages_sent(GOSSIP_MAX_IDS)
+        // A node's batches go to its mesh peers only; announcements to all peers,
+        // through the announcement mesh above.
+        .flood_publish(false)
+        .mesh_n_high_for_topic(everyone, announce_topic().hash())
+        .mesh_n_for_topic(everyone, announce_topic().hash())
+        .mesh_n_low_for_topic(everyone, announce_topic().hash())
+        // No IHAVE gossip: each batch is one node's own, so every peer that heard
+        // of it would ask for it (IWANT), a second copy of every record. What the
+        // mesh misses, anti-entropy repairs. Nor IDONTWANT: nobody else sends the
+        // same batch.
+        .gossip_lazy(0)
+        .gossip_factor(0.0)
+        .idontwant_message_size_threshold(usize::MAX)
         .build()
         .map_err(|e| P2pError::Build(e.to_string()))?;
     let mut gs = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, config)

@@ -1,18 +1,21 @@
-//! Gossip from peers: records (checked before they are forwarded or stored) and
+//! Gossip from peers: batches of records (checked before they are sent on or stored) and
 //! announcements (at most [`ANNOUNCES_PER_SOURCE`] a second from one peer, only
 //! the peer's own, checked, never forwarded).
 
 use std::collections::HashMap;
 
 use cirrus_proto::api::PutStatus;
-use cirrus_proto::record::Record;
+use cirrus_proto::gossip::{Batch, Seen};
+use cirrus_proto::record::{Id, Record, id_of};
 use libp2p::PeerId;
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
+use tokio::sync::mpsc;
 
 use super::Peers;
 use super::announce::{self, Announce, AnnounceError};
+use crate::metrics::Metrics;
 use crate::store::writer::Origin;
-use crate::store::{KnownPeer, Stored};
+use crate::store::{KnownPeer, Store, Stored};
 use crate::stun::pairs::PeerEvent;
 use crate::sync::schedule::SyncEvent;
 
@@ -22,78 +25,97 @@ use crate::sync::schedule::SyncEvent;
 /// forward others'.
 pub(super) const ANNOUNCES_PER_SOURCE: u32 = 20;
 
-/// Check a gossiped record and store it; report the verdict to gossipsub. A record
-/// the store already holds (a duplicate copy) is not verified again: its id is the
-/// hash of its signed bytes, and those were verified when it was stored.
-pub(super) fn record(p: &Peers, id: MessageId, source: PeerId, data: Vec<u8>) {
+/// What the records topic needs beside [`Peers`]: which records were seen lately,
+/// and where the records new to us go to be sent on (the loop's [`Outbox`]).
+///
+/// [`Outbox`]: cirrus_proto::gossip::Outbox
+pub(super) struct Gossiping {
+    pub seen: Seen,
+    pub forward: mpsc::Sender<Vec<u8>>,
+}
+
+/// A batch of records from a peer: copies of records seen lately are dropped at
+/// once; the rest are checked, the new valid ones handed on to be sent to our
+/// own mesh peers, and stored. Gossipsub itself forwards nothing (every verdict
+/// is *ignore*), except that a batch with a record that does not decode or verify
+/// is *rejected*, which costs its sender score: an honest node sends on only
+/// what it verified.
+pub(super) fn records(
+    p: &Peers,
+    g: &mut Gossiping,
+    id: MessageId,
+    source: PeerId,
+    data: Vec<u8>,
+) -> Option<MessageAcceptance> {
+    p.metrics.gossip_batch("received");
+    let parts = match Batch::split(&data) {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::warn!(peer = %source, error = %e, "dropping a malformed gossip batch");
+            p.metrics.gossip("invalid");
+            return Some(MessageAcceptance::Reject);
+        }
+    };
+    // The id is the hash of the whole encoding, so the first copy's verdict holds
+    // for every copy (see `Seen`).
+    let total = parts.len();
+    let fresh: Vec<(Id, Vec<u8>)> = parts
+        .into_iter()
+        .filter_map(|raw| {
+            let rid = id_of(raw);
+            g.seen.first(&rid).then(|| (rid, raw.to_vec()))
+        })
+        .collect();
+    p.metrics
+        .gossip_n("duplicate", (total - fresh.len()) as u64);
+    if fresh.is_empty() {
+        return Some(MessageAcceptance::Ignore);
+    }
     let (network, writer, store, metrics) = (
         p.network.clone(),
         p.writer.clone(),
         p.store.clone(),
         p.metrics.clone(),
     );
+    let forward = g.forward.clone();
     p.tasks.spawn(async move {
-        let record = match Record::decode(&data) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(peer = %source, error = %e, "dropping an undecodable gossip record");
-                metrics.gossip("invalid");
-                return network
-                    .validated(id, source, MessageAcceptance::Reject)
-                    .await;
-            }
-        };
-        let rid = record.id();
-        // One trip to a blocking thread for both the lookup and the signature:
-        // each hand-off costs wakeups, and both are per record per node.
+        // One trip to a blocking thread for the whole batch: each hand-off costs
+        // wakeups.
+        let m = metrics.clone();
         let checked = tokio::task::spawn_blocking(move || {
-            let held = store.get(&record.slot()).ok().flatten();
-            match held {
-                Some(h) if h.id == rid => Checked::Duplicate,
-                // We hold a newer version: this one changes nothing here, and
-                // whether it is even valid is not worth a signature check.
-                Some(h) if !record.supersedes(&rid, &h.record, &h.id) => Checked::Stale,
-                _ => match record.verify() {
-                    Ok(()) => Checked::Valid(record),
-                    Err(e) => Checked::Invalid(e),
-                },
-            }
+            fresh
+                .into_iter()
+                .map(|(rid, raw)| check(&store, &m, rid, raw))
+                .collect::<Vec<_>>()
         })
-        .await;
-        let record = match checked {
-            Ok(Checked::Valid(r)) => r,
-            Ok(Checked::Duplicate) => {
-                metrics.gossip("duplicate");
-                return network
-                    .validated(id, source, MessageAcceptance::Accept)
-                    .await;
+        .await
+        .unwrap_or_default();
+        let mut verdict = MessageAcceptance::Ignore;
+        let mut valid = Vec::new();
+        for c in checked {
+            match c {
+                Checked::Valid(stored, raw) => {
+                    // Sent on before it is stored: the commit need not hold up the
+                    // next hop. Waiting here, when the loop is behind, bounds the
+                    // batches in flight (the swarm hands out at most
+                    // MAX_UNVALIDATED before their verdicts).
+                    let _ = forward.send(raw).await;
+                    valid.push(stored);
+                }
+                Checked::Duplicate => metrics.gossip("duplicate"),
+                Checked::Stale => metrics.gossip("stale"),
+                Checked::Invalid(e) => {
+                    tracing::warn!(peer = %source, error = %e, "dropping an invalid gossip record");
+                    metrics.gossip("invalid");
+                    verdict = MessageAcceptance::Reject;
+                }
             }
-            Ok(Checked::Stale) => {
-                metrics.gossip("stale");
-                return network
-                    .validated(id, source, MessageAcceptance::Ignore)
-                    .await;
-            }
-            Ok(Checked::Invalid(e)) => {
-                tracing::warn!(peer = %source, error = %e, "dropping an invalid gossip record");
-                metrics.gossip("invalid");
-                return network
-                    .validated(id, source, MessageAcceptance::Reject)
-                    .await;
-            }
-            Err(_) => {
-                return network
-                    .validated(id, source, MessageAcceptance::Ignore)
-                    .await;
-            }
-        };
-        network
-            .validated(id, source, MessageAcceptance::Accept)
-            .await;
-        match writer
-            .apply(vec![Stored { record, id: rid }], Origin::Gossip)
-            .await
-        {
+        }
+        network.validated(id, source, verdict).await;
+        if valid.is_empty() {
+            return;
+        }
+        match writer.apply(valid, Origin::Gossip).await {
             Ok(statuses) => {
                 for s in statuses {
                     metrics.gossip(match s {
@@ -103,24 +125,49 @@ pub(super) fn record(p: &Peers, id: MessageId, source: PeerId, data: Vec<u8>) {
                     });
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot store a gossip record"),
+            Err(e) => tracing::warn!(error = %e, "cannot store gossip records"),
         }
     });
+    None
+}
+
+/// The store's view of one record and, if it is news, its signature check. A
+/// record the store already holds is not verified again: its id is the hash of
+/// its signed bytes, and those were verified when it was stored.
+fn check(store: &Store, metrics: &Metrics, rid: Id, raw: Vec<u8>) -> Checked {
+    let record = match Record::decode(&raw) {
+        Ok(r) => r,
+        Err(e) => return Checked::Invalid(e),
+    };
+    match store.get(&record.slot()).ok().flatten() {
+        Some(h) if h.id == rid => Checked::Duplicate,
+        // We hold a newer version: this one changes nothing here, and whether it
+        // is even valid is not worth a signature check.
+        Some(h) if !record.supersedes(&rid, &h.record, &h.id) => Checked::Stale,
+        _ => {
+            metrics.verified("gossip", 1);
+            match record.verify() {
+                Ok(()) => Checked::Valid(Stored { record, id: rid }, raw),
+                Err(e) => Checked::Invalid(e),
+            }
+        }
+    }
 }
 
 /// What a blocking thread found of a gossiped record.
 enum Checked {
     Duplicate,
     Stale,
-    Valid(Record),
+    Valid(Stored, Vec<u8>),
     Invalid(cirrus_proto::RecordError),
 }
 
 /// A gossiped announcement: taken if it is the sending peer's own, newer than the
 /// last, and not too soon after it. Returns the verdict for gossipsub, which is
 /// never to forward: a root and STUN data matter only to the announcer's direct
-/// peers, and its publish reaches all of them (flood publish). Gossiped on, every
-/// node would receive and verify every node's announcements, several copies each.
+/// peers, and its publish reaches all of them (every peer is in the announcement
+/// mesh, p2p/behaviour.rs). Gossiped on, every node would receive and verify every
+/// node's announcements, several copies each.
 pub(super) fn announcement(
     p: &Peers,
     source: PeerId,

@@ -15,8 +15,9 @@ pub mod table;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use cirrus_proto::gossip::{LINGER, Outbox, Seen};
 use cirrus_proto::peer;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
@@ -43,6 +44,8 @@ const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
 const ANNOUNCE_CHECK: Duration = Duration::from_millis(250);
 /// How often changes to known peers are saved (in one transaction).
 const SAVE_EVERY: Duration = Duration::from_secs(10);
+/// Records from peers' batches waiting for the outbox: a few full batches.
+const FORWARD_QUEUE: usize = 256;
 
 /// A JSON-RPC request relayed to this node by a peer; answer on `reply`.
 pub struct InboundRelay {
@@ -102,25 +105,53 @@ pub async fn run(
     let mut save_tick = tokio::time::interval(SAVE_EVERY);
     let mut state = Announcing::default();
     let mut dirty: HashMap<PeerId, KnownPeer> = HashMap::new();
+    let (forward, mut to_send) = mpsc::channel::<Vec<u8>>(FORWARD_QUEUE);
+    let mut gossiping = gossip::Gossiping {
+        seen: Seen::default(),
+        forward,
+    };
+    let mut first_serial = [0u8; 8];
+    let _ = getrandom::fill(&mut first_serial);
+    let mut outbox = Outbox::new(LINGER, u64::from_be_bytes(first_serial));
     loop {
+        let due = outbox.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = stop.cancelled() => break,
             ev = events.recv() => match ev {
-                Some(ev) => p.on_event(ev, &hellos_tx, &mut dirty).await,
+                Some(ev) => p.on_event(ev, &hellos_tx, &mut dirty, &mut gossiping).await,
                 None => break,
             },
             Some(h) = hellos.recv() => p.on_hello(h.peer, &h.sealed, &mut dirty).await,
+            // Records to send to our mesh peers: those clients wrote here, and
+            // those new to us from a peer. (Records from sync reached us because
+            // a peer held them: nobody hands us those.)
             Some(a) = client_writes.recv() => {
-                // A record a client wrote here. (Records from gossip are forwarded by
-                // gossipsub itself; records from sync reached us because a peer held
-                // them: the writer hands us neither.)
-                p.network.publish(Topic::Records, a.stored.record.encode()).await;
+                gossiping.seen.first(&a.stored.id);
+                let batch = outbox.push(Instant::now(), a.stored.record.encode());
+                p.send_batch(batch).await;
+            }
+            Some(raw) = to_send.recv() => {
+                let batch = outbox.push(Instant::now(), raw);
+                p.send_batch(batch).await;
+            }
+            _ = sleep_until_some(due) => {
+                let batch = outbox.handle_timeout(Instant::now());
+                p.send_batch(batch).await;
             }
             _ = announce_tick.tick() => p.announce(&mut state).await,
             _ = save_tick.tick() => p.save(&mut dirty),
         }
     }
+    p.send_batch(outbox.flush()).await;
     p.save(&mut dirty);
+}
+
+/// Sleep until `at`, or forever.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What was last announced, to tell when to announce again.
@@ -137,6 +168,7 @@ impl Peers {
         ev: Event,
         hellos: &mpsc::Sender<Hello>,
         dirty: &mut HashMap<PeerId, KnownPeer>,
+        gossiping: &mut gossip::Gossiping,
     ) {
         match ev {
             Event::PeerUp {
@@ -180,7 +212,11 @@ impl Peers {
                 id,
                 source,
                 data,
-            } => gossip::record(self, id, source, data),
+            } => {
+                if let Some(verdict) = gossip::records(self, gossiping, id.clone(), source, data) {
+                    self.network.validated(id, source, verdict).await;
+                }
+            }
             Event::Gossip {
                 topic: Topic::Announce,
                 id,
@@ -320,6 +356,13 @@ impl Peers {
         }
         *n += 1;
         *n <= gossip::ANNOUNCES_PER_SOURCE
+    }
+
+    async fn send_batch(&self, batch: Option<Vec<u8>>) {
+        if let Some(batch) = batch {
+            self.metrics.gossip_batch("sent");
+            self.network.publish(Topic::Records, batch).await;
+        }
     }
 
     /// Our announcement as of now: signed, as gossip carries it and hello answers.

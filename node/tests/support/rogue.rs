@@ -168,10 +168,19 @@ pub fn gossiper_chores(
 }
 
 impl Rogue<cirrus_node::p2p::Behaviour> {
-    /// Publish on the records topic, retrying while the node's subscription has not
-    /// reached us yet.
-    pub fn publish(&mut self, data: Vec<u8>) {
-        self.publish_on(records_topic(), data)
+    /// Publish one record (its canonical bytes) on the records topic, as a batch
+    /// of one, retrying while the node's subscription has not reached us yet.
+    pub fn publish(&mut self, record: Vec<u8>) {
+        self.publish_batch(&[record])
+    }
+
+    /// Publish these records as one batch.
+    pub fn publish_batch(&mut self, records: &[Vec<u8>]) {
+        // A new serial each time, so that the same records make a new message.
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let batch = cirrus_proto::gossip::Batch::encode(serial, records.iter().map(Vec::as_slice));
+        self.publish_on(records_topic(), batch)
     }
 
     pub fn publish_on(&mut self, topic: libp2p::gossipsub::IdentTopic, data: Vec<u8>) {

@@ -1,0 +1,167 @@
+//! Which records a node sends together, and when, sans-IO: the driver pushes each
+//! record it has to send (written here, or new to it from a peer) and sends what
+//! [`Outbox::push`] or [`Outbox::handle_timeout`] hands back.
+//!
+//! A record waits at most [`LINGER`] for others to share its batch; a batch goes
+//! at once when it holds [`MAX_BATCH_RECORDS`] or the next record would take it
+//! over [`BATCH_BUDGET`].
+
+use std::time::{Duration, Instant};
+
+use super::{BATCH_BUDGET, Batch, MAX_BATCH_RECORDS};
+
+/// How long a record waits for company. Every hop adds at most this; a node that
+/// sees 500 records a second sends about six to a batch instead of one.
+pub const LINGER: Duration = Duration::from_millis(10);
+
+#[derive(Debug)]
+pub struct Outbox {
+    linger: Duration,
+    records: Vec<Vec<u8>>,
+    bytes: usize,
+    /// When the oldest waiting record came.
+    since: Option<Instant>,
+    /// The next batch's serial.
+    serial: u64,
+}
+
+impl Outbox {
+    /// Batches are numbered from `first_serial`; a random start keeps a node's
+    /// batches distinct from another's, and from its own before a restart.
+    pub fn new(linger: Duration, first_serial: u64) -> Self {
+        Outbox {
+            linger,
+            records: Vec::new(),
+            bytes: 0,
+            since: None,
+            serial: first_serial,
+        }
+    }
+
+    /// Queue a record's canonical bytes. Returns a batch to send now: the records
+    /// already waiting, if this one would take them over the budget (it then
+    /// starts the next batch), or the batch this record fills. A record that
+    /// could never fit a batch is not queued.
+    pub fn push(&mut self, now: Instant, record: Vec<u8>) -> Option<Vec<u8>> {
+        if record.is_empty() || record.len() > BATCH_BUDGET {
+            return None;
+        }
+        let full = if self.bytes + record.len() > BATCH_BUDGET {
+            self.take()
+        } else {
+            None
+        };
+        self.since.get_or_insert(now);
+        self.bytes += record.len();
+        self.records.push(record);
+        if self.records.len() >= MAX_BATCH_RECORDS {
+            debug_assert!(full.is_none(), "one record closes at most one batch");
+            return self.take();
+        }
+        full
+    }
+
+    /// When the waiting records are due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.since.map(|t| t + self.linger)
+    }
+
+    /// The waiting records as a batch, if they are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<Vec<u8>> {
+        match self.poll_timeout() {
+            Some(due) if due <= now => self.take(),
+            _ => None,
+        }
+    }
+
+    /// Whatever waits, due or not (on shutdown).
+    pub fn flush(&mut self) -> Option<Vec<u8>> {
+        self.take()
+    }
+
+    fn take(&mut self) -> Option<Vec<u8>> {
+        if self.records.is_empty() {
+            return None;
+        }
+        let batch = Batch::encode(self.serial, self.records.iter().map(Vec::as_slice));
+        self.serial = self.serial.wrapping_add(1);
+        self.records.clear();
+        self.bytes = 0;
+        self.since = None;
+        Some(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(batch: &[u8]) -> Vec<Vec<u8>> {
+        Batch::split(batch)
+            .unwrap()
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
+    #[test]
+    fn records_wait_for_company_then_go_together() {
+        let t0 = Instant::now();
+        let mut o = Outbox::new(LINGER, 0);
+        assert_eq!(o.poll_timeout(), None);
+        assert!(o.push(t0, vec![1; 10]).is_none());
+        assert!(o.push(t0 + Duration::from_millis(4), vec![2; 10]).is_none());
+        // The first record's linger sets the deadline, not the last one's.
+        assert_eq!(o.poll_timeout(), Some(t0 + LINGER));
+        assert!(
+            o.handle_timeout(t0 + LINGER - Duration::from_millis(1))
+                .is_none()
+        );
+        let batch = o.handle_timeout(t0 + LINGER).unwrap();
+        assert_eq!(records(&batch), vec![vec![1; 10], vec![2; 10]]);
+        assert_eq!(o.poll_timeout(), None);
+        // The same records again make another message.
+        o.push(t0, vec![1; 10]);
+        o.push(t0, vec![2; 10]);
+        assert_ne!(o.flush().unwrap(), batch);
+        assert!(o.handle_timeout(t0 + LINGER * 5).is_none());
+    }
+
+    #[test]
+    fn a_full_batch_goes_at_once() {
+        let t0 = Instant::now();
+        let mut o = Outbox::new(LINGER, 0);
+        for i in 0..MAX_BATCH_RECORDS - 1 {
+            assert!(o.push(t0, vec![i as u8 + 1; 3]).is_none());
+        }
+        let batch = o.push(t0, vec![0xff; 3]).expect("the 64th record fills it");
+        assert_eq!(records(&batch).len(), MAX_BATCH_RECORDS);
+        assert_eq!(o.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_record_over_the_budget_starts_the_next_batch() {
+        let t0 = Instant::now();
+        let mut o = Outbox::new(LINGER, 0);
+        let half = BATCH_BUDGET / 2 + 1;
+        assert!(o.push(t0, vec![1; half]).is_none());
+        let later = t0 + Duration::from_millis(3);
+        let first = o
+            .push(later, vec![2; half])
+            .expect("the two do not fit one batch");
+        assert_eq!(records(&first), vec![vec![1; half]]);
+        // The second record waits from when it came.
+        assert_eq!(o.poll_timeout(), Some(later + LINGER));
+        assert_eq!(records(&o.flush().unwrap()), vec![vec![2; half]]);
+        assert!(o.flush().is_none());
+    }
+
+    #[test]
+    fn what_can_never_fit_is_not_queued() {
+        let mut o = Outbox::new(LINGER, 0);
+        assert!(o.push(Instant::now(), Vec::new()).is_none());
+        assert!(o.push(Instant::now(), vec![0; BATCH_BUDGET + 1]).is_none());
+        assert_eq!(o.poll_timeout(), None);
+        assert!(o.flush().is_none());
+    }
+}
