@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = Record::decode(p);
     }
     let t0 = Instant::now();
-    let mut outbox = Outbox::new(Duration::from_millis(10), serial);
+    let mut outbox = Outbox::new(Duration::from_millis(10), [data[1]; 32]);
     let mut out: Vec<Vec<u8>> = Vec::new();
     for (i, p) in parts.iter().enumerate() {
         out.extend(outbox.push(t0 + Duration::from_millis(i as u64), p.to_vec()));

@@ -196,9 +196,10 @@ fn gossipsub(max_peers: usize, registry: &mut Registry) -> Result<gossipsub::Beh
 }
 
 /// Peer scoring: invalid messages (bad signatures, unparseable records) cost a lot and
-/// decay slowly; three are enough to fall under the graylist threshold. Being quiet
-/// costs nothing: a node with nothing to write is not a bad peer. Many peers behind
-/// one IP is normal here (NAT, local testnets), so IP colocation is not penalised.
+/// decay slowly; three put a peer under the graylist threshold, four if it is in our
+/// records mesh (time there earns up to +36). Being quiet costs nothing: a node with
+/// nothing to write is not a bad peer. Many peers behind one IP is normal here (NAT,
+/// local testnets), so IP colocation is not penalised.
 fn score_params() -> gossipsub::PeerScoreParams {
     let topic = gossipsub::TopicScoreParams {
         topic_weight: 1.0,
@@ -216,6 +217,11 @@ fn score_params() -> gossipsub::PeerScoreParams {
         ..Default::default()
     };
     params.topics.insert(records_topic().hash(), topic.clone());
-    params.topics.insert(announce_topic().hash(), topic);
+    // Every peer is in the announcement mesh, so time there says nothing of it.
+    let announce = gossipsub::TopicScoreParams {
+        time_in_mesh_weight: 0.0,
+        ..topic
+    };
+    params.topics.insert(announce_topic().hash(), announce);
     params
 }

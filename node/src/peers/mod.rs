@@ -110,9 +110,7 @@ pub async fn run(
         seen: Seen::default(),
         forward,
     };
-    let mut first_serial = [0u8; 8];
-    let _ = getrandom::fill(&mut first_serial);
-    let mut outbox = Outbox::new(LINGER, u64::from_be_bytes(first_serial));
+    let mut outbox = Outbox::new(LINGER, outbox_key(&p.key));
     loop {
         let due = outbox.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -144,6 +142,24 @@ pub async fn run(
     }
     p.send_batch(outbox.flush()).await;
     p.save(&mut dirty);
+}
+
+/// The secret that makes our batches' serials: random, or if the system cannot
+/// give randomness, derived from our key and the time (still distinct per node
+/// and per start; only foreseeable by someone who holds our key).
+fn outbox_key(key: &Keypair) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if getrandom::fill(&mut out).is_ok() {
+        return out;
+    }
+    tracing::warn!("no randomness for the gossip serials; deriving them from the node key");
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    if let Ok(secret) = key.clone().try_into_ed25519() {
+        h.update(secret.secret().as_ref());
+    }
+    h.update(clock::unix_millis().to_be_bytes());
+    h.finalize().into()
 }
 
 /// Sleep until `at`, or forever.

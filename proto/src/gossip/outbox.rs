@@ -8,6 +8,8 @@
 
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
+
 use super::{BATCH_BUDGET, Batch, MAX_BATCH_RECORDS};
 
 /// How long a record waits for company. Every hop adds at most this; a node that
@@ -21,21 +23,34 @@ pub struct Outbox {
     bytes: usize,
     /// When the oldest waiting record came.
     since: Option<Instant>,
-    /// The next batch's serial.
-    serial: u64,
+    /// Serials are a keyed hash of a count, so no peer can tell the next one.
+    key: [u8; 32],
+    count: u64,
 }
 
 impl Outbox {
-    /// Batches are numbered from `first_serial`; a random start keeps a node's
-    /// batches distinct from another's, and from its own before a restart.
-    pub fn new(linger: Duration, first_serial: u64) -> Self {
+    /// `key` (random, the node's secret) makes the batches' serials: distinct
+    /// from another node's and from this one's before a restart, and not to be
+    /// foretold. A peer that knew our next serial could send us the batch we are
+    /// about to send, and gossipsub would then refuse our publish of the same
+    /// bytes as a message it has seen.
+    pub fn new(linger: Duration, key: [u8; 32]) -> Self {
         Outbox {
             linger,
             records: Vec::new(),
             bytes: 0,
             since: None,
-            serial: first_serial,
+            key,
+            count: 0,
         }
+    }
+
+    fn next_serial(&mut self) -> u64 {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(self.count.to_be_bytes());
+        self.count += 1;
+        u64::from_be_bytes(h.finalize()[..8].try_into().expect("8 of 32 bytes"))
     }
 
     /// Queue a record's canonical bytes. Returns a batch to send now: the records
@@ -83,8 +98,8 @@ impl Outbox {
         if self.records.is_empty() {
             return None;
         }
-        let batch = Batch::encode(self.serial, self.records.iter().map(Vec::as_slice));
-        self.serial = self.serial.wrapping_add(1);
+        let serial = self.next_serial();
+        let batch = Batch::encode(serial, self.records.iter().map(Vec::as_slice));
         self.records.clear();
         self.bytes = 0;
         self.since = None;
@@ -107,7 +122,7 @@ mod tests {
     #[test]
     fn records_wait_for_company_then_go_together() {
         let t0 = Instant::now();
-        let mut o = Outbox::new(LINGER, 0);
+        let mut o = Outbox::new(LINGER, [7; 32]);
         assert_eq!(o.poll_timeout(), None);
         assert!(o.push(t0, vec![1; 10]).is_none());
         assert!(o.push(t0 + Duration::from_millis(4), vec![2; 10]).is_none());
@@ -130,7 +145,7 @@ mod tests {
     #[test]
     fn a_full_batch_goes_at_once() {
         let t0 = Instant::now();
-        let mut o = Outbox::new(LINGER, 0);
+        let mut o = Outbox::new(LINGER, [7; 32]);
         for i in 0..MAX_BATCH_RECORDS - 1 {
             assert!(o.push(t0, vec![i as u8 + 1; 3]).is_none());
         }
@@ -142,7 +157,7 @@ mod tests {
     #[test]
     fn a_record_over_the_budget_starts_the_next_batch() {
         let t0 = Instant::now();
-        let mut o = Outbox::new(LINGER, 0);
+        let mut o = Outbox::new(LINGER, [7; 32]);
         let half = BATCH_BUDGET / 2 + 1;
         assert!(o.push(t0, vec![1; half]).is_none());
         let later = t0 + Duration::from_millis(3);
@@ -158,7 +173,7 @@ mod tests {
 
     #[test]
     fn what_can_never_fit_is_not_queued() {
-        let mut o = Outbox::new(LINGER, 0);
+        let mut o = Outbox::new(LINGER, [7; 32]);
         assert!(o.push(Instant::now(), Vec::new()).is_none());
         assert!(o.push(Instant::now(), vec![0; BATCH_BUDGET + 1]).is_none());
         assert_eq!(o.poll_timeout(), None);
