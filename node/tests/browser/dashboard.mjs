@@ -341,11 +341,19 @@ async function main() {
       async () => `banner ${JSON.stringify(await t.page.$eval('#banner', (b) => (b.hidden ? '(hidden) ' : '') + b.textContent.trim()))}`);
     await t.page.waitForTimeout(1500);
     await shot(t.page, 'node1-desktop-reconnecting.png');
+    // The "reconnected" banner hides itself after a few seconds: a loaded machine
+    // may poll past it, so the page keeps every banner it showed.
+    await t.page.evaluate(() => {
+      const b = document.getElementById('banner');
+      window.__banners = [];
+      new MutationObserver(() => { if (!b.hidden) window.__banners.push(b.textContent.trim()); })
+        .observe(b, { attributes: true, childList: true, subtree: true, characterData: true });
+    });
     t.blockWs = false;
     await t.page.click('#banner-retry').catch(() => {});
     await waitText(t.page, 'ws-status', (s) => s === 'live', 40000, 'status "live" again');
-    await waitPage(t.page, () => { const b = document.getElementById('banner'); return !b.hidden && /reconnected/i.test(b.textContent); }, null, 5000,
-      async () => `banner ${JSON.stringify(await t.page.$eval('#banner', (b) => (b.hidden ? '(hidden) ' : '') + b.textContent.trim()))}`);
+    await waitPage(t.page, () => window.__banners.some((text) => /reconnected/i.test(text)), null, 5000,
+      async () => `banners shown: ${JSON.stringify(await t.page.evaluate(() => window.__banners))}`);
     // And the data is live again: the peers come back.
     await waitPage(t.page, () => document.querySelectorAll('[data-testid="peer-row"]').length >= 2, null, 10000, async () => 'peer rows missing after reconnecting');
   });
