@@ -13,8 +13,10 @@ use sha2::{Digest, Sha256};
 use super::{BATCH_BUDGET, Batch, MAX_BATCH_RECORDS};
 
 /// How long a record waits for company. Every hop adds at most this; a node that
-/// sees 500 records a second sends about six to a batch instead of one.
-pub const LINGER: Duration = Duration::from_millis(10);
+/// sees 100 records a second sends about three to a batch instead of one. At 10 ms
+/// ten nodes writing 100 records a second used 15 to 20% more CPU (BENCHMARKS.md
+/// 3.1, "A longer linger").
+pub const LINGER: Duration = Duration::from_millis(25);
 
 #[derive(Debug)]
 pub struct Outbox {
