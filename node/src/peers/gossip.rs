@@ -31,7 +31,7 @@ pub(super) const ANNOUNCES_PER_SOURCE: u32 = 20;
 /// [`Outbox`]: cirrus_proto::gossip::Outbox
 pub(super) struct Gossiping {
     pub seen: Seen,
-    pub forward: mpsc::Sender<Vec<u8>>,
+    pub forward: mpsc::Sender<Vec<Vec<u8>>>,
 }
 
 /// A batch of records from a peer: copies of records seen lately are dropped at
@@ -91,15 +91,11 @@ pub(super) fn records(
         .await
         .unwrap_or_default();
         let mut verdict = MessageAcceptance::Ignore;
-        let mut valid = Vec::new();
+        let (mut valid, mut onward) = (Vec::new(), Vec::new());
         for c in checked {
             match c {
                 Checked::Valid(stored, raw) => {
-                    // Sent on before it is stored: the commit need not hold up the
-                    // next hop. Waiting here, when the loop is behind, bounds the
-                    // batches in flight (the swarm hands out at most
-                    // MAX_UNVALIDATED before their verdicts).
-                    let _ = forward.send(raw).await;
+                    onward.push(raw);
                     valid.push(stored);
                 }
                 Checked::Duplicate => metrics.gossip("duplicate"),
@@ -110,6 +106,13 @@ pub(super) fn records(
                     verdict = MessageAcceptance::Reject;
                 }
             }
+        }
+        // Sent on before they are stored, so the commit need not hold up the next
+        // hop; in one hand-off, not one per record. Waiting here, when
+        // the loop is behind, bounds the batches in flight (the swarm hands out at
+        // most MAX_UNVALIDATED before their verdicts).
+        if !onward.is_empty() {
+            let _ = forward.send(onward).await;
         }
         network.validated(id, source, verdict).await;
         if valid.is_empty() {

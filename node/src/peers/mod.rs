@@ -44,8 +44,9 @@ const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
 const ANNOUNCE_CHECK: Duration = Duration::from_millis(250);
 /// How often changes to known peers are saved (in one transaction).
 const SAVE_EVERY: Duration = Duration::from_secs(10);
-/// Records from peers' batches waiting for the outbox: a few full batches.
-const FORWARD_QUEUE: usize = 256;
+/// Peers' batches whose new records wait for the outbox: a few, each of at most
+/// `MAX_BATCH_RECORDS`.
+const FORWARD_QUEUE: usize = 4;
 
 /// A JSON-RPC request relayed to this node by a peer; answer on `reply`.
 pub struct InboundRelay {
@@ -105,7 +106,7 @@ pub async fn run(
     let mut save_tick = tokio::time::interval(SAVE_EVERY);
     let mut state = Announcing::default();
     let mut dirty: HashMap<PeerId, KnownPeer> = HashMap::new();
-    let (forward, mut to_send) = mpsc::channel::<Vec<u8>>(FORWARD_QUEUE);
+    let (forward, mut to_send) = mpsc::channel::<Vec<Vec<u8>>>(FORWARD_QUEUE);
     let mut gossiping = gossip::Gossiping {
         seen: Seen::default(),
         forward,
@@ -125,13 +126,9 @@ pub async fn run(
             // a peer held them: nobody hands us those.)
             Some(a) = client_writes.recv() => {
                 gossiping.seen.first(&a.stored.id);
-                let batch = outbox.push(Instant::now(), a.stored.record.encode());
-                p.send_batch(batch).await;
+                p.queue(&mut outbox, [a.stored.record.encode()]).await;
             }
-            Some(raw) = to_send.recv() => {
-                let batch = outbox.push(Instant::now(), raw);
-                p.send_batch(batch).await;
-            }
+            Some(records) = to_send.recv() => p.queue(&mut outbox, records).await,
             _ = sleep_until_some(due) => {
                 let batch = outbox.handle_timeout(Instant::now());
                 p.send_batch(batch).await;
@@ -372,6 +369,15 @@ impl Peers {
         }
         *n += 1;
         *n <= gossip::ANNOUNCES_PER_SOURCE
+    }
+
+    /// Records for our mesh peers, into the outbox; a batch they fill goes now.
+    async fn queue(&self, outbox: &mut Outbox, records: impl IntoIterator<Item = Vec<u8>>) {
+        let now = Instant::now();
+        for record in records {
+            let full = outbox.push(now, record);
+            self.send_batch(full).await;
+        }
     }
 
     async fn send_batch(&self, batch: Option<Vec<u8>>) {
