@@ -137,6 +137,9 @@ settings! {
     cors_origins: Vec<String> = vec!["*".into()], "CIRRUS_CORS_ORIGINS", value_delimiter = ',';
     /// Peers remembered in the data dir (least recently seen forgotten first).
     max_known_peers: usize = 1000, "CIRRUS_MAX_KNOWN_PEERS";
+    /// Milliseconds a record new to this node (from a peer) may wait for others
+    /// to share its gossip batch; a client's write does not wait for it.
+    gossip_linger_ms: u64 = cirrus_proto::gossip::LINGER.as_millis() as u64, "CIRRUS_GOSSIP_LINGER_MS";
     /// New peers dialed per peer-exchange answer.
     exchange_dials: usize = 4, "CIRRUS_EXCHANGE_DIALS";
     /// Outgoing dials in progress at once.
@@ -227,6 +230,7 @@ impl Config {
             (self.ws_max_in_flight > 0, "ws-max-in-flight"),
             (self.ws_queue_bytes > 0, "ws-queue-bytes"),
             (self.max_known_peers > 0, "max-known-peers"),
+            (self.gossip_linger_ms > 0, "gossip-linger-ms"),
             (self.max_pending_dials > 0, "max-pending-dials"),
         ];
         if let Some((_, what)) = nonzero.iter().find(|(ok, _)| !ok) {

@@ -351,6 +351,7 @@ impl Node {
             relays: relays_tx,
             listen: p2p.listen.clone(),
             max_known_peers: cfg.max_known_peers,
+            linger: std::time::Duration::from_millis(cfg.gossip_linger_ms),
             metrics: metrics.clone(),
             tasks: tasks.clone(),
             reach: reach.clone(),

@@ -313,21 +313,7 @@ fn client_writes_reach_a_peer_by_gossip_alone() {
     let (a, b) = (net.node(0), net.node(1));
     let alice = author(63);
     let ak = alice.verifying_key().to_bytes();
-    // Until A has heard B's gossip subscription, a publish has nobody to go to; put
-    // a record at a time until one arrives.
-    let mut n = 0;
-    wait_until("a first record reaches B by gossip", || {
-        n += 1;
-        let key = format!("probe-{n}");
-        a.put(&doc(&alice, &key, 1, "v"));
-        std::thread::sleep(POLL);
-        let got = get_record(b, &ak, &key, Kind::Doc);
-        if got.is_null() {
-            Err(format!("{n} probes put"))
-        } else {
-            Ok(())
-        }
-    });
+    probe_until_gossip_reaches(a, b, &alice);
     // From then on every one does, without anti-entropy.
     let keys: Vec<String> = (0..20).map(|i| format!("gossip-{i}")).collect();
     for k in &keys {
@@ -344,6 +330,90 @@ fn client_writes_reach_a_peer_by_gossip_alone() {
             Err(format!("missing {missing:?}"))
         }
     });
+}
+
+/// A client's write leaves its node without the linger, and however many single
+/// puts come, the node sends at most one batch that is not full per
+/// `HURRY_GAP`. The linger here is ten minutes, far past [`TIMEOUT`]: a record
+/// that waited for it would never arrive in time, and every batch that is not
+/// full went because a client wrote.
+#[test]
+fn client_writes_skip_the_linger_and_their_batches_are_bounded() {
+    use cirrus_proto::gossip::HURRY_GAP;
+    let net = TestNet::start(
+        2,
+        &[
+            "--sync-interval-secs",
+            "3600",
+            "--gossip-linger-ms",
+            "600000",
+        ],
+    );
+    let (a, b) = (net.node(0), net.node(1));
+    let alice = author(66);
+    let sent = || a.metric("cirrus_gossip_batches_total", &[("direction", "sent")]);
+    let n = probe_until_gossip_reaches(a, b, &alice);
+    assert!(sent() >= 1.0, "no batch went");
+
+    // Single puts from 8 clients at once. The bound counts from before the first
+    // put to after the last, so a slow machine only loosens it; after the last
+    // put at most the one hurried batch that waits for its gap can go.
+    const CLIENTS: usize = 8;
+    const EACH: usize = 125;
+    let before = sent();
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..CLIENTS {
+            let alice = &alice;
+            s.spawn(move || {
+                for i in 0..EACH {
+                    let r = a.put(&doc(alice, &format!("single-{c}-{i}"), 1, "v"));
+                    assert_eq!(r["status"], "applied");
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed();
+    let full = (CLIENTS * EACH).div_ceil(MAX_BATCH_RECORDS);
+    let most = (elapsed.as_micros() / HURRY_GAP.as_micros()) as usize + 1 + full + 1;
+    let want = (n + CLIENTS * EACH) as u64;
+    wait_until("every single put reaches B", || {
+        let got = b.db()["records"].as_u64().unwrap_or(0);
+        if got >= want {
+            Ok(())
+        } else {
+            Err(format!("{got} of {want}"))
+        }
+    });
+    let batches = sent() - before;
+    assert!(
+        batches <= most as f64,
+        "{batches} batches for {} single puts in {elapsed:?}: at most {most}",
+        CLIENTS * EACH
+    );
+}
+
+/// Until A has heard B's gossip subscription, a publish has nobody to go to: put a
+/// record by `author` at a time until one arrives. Returns how many were put.
+fn probe_until_gossip_reaches(
+    a: &TestNode,
+    b: &TestNode,
+    author: &ed25519_dalek::SigningKey,
+) -> usize {
+    let ak = author.verifying_key().to_bytes();
+    let mut n = 0;
+    wait_until("a first record reaches B by gossip", || {
+        n += 1;
+        let key = format!("probe-{n}");
+        a.put(&doc(author, &key, 1, "v"));
+        std::thread::sleep(POLL);
+        if get_record(b, &ak, &key, Kind::Doc).is_null() {
+            Err(format!("{n} probes put"))
+        } else {
+            Ok(())
+        }
+    });
+    n
 }
 
 /// An announcement as docs/network.md defines it: the signature by `key` over the

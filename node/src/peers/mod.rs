@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cirrus_proto::gossip::{LINGER, MAX_BATCH_RECORDS, Outbox, Seen};
+use cirrus_proto::gossip::{MAX_BATCH_RECORDS, Outbox, Seen};
 use cirrus_proto::peer;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
@@ -78,6 +78,8 @@ pub struct Peers {
     /// The swarm's listen addresses, to offer at our external IP.
     pub listen: Vec<Multiaddr>,
     pub max_known_peers: usize,
+    /// How long a record from a peer waits for company (`gossip-linger-ms`).
+    pub linger: Duration,
     pub metrics: Metrics,
     pub tasks: TaskTracker,
     /// Punches asked of us as target, for `getreachability`.
@@ -111,7 +113,8 @@ pub async fn run(
         seen: Seen::default(),
         forward,
     };
-    let mut outbox = Outbox::new(LINGER, outbox_key(&p.key));
+    let mut outbox = Outbox::new(p.linger, outbox_key(&p.key));
+    let mut writes = Vec::with_capacity(MAX_BATCH_RECORDS);
     loop {
         let due = outbox.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -122,27 +125,19 @@ pub async fn run(
             },
             Some(h) = hellos.recv() => p.on_hello(h.peer, &h.sealed, &mut dirty).await,
             // Records to send to our mesh peers: those clients wrote here, and
-            // those new to us from a peer. (Records from sync reached us because
-            // a peer held them: nobody hands us those.)
-            // A client's write does not linger: it goes at once, with whatever
-            // waits and the other writes already here (one call's writes come
-            // together). A client that reads it on another node waits one hop,
-            // not one hop and a linger (BENCHMARKS.md 3.1, "A client's write at
-            // once").
-            Some(a) = client_writes.recv() => {
-                let mut writes = vec![a];
-                while writes.len() < MAX_BATCH_RECORDS {
-                    match client_writes.try_recv() {
-                        Ok(a) => writes.push(a),
-                        Err(_) => break,
-                    }
-                }
-                for a in &writes {
+            // those new to us from a peer (records from sync reached us because a
+            // peer held them: nobody hands us those). A client's write does not
+            // linger but is hurried, with whatever waits and the other writes of
+            // its call: a client that reads it on another node waits one hop, not
+            // a hop and a linger (BENCHMARKS.md 3.1, "A client's write at once").
+            1.. = client_writes.recv_many(&mut writes, MAX_BATCH_RECORDS) => {
+                let records = writes.drain(..).map(|a| {
                     gossiping.seen.first(&a.stored.id);
-                }
-                let records: Vec<Vec<u8>> = writes.iter().map(|a| a.stored.record.encode()).collect();
+                    a.stored.record.encode()
+                });
+                let records: Vec<Vec<u8>> = records.collect();
                 p.queue(&mut outbox, records).await;
-                p.send_batch(outbox.flush()).await;
+                p.send_batch(outbox.hurry(Instant::now())).await;
             }
             Some(records) = to_send.recv() => p.queue(&mut outbox, records).await,
             _ = sleep_until_some(due) => {

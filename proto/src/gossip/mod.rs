@@ -29,7 +29,7 @@
 mod outbox;
 mod seen;
 
-pub use outbox::{LINGER, Outbox};
+pub use outbox::{HURRY_GAP, LINGER, Outbox};
 pub use seen::Seen;
 
 use crate::record::MAX_ENCODED_BYTES;

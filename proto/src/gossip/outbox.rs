@@ -4,7 +4,9 @@
 //!
 //! A record waits at most [`LINGER`] for others to share its batch; a batch goes
 //! at once when it holds [`MAX_BATCH_RECORDS`] or the next record would take it
-//! over [`BATCH_BUDGET`].
+//! over [`BATCH_BUDGET`]. A client's write is in a hurry ([`Outbox::hurry`]): its
+//! batch goes at once, or [`HURRY_GAP`] after the last hurried one, whichever
+//! is later.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,13 @@ use super::{BATCH_BUDGET, Batch, MAX_BATCH_RECORDS};
 /// 3.1, "A longer linger").
 pub const LINGER: Duration = Duration::from_millis(25);
 
+/// The least time between two hurried batches. Without it every commit with a
+/// client's write would send a batch, and a client making single puts (9,000
+/// commits a second) would make us send 9,000 small batches a second to every
+/// mesh peer; with it a hurried write waits at most this, and we send at most
+/// 1 s / `HURRY_GAP` + 1 s / [`LINGER`] batches a second that are not full.
+pub const HURRY_GAP: Duration = Duration::from_millis(5);
+
 #[derive(Debug)]
 pub struct Outbox {
     linger: Duration,
@@ -25,6 +34,9 @@ pub struct Outbox {
     bytes: usize,
     /// When the oldest waiting record came.
     since: Option<Instant>,
+    /// When a hurried batch last went, and when the next may go if one waits.
+    hurried: Option<Instant>,
+    hurry_due: Option<Instant>,
     /// Serials are a keyed hash of a count, so no peer can tell the next one.
     key: [u8; 32],
     count: u64,
@@ -42,6 +54,8 @@ impl Outbox {
             records: Vec::new(),
             bytes: 0,
             since: None,
+            hurried: None,
+            hurry_due: None,
             key,
             count: 0,
         }
@@ -78,15 +92,43 @@ impl Outbox {
         full
     }
 
+    /// The waiting records should not linger (a client wrote one of them): a
+    /// batch to send now, unless a hurried batch went less than [`HURRY_GAP`]
+    /// ago; then they are due when the gap ends.
+    pub fn hurry(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.records.is_empty() {
+            return None;
+        }
+        match self.hurried {
+            Some(last) if now < last + HURRY_GAP => {
+                self.hurry_due = Some(last + HURRY_GAP);
+                None
+            }
+            _ => {
+                self.hurried = Some(now);
+                self.take()
+            }
+        }
+    }
+
     /// When the waiting records are due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.since.map(|t| t + self.linger)
+        let lingered = self.since.map(|t| t + self.linger);
+        match (lingered, self.hurry_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The waiting records as a batch, if they are due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Vec<u8>> {
         match self.poll_timeout() {
-            Some(due) if due <= now => self.take(),
+            Some(due) if due <= now => {
+                if self.hurry_due.is_some() {
+                    self.hurried = Some(now);
+                }
+                self.take()
+            }
             _ => None,
         }
     }
@@ -105,6 +147,7 @@ impl Outbox {
         self.records.clear();
         self.bytes = 0;
         self.since = None;
+        self.hurry_due = None;
         Some(batch)
     }
 }
@@ -171,6 +214,81 @@ mod tests {
         assert_eq!(o.poll_timeout(), Some(later + LINGER));
         assert_eq!(records(&o.flush().unwrap()), vec![vec![2; half]]);
         assert!(o.flush().is_none());
+    }
+
+    #[test]
+    fn a_hurried_write_goes_at_once_but_not_more_often_than_the_gap() {
+        let t0 = Instant::now();
+        let mut o = Outbox::new(LINGER, [7; 32]);
+        assert!(o.hurry(t0).is_none(), "nothing waits");
+        o.push(t0, vec![1; 10]);
+        assert_eq!(records(&o.hurry(t0).unwrap()), vec![vec![1; 10]]);
+        // The next one, 1 ms later, waits for the end of the gap, not the linger.
+        let t1 = t0 + Duration::from_millis(1);
+        o.push(t1, vec![2; 10]);
+        assert!(o.hurry(t1).is_none());
+        assert_eq!(o.poll_timeout(), Some(t0 + HURRY_GAP));
+        o.push(t1, vec![3; 10]);
+        assert!(o.hurry(t1).is_none());
+        assert!(
+            o.handle_timeout(t0 + HURRY_GAP - Duration::from_micros(1))
+                .is_none()
+        );
+        let batch = o.handle_timeout(t0 + HURRY_GAP).unwrap();
+        assert_eq!(records(&batch), vec![vec![2; 10], vec![3; 10]]);
+        assert_eq!(o.poll_timeout(), None);
+        // That batch was hurried too: the gap counts from it.
+        let t2 = t0 + HURRY_GAP + Duration::from_millis(1);
+        o.push(t2, vec![4; 10]);
+        assert!(o.hurry(t2).is_none());
+        assert_eq!(o.poll_timeout(), Some(t0 + HURRY_GAP * 2));
+        // A record that is not hurried lingers as ever, even after hurried ones.
+        o.flush();
+        let t3 = t0 + HURRY_GAP * 10;
+        o.push(t3, vec![5; 10]);
+        assert_eq!(o.poll_timeout(), Some(t3 + LINGER));
+    }
+
+    #[test]
+    fn hurried_batches_are_bounded_by_the_gap() {
+        // A client writing one record every 100 µs for a second of virtual time.
+        let t0 = Instant::now();
+        let mut o = Outbox::new(LINGER, [7; 32]);
+        let mut batches = 0u32;
+        let mut records_out = 0usize;
+        let step = Duration::from_micros(100);
+        for i in 0..10_000u32 {
+            let now = t0 + step * i;
+            if let Some(b) = o.handle_timeout(now) {
+                batches += 1;
+                records_out += records(&b).len();
+            }
+            if let Some(b) = o.push(now, i.to_be_bytes().to_vec()) {
+                batches += 1;
+                records_out += records(&b).len();
+            }
+            if let Some(b) = o.hurry(now) {
+                batches += 1;
+                records_out += records(&b).len();
+            }
+            if let Some(due) = o.poll_timeout() {
+                assert!(due <= now + HURRY_GAP, "a hurried write never lingers");
+            }
+        }
+        if let Some(b) = o.flush() {
+            batches += 1;
+            records_out += records(&b).len();
+        }
+        assert_eq!(records_out, 10_000, "every record went");
+        let most = (Duration::from_secs(1).as_micros() / HURRY_GAP.as_micros()) as u32 + 1;
+        assert!(
+            batches <= most,
+            "{batches} batches in one second, at most {most}"
+        );
+        assert!(
+            batches >= most / 2,
+            "{batches}: the hurry does not wait for the linger"
+        );
     }
 
     #[test]
