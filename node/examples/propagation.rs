@@ -431,7 +431,17 @@ async fn main() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The settle time doubles as the idle measure: what the nodes burn with no
+    // writes (heartbeats, pings, keepalives) is not a cost per record.
+    let idle_before: Vec<f64> = nodes.iter().map(|n| cpu_secs(n.child.id())).collect();
+    let idle_start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(args.settle_secs)).await;
+    let idle_cores = nodes
+        .iter()
+        .zip(&idle_before)
+        .map(|(n, b)| cpu_secs(n.child.id()) - b)
+        .sum::<f64>()
+        / idle_start.elapsed().as_secs_f64();
     for (i, n) in nodes.iter().enumerate() {
         counts[i] = call(&http, &n.url, "getpeerinfo")
             .await?
@@ -632,11 +642,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let span = converged_at.unwrap_or(last_ack) as f64 / 1e9;
     let us_per_record_node = cpu_total * 1e6 / (args.records * nodes.len()) as f64;
+    let marginal_us =
+        (cpu_total - idle_cores * span).max(0.0) * 1e6 / (args.records * nodes.len()) as f64;
     eprintln!(
         "polls: {poll_rate:.0}/s over all nodes; CPU during writes+convergence: nodes \
          {cpu_total:.1} s ({:.2} cores), this program (writers, pollers) {own_cpu:.1} s \
-         ({:.2} cores); node CPU per record per node {us_per_record_node:.0} µs; load \
-         average at the end: {}",
+         ({:.2} cores); node CPU per record per node {us_per_record_node:.0} µs \
+         ({marginal_us:.0} µs above the idle {idle_cores:.2} cores); load average at the \
+         end: {}",
         cpu_total / span,
         own_cpu / span,
         load_average()
@@ -654,6 +667,7 @@ async fn main() -> anyhow::Result<()> {
             "everyNodeUpperBySendTimeMs": by_window,
             "nodeCpuSecs": node_cpu, "benchCpuSecs": own_cpu, "spanSecs": span,
             "nodeCpuUsPerRecordPerNode": us_per_record_node,
+            "idleNodeCores": idle_cores, "marginalUsPerRecordPerNode": marginal_us,
             "loadAverage": load_average(), "syncIntervalSecs": args.sync_interval_secs,
         })
     );
