@@ -99,6 +99,10 @@ else
   # And over IPv6: no NAT, stateful firewalls; every cell direct over IPv6, UDP
   # and TCP (docs/nat.md, "IPv6").
   CIRRUS_BIN="$BIN" testnet/natlab.sh --smoke --ipv6
+  # And with every core link 20 ms each way (80 ms round trip from a client to a
+  # node): the same paths when the punch's packets are in flight for a while
+  # (docs/nat.md, "Latency").
+  CIRRUS_BIN="$BIN" testnet/natlab.sh --smoke --latency 20
 fi
 
 step "fuzz every target for a short while (fuzz/, cargo-fuzz; docs/fuzzing.md has the long runs)"

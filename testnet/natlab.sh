@@ -7,7 +7,7 @@
 #
 #   testnet/natlab.sh [--smoke] [--trials K] [--transports udp,tcp] [--nodes LIST]
 #                     [--clients LIST] [--wan-input MODE] [--port-mapping] [--flat]
-#                     [--ipv6] [--hold]
+#                     [--ipv6] [--latency MS] [--hold]
 #
 #   --smoke        an eim-pdf and a symmetric node and client over UDP: every pair
 #                  must go direct (the mixed pairs by port guessing) except
@@ -40,6 +40,12 @@
 #                  through http://[2001:2:0:1::2]:38081; every cell must go direct
 #                  over IPv6 (types: none,firewall; --smoke: 3 calls a cell, UDP
 #                  and TCP)
+#   --latency MS   every link between the core router and a participant (or its
+#                  NAT router), the rendezvous node and the witness delays each
+#                  packet by MS milliseconds each way, so a client and a node are
+#                  4 x MS apart in round trip (a userspace TUN link,
+#                  testnet/delaylink.py, as this kernel has no sch_netem); not with
+#                  --flat
 #   --hold         keep the lab up after the run until Ctrl-C (for tcpdump, conntrack)
 #
 # Exits non-zero when any call failed (reachability counts the relay), when a
@@ -80,6 +86,7 @@ cd "$(dirname "$0")/.."
 usage() { sed -n '2,/^# Topology/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
 SMOKE=0 TRIALS="" HOLD=0 TRANSPORTS="" NODES="" CLIENTS="" WAN_INPUT=drop PORTMAP=0 FLAT=0 IPV6=0
+LATENCY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
@@ -96,6 +103,8 @@ while [ $# -gt 0 ]; do
     --port-mapping) PORTMAP=1 ;;
     --flat) FLAT=1 ;;
     --ipv6) IPV6=1 ;;
+    --latency) LATENCY=${2:-}; shift ;;
+    --latency=*) LATENCY=${1#*=} ;;
     --hold) HOLD=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -114,6 +123,8 @@ else
   NODE_TYPES=(none eim-pdf full-cone symmetric); CLIENT_TYPES=(none eim-pdf full-cone symmetric)
 fi
 [[ "$TRIALS" =~ ^[1-9][0-9]*$ ]] || { echo "--trials needs a positive integer" >&2; exit 2; }
+[[ "$LATENCY" =~ ^[0-9]{1,4}$ ]] || { echo "--latency needs milliseconds (0 to 9999)" >&2; exit 2; }
+{ [ "$LATENCY" != 0 ] && [ "$FLAT" = 1 ]; } && { echo "--latency does not go with --flat" >&2; exit 2; }
 IFS=, read -r -a TRANSPORTS <<< "$TRANSPORTS"
 [ -n "$NODES" ] && IFS=, read -r -a NODE_TYPES <<< "$NODES"
 [ -n "$CLIENTS" ] && IFS=, read -r -a CLIENT_TYPES <<< "$CLIENTS"
@@ -217,7 +228,11 @@ participant_link() {
 # with --ipv6, 2001:2:0:$2::/64).
 public_link() {
   local ns=$1 i=$2
-  ip -n "$CORE" link add "p$i" type veth peer name pub netns "$ns"
+  if [ "$LATENCY" = 0 ]; then
+    ip -n "$CORE" link add "p$i" type veth peer name pub netns "$ns"
+  else
+    delay_link "$ns" "$i"
+  fi
   ip -n "$CORE" addr add "198.18.$i.1/24" dev "p$i"
   ip -n "$CORE" link set "p$i" up
   ip -n "$ns" addr add "198.18.$i.2/24" dev pub
@@ -228,6 +243,17 @@ public_link() {
     ip -n "$ns" -6 addr add "2001:2:0:$i::2/64" dev pub nodad
     ip -n "$ns" -6 route add default via "2001:2:0:$i::1"
   fi
+}
+
+# With --latency: the link p<i> (core) to pub ($1) as two TUN devices with
+# testnet/delaylink.py between them; it runs until cleanup stops it.
+delay_link() {
+  local ns=$1 i=$2 out="$WORK/link$2.out"
+  python3 testnet/delaylink.py "$CORE" "p$i" "$ns" pub "$LATENCY" > "$out" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 50); do grep -q '^ready' "$out" 2>/dev/null && return 0; sleep 0.1; done
+  echo "natlab: the delayed link p$i did not come up: $(cat "$out")" >&2
+  return 1
 }
 
 # With --ipv6: the IPv6 address of participant $1 of type $2 (its LAN host behind a
@@ -446,7 +472,7 @@ wait_ready() {
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 # ---------------------------------------------------------------------------
-log "building the lab (tag $TAG, logs in $WORK; NAT routers' WAN input: $WAN_INPUT; port mapping: $([ "$PORTMAP" = 1 ] && echo on || echo off); $([ "$FLAT" = 1 ] && echo "one shared segment" || echo "a router between the NATs")$([ "$IPV6" = 1 ] && echo "; the IPv6 matrix, no NAT, stateful firewalls"))"
+log "building the lab (tag $TAG, logs in $WORK; NAT routers' WAN input: $WAN_INPUT; port mapping: $([ "$PORTMAP" = 1 ] && echo on || echo off); $([ "$FLAT" = 1 ] && echo "one shared segment" || echo "a router between the NATs")$([ "$IPV6" = 1 ] && echo "; the IPv6 matrix, no NAT, stateful firewalls")$([ "$LATENCY" != 0 ] && echo "; every core link delayed $LATENCY ms each way"))"
 mkns "$CORE"
 inns "$CORE" sysctl -qw net.ipv4.ip_forward=1
 [ "$IPV6" = 1 ] && inns "$CORE" sysctl -qw net.ipv6.conf.all.forwarding=1

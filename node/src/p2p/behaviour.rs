@@ -106,6 +106,12 @@ pub fn build_swarm(
                 tasks.spawn(task);
             })
             .with_idle_connection_timeout(Duration::from_secs(300))
+            // A request on a new stream goes out with its protocol's name instead
+            // of a round trip after it (multistream-select's lazy dialer: only
+            // where one protocol is proposed, as for sync, peer and relayed
+            // requests; every node speaks them). A relayed call is one round trip
+            // between the nodes, not two.
+            .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
         })
         .build();
     Ok(swarm)
