@@ -165,6 +165,7 @@ CORE="$TAG-core"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/natlab.XXXXXX")
 NSS=()   # namespaces we created
 PIDS=()  # node processes we started
+LINK_PIDS=()  # delayed links (--latency), stopped after the nodes
 
 cleanup() {
   local rc=$? pid ns p
@@ -177,6 +178,7 @@ cleanup() {
     for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   done
+  for pid in "${LINK_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   # Anything else still running inside our namespaces (a `cirrus call` cut short by
   # Ctrl-C) was started by us too.
   for ns in "${NSS[@]}"; do
@@ -250,7 +252,7 @@ public_link() {
 delay_link() {
   local ns=$1 i=$2 out="$WORK/link$2.out"
   python3 testnet/delaylink.py "$CORE" "p$i" "$ns" pub "$LATENCY" > "$out" 2>&1 &
-  PIDS+=($!)
+  LINK_PIDS+=($!)
   for _ in $(seq 1 50); do grep -q '^ready' "$out" 2>/dev/null && return 0; sleep 0.1; done
   echo "natlab: the delayed link p$i did not come up: $(cat "$out")" >&2
   return 1
