@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cirrus_proto::api::Transport;
-use cirrus_proto::punch::{Change, Miss, Nats, PathChoice};
+use cirrus_proto::punch::race::Outcome as RaceOutcome;
+use cirrus_proto::punch::{Change, Miss, Nats, PathChoice, Race};
 use cirrus_proto::stun::nat::Nat;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -282,37 +283,60 @@ async fn manage(s: Arc<Shared>) {
     }
 }
 
-/// Before the IPv4 attempt starts beside the IPv6 one (RFC 8305's connection
-/// attempt delay): IPv6 needs no NAT traversal where a firewall lets the punch
-/// through, so it gets a head start.
-const IPV4_AFTER: Duration = Duration::from_millis(250);
-
-/// One attempt: a punch per address family both sides have, IPv6 first and IPv4
-/// [`IPV4_AFTER`] later, each opened as `choice` says for both NATs; the first path
-/// to open wins. On failure, why (the IPv4 attempt's reason where there was one),
-/// and the NATs as that attempt saw them (unknown when the plan failed).
+/// One attempt: a punch per address family both sides have, IPv6 first and the
+/// next as `cirrus_proto::punch::Race` says (RFC 8305: 250 ms later, or at once
+/// when the earlier one failed), each opened as `choice` says for both NATs; the
+/// first path to open wins. On failure, why (the IPv4 attempt's reason where there
+/// was one), and the NATs as that attempt saw them (unknown when the plan failed).
 async fn open_direct(s: &Shared, choice: &PathChoice) -> Result<Direct, (DirectError, Nats)> {
     let plans = plans(&s.rendezvous, &s.url, &s.peer, s.transport)
         .await
         .map_err(|e| (e, Nats::UNKNOWN))?;
-    let last = plans.len() - 1;
-    let mut attempts: FuturesUnordered<_> = plans
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| async move {
-            tokio::time::sleep(IPV4_AFTER * i as u32).await;
-            (i, attempt(s, choice, p).await)
-        })
-        .collect();
-    let mut failed = None;
-    while let Some((i, result)) = attempts.next().await {
-        match result {
-            Ok(d) => return Ok(d),
-            Err(e) if i == last || failed.is_none() => failed = Some(e),
-            Err(_) => {}
+    let mut race = Race::new(Instant::now(), plans.len());
+    let mut plans: Vec<Option<Plan>> = plans.into_iter().map(Some).collect();
+    let mut errors: Vec<Option<(DirectError, Nats)>> = plans.iter().map(|_| None).collect();
+    let mut running = FuturesUnordered::new();
+    loop {
+        while let Some(i) = race.poll_start(Instant::now()) {
+            if let Some(p) = plans.get_mut(i).and_then(Option::take) {
+                running.push(async move { (i, attempt(s, choice, p).await) });
+            }
+        }
+        if race.outcome().is_some() {
+            break;
+        }
+        let wake = race.poll_timeout();
+        tokio::select! {
+            Some((i, result)) = running.next() => match result {
+                Ok(d) => {
+                    if race.opened(i) == Some(RaceOutcome::Won(i)) {
+                        return Ok(d);
+                    }
+                }
+                Err(e) => {
+                    errors[i] = Some(e);
+                    race.failed(Instant::now(), i);
+                }
+            },
+            _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into()), if wake.is_some() => {}
+            // Nothing runs and nothing is due (the race keeps this from happening
+            // while it is on): no path.
+            else => break,
         }
     }
-    Err(failed.expect("at least one plan, and each attempt ends"))
+    let report = match race.outcome() {
+        Some(RaceOutcome::AllFailed { report }) => report,
+        _ => errors.len().saturating_sub(1),
+    };
+    Err(errors
+        .get_mut(report)
+        .and_then(Option::take)
+        .unwrap_or_else(|| {
+            (
+                DirectError::Lost("no attempt was made".into()),
+                Nats::UNKNOWN,
+            )
+        }))
 }
 
 /// One family's attempt.

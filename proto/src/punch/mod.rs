@@ -2,7 +2,8 @@
 //! rounds ([`Rounds`]) and TCP connects ([`Tries`]), a port guess's probes
 //! ([`Spray`]) and the lifetime of its guessed sockets ([`Kept`]), the client's opening of its own NAT ([`opening`]), the
 //! client's probe that finds the direct path ([`PathProbe`]), and its choice of
-//! path over time: relay, punch, guess, direct, keepalive, backoff ([`PathChoice`]). Time and
+//! path over time: relay, punch, guess, direct, keepalive, backoff ([`PathChoice`]),
+//! with one attempt per address family raced ([`Race`]). Time and
 //! datagrams go in; datagrams to send (with a TTL where one matters), when to wake
 //! and what happened come out. `node/src/stun/punch.rs` and
 //! `node/src/rendezvous/udp.rs` drive them on sockets; `proto/tests/punch.rs` runs
@@ -11,6 +12,7 @@
 mod kept;
 pub mod link;
 mod probe;
+pub mod race;
 mod rounds;
 pub mod spray;
 mod tries;
@@ -20,6 +22,7 @@ use std::net::SocketAddr;
 pub use kept::Kept;
 pub use link::{Change, Miss, Nats, Opening, PathChoice};
 pub use probe::{PathProbe, ProbeEvent, answers_as};
+pub use race::Race;
 pub use rounds::{PUNCH_FOR, Rounds};
 pub use spray::Spray;
 pub use tries::{CONNECT_FOR, TRY_EVERY, Tries};
