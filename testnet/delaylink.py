@@ -27,6 +27,7 @@ IFF_NO_PI = 0x1000
 CLONE_NEWNET = 0x40000000
 QUEUE_CAP = 4096
 MAX_PACKET = 65535
+READS_PER_WAKE = 64
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -77,7 +78,9 @@ def main():
         readable, _, _ = select.select([a, b], [], [], timeout)
         arrived = time.monotonic()
         for src in readable:
-            while True:
+            # A bounded drain, so that a flood one way does not hold up the
+            # packets due the other way.
+            for _ in range(READS_PER_WAKE):
                 try:
                     pkt = os.read(src, MAX_PACKET)
                 except BlockingIOError:

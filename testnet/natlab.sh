@@ -41,7 +41,8 @@
 #                  over IPv6 (types: none,firewall; --smoke: 3 calls a cell, UDP
 #                  and TCP)
 #   --latency MS   every link between the core router and a participant (or its
-#                  NAT router), the rendezvous node and the witness delays each
+#                  NAT router), the rendezvous node, the witness and the STUN
+#                  namespace (--port-mapping) delays each
 #                  packet by MS milliseconds each way, so a client and a node are
 #                  4 x MS apart in round trip (a userspace TUN link,
 #                  testnet/delaylink.py, as this kernel has no sch_netem); not with

@@ -107,10 +107,12 @@ pub fn build_swarm(
             })
             .with_idle_connection_timeout(Duration::from_secs(300))
             // A request on a new stream goes out with its protocol's name instead
-            // of a round trip after it (multistream-select's lazy dialer: only
-            // where one protocol is proposed, as for sync, peer and relayed
-            // requests; every node speaks them). A relayed call is one round trip
-            // between the nodes, not two.
+            // of a round trip after it (multistream-select's lazy dialer, on every
+            // outbound stream: the last protocol proposed is assumed, so sync,
+            // peer and relayed requests go at once and gossipsub's oldest version
+            // is lazy). A relayed call is one round trip between the nodes, not
+            // two. Against a peer without the protocol the stream fails only after
+            // the request is sent, as an I/O error (docs/network.md).
             .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
         })
         .build();
