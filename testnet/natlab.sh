@@ -42,11 +42,10 @@
 #                  and TCP)
 #   --latency MS   every link between the core router and a participant (or its
 #                  NAT router), the rendezvous node, the witness and the STUN
-#                  namespace (--port-mapping) delays each
-#                  packet by MS milliseconds each way, so a client and a node are
-#                  4 x MS apart in round trip (a userspace TUN link,
-#                  testnet/delaylink.py, as this kernel has no sch_netem); not with
-#                  --flat
+#                  namespace (--port-mapping) delays each packet by MS
+#                  milliseconds each way, so a client and a node are 4 x MS apart
+#                  in round trip (a userspace TUN link, testnet/delaylink.py, as
+#                  this kernel has no sch_netem); not with --flat
 #   --hold         keep the lab up after the run until Ctrl-C (for tcpdump, conntrack)
 #
 # Exits non-zero when any call failed (reachability counts the relay), when a

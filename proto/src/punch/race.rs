@@ -31,21 +31,15 @@ pub struct Race {
     attempts: Vec<Attempt>,
     /// When the next waiting attempt starts.
     next_at: Instant,
-    after: Duration,
     outcome: Option<Outcome>,
 }
 
 impl Race {
     /// `n` attempts in order of preference; the first is due at `now`.
     pub fn new(now: Instant, n: usize) -> Race {
-        Race::with_delay(now, n, NEXT_AFTER)
-    }
-
-    pub fn with_delay(now: Instant, n: usize, after: Duration) -> Race {
         Race {
             attempts: vec![Attempt::Waiting; n],
             next_at: now,
-            after,
             // Nothing to try is a race already lost, with nothing to report.
             outcome: (n == 0).then_some(Outcome::AllFailed { report: 0 }),
         }
@@ -58,7 +52,7 @@ impl Race {
         }
         let i = self.attempts.iter().position(|a| *a == Attempt::Waiting)?;
         self.attempts[i] = Attempt::Running;
-        self.next_at = now + self.after;
+        self.next_at = now + NEXT_AFTER;
         Some(i)
     }
 
