@@ -5,15 +5,16 @@
 //! the SYNs cross). The first connection whose WebSocket probe answers as the target
 //! is the path.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cirrus_proto::api::Transport;
-use cirrus_proto::punch::Tries;
+use cirrus_proto::punch::TcpOpen;
+use cirrus_proto::punch::tcp_open::{Action, ConnId, Outcome};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_tungstenite::WebSocketStream;
 
 use super::{DIRECT_FOR, DirectError, Plan, answers_as, probe_request, punch, stun_error};
@@ -46,31 +47,13 @@ impl DirectTcp {
         let listener = listen_on(SocketAddr::new(bind, port))
             .map_err(|e| DirectError::Socket(e.to_string()))?;
         punch(r, peer, mine, Transport::Tcp, None).await?;
-        let until = tokio::time::Instant::now() + DIRECT_FOR;
-        let (tx, mut opened) = mpsc::channel::<(SocketAddr, Ws)>(8);
-        let mut tries = JoinSet::new();
-        tries.spawn(accept_until(listener, until, peer.to_string(), tx.clone()));
-        for t in &plan.targets {
-            tries.spawn(connect_until(
-                bind,
-                port,
-                *t,
-                until,
-                peer.to_string(),
-                tx.clone(),
-            ));
-        }
-        drop(tx);
-        let (at, ws) = tokio::time::timeout_at(until, opened.recv())
+        let open = TcpOpen::new(Instant::now(), &plan.targets, DIRECT_FOR);
+        let (at, ws) = drive(open, listener, (bind, port), peer)
             .await
-            .ok()
-            .flatten()
             .ok_or_else(|| DirectError::NoAnswer {
                 tried: plan.targets.clone(),
                 mine,
             })?;
-        // The other tries end with the set.
-        drop(tries);
         Ok(DirectTcp { ws, at })
     }
 
@@ -96,67 +79,108 @@ impl DirectTcp {
 }
 
 /// The WebSocket handshake and the probe on a connection; the stream if it answers
-/// as `peer`.
+/// as `peer`. The caller bounds its time.
 async fn probe_on(stream: TcpStream, at: SocketAddr, peer: &str) -> Option<Ws> {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{at}/"), stream)
-            .await
-            .ok()?;
-        let body = serde_json::to_vec(&probe_request()).ok()?;
-        let answer: Value = serde_json::from_slice(&ws_ask(&mut ws, &body).await.ok()?).ok()?;
-        answers_as(&answer, peer).ok()?;
-        Some(ws)
-    })
-    .await
-    .ok()?
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{at}/"), stream)
+        .await
+        .ok()?;
+    let body = serde_json::to_vec(&probe_request()).ok()?;
+    let answer: Value = serde_json::from_slice(&ws_ask(&mut ws, &body).await.ok()?).ok()?;
+    answers_as(&answer, peer).ok()?;
+    Some(ws)
 }
 
-/// Connections the target makes toward us (its punch), each probed, until `until`.
-async fn accept_until(
+/// How one of `cirrus_proto::punch::TcpOpen`'s connections ended its step.
+enum Step {
+    Connected(TcpStream, SocketAddr),
+    Answered(Box<Ws>),
+    Failed,
+}
+
+/// Run `open` on real sockets: connects from `from` (our port, whose mapping the
+/// target connects to), `listener` on the same port for the target's connections,
+/// a probe on each. The path and where it leads, once one answers as `peer`.
+async fn drive(
+    mut open: TcpOpen,
     listener: TcpListener,
-    until: tokio::time::Instant,
-    peer: String,
-    opened: mpsc::Sender<(SocketAddr, Ws)>,
-) {
-    let mut probes = JoinSet::new();
-    while let Ok(Ok((stream, from))) = tokio::time::timeout_at(until, listener.accept()).await {
-        let from = crate::sockets::canonical(from);
-        let (peer, opened) = (peer.clone(), opened.clone());
-        probes.spawn(async move {
-            if let Some(ws) = probe_on(stream, from, &peer).await {
-                let _ = opened.send((from, ws)).await;
+    from: (IpAddr, u16),
+    peer: &str,
+) -> Option<(SocketAddr, Ws)> {
+    let mut steps: JoinSet<(ConnId, Step)> = JoinSet::new();
+    let mut running: HashMap<ConnId, AbortHandle> = HashMap::new();
+    // Connected or accepted, until its probe starts; answered, until the outcome.
+    let mut waiting: HashMap<ConnId, (TcpStream, SocketAddr)> = HashMap::new();
+    let mut answered: HashMap<ConnId, Box<Ws>> = HashMap::new();
+    let mut listening = true;
+    loop {
+        while let Some(action) = open.poll_action() {
+            match action {
+                Action::Connect { id, target, limit } => {
+                    let step = async move {
+                        match tokio::time::timeout(limit, connect_from(from.0, from.1, target))
+                            .await
+                        {
+                            Ok(Ok(stream)) => (id, Step::Connected(stream, target)),
+                            _ => (id, Step::Failed),
+                        }
+                    };
+                    running.insert(id, steps.spawn(step));
+                }
+                Action::Probe { id, limit } => {
+                    let Some((stream, at)) = waiting.remove(&id) else {
+                        continue;
+                    };
+                    let peer = peer.to_string();
+                    let step = async move {
+                        match tokio::time::timeout(limit, probe_on(stream, at, &peer)).await {
+                            Ok(Some(ws)) => (id, Step::Answered(Box::new(ws))),
+                            _ => (id, Step::Failed),
+                        }
+                    };
+                    running.insert(id, steps.spawn(step));
+                }
+                Action::Close(id) => {
+                    waiting.remove(&id);
+                    answered.remove(&id);
+                    if let Some(step) = running.remove(&id) {
+                        step.abort();
+                    }
+                }
             }
-        });
-    }
-    while probes.join_next().await.is_some() {}
-}
-
-/// Connects from our port to `target` (a simultaneous open when the target's SYN
-/// crosses ours) and probes, on `cirrus_proto::punch::Tries`'s client schedule,
-/// until it answers or `until`.
-async fn connect_until(
-    bind: IpAddr,
-    port: u16,
-    target: SocketAddr,
-    until: tokio::time::Instant,
-    peer: String,
-    opened: mpsc::Sender<(SocketAddr, Ws)>,
-) {
-    let now = std::time::Instant::now();
-    let lasting = until.into_std().saturating_duration_since(now);
-    let mut tries = Tries::client(now, lasting);
-    while let Some(at) = tries.poll_timeout() {
-        tokio::time::sleep_until(at.into()).await;
-        let Some(limit) = tries.poll_try(std::time::Instant::now()) else {
-            return;
-        };
-        let attempt = tokio::time::timeout(limit, connect_from(bind, port, target));
-        if let Ok(Ok(stream)) = attempt.await
-            && let Some(ws) = probe_on(stream, target, &peer).await
-        {
-            let _ = opened.send((target, ws)).await;
-            return;
         }
-        tries.failed(std::time::Instant::now());
+        match open.poll_outcome() {
+            Some(Outcome::Opened { id, at }) => return answered.remove(&id).map(|ws| (at, *ws)),
+            Some(Outcome::NoAnswer) => return None,
+            None => {}
+        }
+        let wake = open.poll_timeout()?;
+        tokio::select! {
+            () = tokio::time::sleep_until(wake.into()) => open.handle_timeout(Instant::now()),
+            accepted = listener.accept(), if listening => match accepted {
+                Ok((stream, from)) => {
+                    let from = crate::sockets::canonical(from);
+                    if let Some(id) = open.accepted(Instant::now(), from) {
+                        waiting.insert(id, (stream, from));
+                    }
+                }
+                // Out of descriptors, say: our own connects may still find the path.
+                Err(_) => listening = false,
+            },
+            Some(Ok((id, step))) = steps.join_next() => {
+                running.remove(&id);
+                let now = Instant::now();
+                match step {
+                    Step::Connected(stream, at) => {
+                        waiting.insert(id, (stream, at));
+                        open.connected(now, id);
+                    }
+                    Step::Answered(ws) => {
+                        answered.insert(id, ws);
+                        open.answered(id);
+                    }
+                    Step::Failed => open.failed(now, id),
+                }
+            }
+        }
     }
 }

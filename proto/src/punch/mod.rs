@@ -1,13 +1,15 @@
 //! Hole punching, sans-IO (after Ford, Srisuresh and Kegel): the target's UDP punch
 //! rounds ([`Rounds`]) and TCP connects ([`Tries`]), a port guess's probes
-//! ([`Spray`]) and the lifetime of its guessed sockets ([`Kept`]), the client's opening of its own NAT ([`opening`]), the
-//! client's probe that finds the direct path ([`PathProbe`]), and its choice of
-//! path over time: relay, punch, guess, direct, keepalive, backoff ([`PathChoice`]),
-//! with one attempt per address family raced ([`Race`]). Time and
-//! datagrams go in; datagrams to send (with a TTL where one matters), when to wake
-//! and what happened come out. `node/src/stun/punch.rs` and
-//! `node/src/rendezvous/udp.rs` drive them on sockets; `proto/tests/punch.rs` runs
-//! them against each other through simulated NATs in virtual time.
+//! ([`Spray`]) and the lifetime of its guessed sockets ([`Kept`]), the client's
+//! opening of its own NAT ([`opening`]), the client's probe that finds the direct
+//! UDP path ([`PathProbe`]) and its race of TCP connections both ways
+//! ([`TcpOpen`]), and its choice of path over time: relay, punch, guess, direct,
+//! keepalive, backoff ([`PathChoice`]), with one attempt per address family raced
+//! ([`Race`]). Time and datagrams (or what became of a connection) go in;
+//! datagrams to send (with a TTL where one matters) or connections to make, when to
+//! wake and what happened come out. `node/src/stun/punch.rs` and
+//! `node/src/rendezvous/` drive them on sockets; `proto/tests/punch.rs` runs them
+//! against each other through simulated NATs in virtual time.
 
 mod kept;
 pub mod link;
@@ -15,6 +17,7 @@ mod probe;
 pub mod race;
 mod rounds;
 pub mod spray;
+pub mod tcp_open;
 mod tries;
 
 use std::net::SocketAddr;
@@ -25,6 +28,7 @@ pub use probe::{PathProbe, ProbeEvent, answers_as};
 pub use race::Race;
 pub use rounds::{PUNCH_FOR, Rounds};
 pub use spray::Spray;
+pub use tcp_open::TcpOpen;
 pub use tries::{CONNECT_FOR, TRY_EVERY, Tries};
 
 /// TTL of the packets that open the client's own NAT toward the target before the
