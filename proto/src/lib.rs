@@ -20,6 +20,7 @@ pub mod api;
 pub mod gossip;
 pub mod hexser;
 pub mod jsonrpc;
+mod keys;
 pub mod merkle;
 pub mod peer;
 pub mod punch;

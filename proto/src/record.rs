@@ -6,7 +6,7 @@
 //! orders any two records of one slot the same way on every node, so the final state
 //! does not depend on the order in which records arrive.
 
-use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, SigningKey};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -228,7 +228,7 @@ impl Record {
     /// every node accepts exactly the same set of signatures).
     pub fn verify(&self) -> Result<(), RecordError> {
         self.check_limits()?;
-        let key = VerifyingKey::from_bytes(&self.author).map_err(|_| RecordError::Author)?;
+        let key = crate::keys::verifying_key(&self.author).map_err(|_| RecordError::Author)?;
         let sig = Signature::from_bytes(&self.sig);
         key.verify_strict(&self.signed_message(), &sig)
             .map_err(|_| RecordError::Signature)
