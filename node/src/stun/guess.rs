@@ -25,9 +25,6 @@ use tokio_util::sync::CancellationToken;
 use super::punch::{Punchers, UdpPort, lock};
 use super::transaction_id;
 
-/// Port-guessing attempts one IP may start: one every 5 s, four at once.
-pub const ATTEMPTS_PER_SEC: f64 = 0.2;
-pub const ATTEMPTS_BURST: f64 = 4.0;
 /// Guesses sending at once on this node.
 pub const MAX_RUNNING: usize = 4;
 /// Sockets opened for guessing that may be open at once on this node: three

@@ -27,6 +27,10 @@ use crate::sockets::connect_from;
 /// Most punches under way at once, so a flood of `punch` requests cannot start
 /// unbounded tasks.
 const MAX_RUNNING: usize = 64;
+/// Port-guessing attempts one IP may start (`guess.rs`): one every 5 s, four at
+/// once.
+const GUESSES_PER_SEC: f64 = 0.2;
+const GUESS_BURST: f64 = 4.0;
 
 /// A STUN client UDP socket we can send from, and the API that serves it.
 pub(super) struct UdpPort {
@@ -79,11 +83,7 @@ impl Punchers {
             guessing: Mutex::default(),
             guess_sockets: Default::default(),
             stop,
-            guesses_per_ip: RateLimiter::new(Rates::per_second(
-                super::guess::ATTEMPTS_PER_SEC,
-                super::guess::ATTEMPTS_BURST,
-                true,
-            )),
+            guesses_per_ip: RateLimiter::new(Rates::per_second(GUESSES_PER_SEC, GUESS_BURST, true)),
         }
     }
 }
