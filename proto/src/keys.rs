@@ -9,9 +9,9 @@ use std::cell::RefCell;
 use ed25519_dalek::{SignatureError, VerifyingKey};
 
 /// Sets per thread, picked by the key's first byte, of two keys each (the one used
-/// last first): 256 keys, about 50 KB on a thread that checks signatures, nothing
-/// on one that does not. A flood of new authors only costs the decompression each
-/// costs anyway.
+/// last first): 256 keys, about 50 KB on a thread that checks signatures (the
+/// node checks on the runtime's blocking threads), nothing on one that does not.
+/// A flood of new authors only costs the decompression each costs anyway.
 const SETS: usize = 128;
 
 type Set = [Option<VerifyingKey>; 2];
@@ -43,46 +43,72 @@ pub fn verifying_key(bytes: &[u8; 32]) -> Result<VerifyingKey, SignatureError> {
 
 #[cfg(test)]
 mod tests {
-    use ed25519_dalek::SigningKey;
+    use ed25519_dalek::{Signer, SigningKey};
 
     use super::*;
 
-    fn key(i: u32) -> VerifyingKey {
+    fn signer(i: u32) -> SigningKey {
         let mut seed = [0u8; 32];
         seed[..4].copy_from_slice(&i.to_le_bytes());
-        SigningKey::from_bytes(&seed).verifying_key()
+        SigningKey::from_bytes(&seed)
+    }
+
+    fn set_of(k: &VerifyingKey) -> usize {
+        usize::from(k.as_bytes()[0]) % SETS
+    }
+
+    /// Checks the key the cache gives for `signer`: its own signature passes and
+    /// another signer's fails, so a wrong point cannot pass for the right bytes.
+    fn check(signer: &SigningKey, other: &SigningKey) {
+        let k = verifying_key(signer.verifying_key().as_bytes()).unwrap();
+        assert_eq!(k, signer.verifying_key());
+        let msg = b"a record";
+        assert!(k.verify_strict(msg, &signer.sign(msg)).is_ok());
+        assert!(k.verify_strict(msg, &other.sign(msg)).is_err());
     }
 
     #[test]
     fn a_cached_key_is_the_one_its_bytes_give_and_bad_bytes_stay_an_error() {
-        let a = key(0);
-        let slot = |k: &[u8; 32]| usize::from(k[0]) % SETS;
-        // Three keys in one set of two, used in turn: none is mistaken for another.
-        let mut same: Vec<VerifyingKey> = (1..)
-            .map(key)
-            .filter(|k| slot(k.as_bytes()) == slot(a.as_bytes()))
-            .take(2)
+        // Three signers whose keys share one set of two.
+        let first = signer(0);
+        let same: Vec<SigningKey> = std::iter::once(first.clone())
+            .chain(
+                (1..)
+                    .map(signer)
+                    .filter(|s| set_of(&s.verifying_key()) == set_of(&first.verifying_key()))
+                    .take(2),
+            )
             .collect();
-        same.insert(0, a);
-        for _ in 0..3 {
-            for k in &same {
-                assert_eq!(verifying_key(k.as_bytes()).unwrap(), *k);
-            }
+        let [a, b, c] = &same[..] else { unreachable!() };
+        // a, b: both held; a again is a hit on the second way, b again on the
+        // second way too; c evicts the one used least lately (a), then b is still
+        // held and a comes back.
+        for (k, other) in [(a, b), (b, c), (a, b), (b, a), (c, a), (b, c), (a, c)] {
+            check(k, other);
         }
         // Bytes in the same set that are no point on the curve: an error every
         // time, and the set's keys are still right after.
         let bad = (0..=255u8)
             .map(|i| {
                 let mut bytes = [i; 32];
-                bytes[0] = a.as_bytes()[0];
+                bytes[0] = a.verifying_key().as_bytes()[0];
                 bytes
             })
             .find(|bytes| VerifyingKey::from_bytes(bytes).is_err())
             .expect("bytes that do not decompress");
-        verifying_key(a.as_bytes()).unwrap();
         for _ in 0..2 {
             assert!(verifying_key(&bad).is_err());
         }
-        assert_eq!(verifying_key(a.as_bytes()).unwrap(), a);
+        check(a, b);
+        check(c, a);
+    }
+
+    #[test]
+    fn a_key_used_again_comes_from_the_cache() {
+        let s = signer(42);
+        let k = verifying_key(s.verifying_key().as_bytes()).unwrap();
+        let set = set_of(&k);
+        let held = KEYS.with(|keys| keys.borrow()[set][0]);
+        assert_eq!(held, Some(k));
     }
 }

@@ -14,8 +14,9 @@ use cirrus_proto::punch::TcpOpen;
 use cirrus_proto::punch::tcp_open::{Action, ConnId, Outcome};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::{self, AbortHandle, JoinSet};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::{DIRECT_FOR, DirectError, Plan, answers_as, probe_request, punch, stun_error};
 use crate::client::{Client, WsAskError, ws_ask};
@@ -78,12 +79,21 @@ impl DirectTcp {
     }
 }
 
+/// Largest WebSocket message or frame on the direct path: four times a node's
+/// default cap on one answer (`--max-answer-bytes`, 4 MiB), so that a stranger's
+/// connection on our listener cannot make us buffer more.
+const MAX_MESSAGE: usize = 16 << 20;
+
 /// The WebSocket handshake and the probe on a connection; the stream if it answers
 /// as `peer`. The caller bounds its time.
 async fn probe_on(stream: TcpStream, at: SocketAddr, peer: &str) -> Option<Ws> {
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{at}/"), stream)
-        .await
-        .ok()?;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(format!("ws://{at}/"), stream, Some(config))
+            .await
+            .ok()?;
     let body = serde_json::to_vec(&probe_request()).ok()?;
     let answer: Value = serde_json::from_slice(&ws_ask(&mut ws, &body).await.ok()?).ok()?;
     answers_as(&answer, peer).ok()?;
@@ -97,6 +107,47 @@ enum Step {
     Failed,
 }
 
+/// The connects and probes under way, each under the machine's name for its
+/// connection.
+#[derive(Default)]
+struct Steps {
+    set: JoinSet<(ConnId, Step)>,
+    by_task: HashMap<task::Id, ConnId>,
+    by_conn: HashMap<ConnId, AbortHandle>,
+}
+
+impl Steps {
+    fn spawn(&mut self, id: ConnId, step: impl Future<Output = (ConnId, Step)> + Send + 'static) {
+        let handle = self.set.spawn(step);
+        self.by_task.insert(handle.id(), id);
+        self.by_conn.insert(id, handle);
+    }
+
+    fn abort(&mut self, id: ConnId) {
+        if let Some(handle) = self.by_conn.remove(&id) {
+            self.by_task.remove(&handle.id());
+            handle.abort();
+        }
+    }
+
+    /// The next step to end, and how; one whose task panicked ended in failure, one
+    /// aborted is not reported. `None` while none runs.
+    async fn next(&mut self) -> Option<(ConnId, Step)> {
+        loop {
+            let (task, id, step) = match self.set.join_next_with_id().await? {
+                Ok((task, (id, step))) => (task, id, step),
+                Err(e) => match self.by_task.get(&e.id()) {
+                    Some(id) => (e.id(), *id, Step::Failed),
+                    None => continue,
+                },
+            };
+            self.by_task.remove(&task);
+            self.by_conn.remove(&id);
+            return Some((id, step));
+        }
+    }
+}
+
 /// Run `open` on real sockets: connects from `from` (our port, whose mapping the
 /// target connects to), `listener` on the same port for the target's connections,
 /// a probe on each. The path and where it leads, once one answers as `peer`.
@@ -106,8 +157,7 @@ async fn drive(
     from: (IpAddr, u16),
     peer: &str,
 ) -> Option<(SocketAddr, Ws)> {
-    let mut steps: JoinSet<(ConnId, Step)> = JoinSet::new();
-    let mut running: HashMap<ConnId, AbortHandle> = HashMap::new();
+    let mut steps = Steps::default();
     // Connected or accepted, until its probe starts; answered, until the outcome.
     let mut waiting: HashMap<ConnId, (TcpStream, SocketAddr)> = HashMap::new();
     let mut answered: HashMap<ConnId, Box<Ws>> = HashMap::new();
@@ -115,36 +165,29 @@ async fn drive(
     loop {
         while let Some(action) = open.poll_action() {
             match action {
-                Action::Connect { id, target, limit } => {
-                    let step = async move {
-                        match tokio::time::timeout(limit, connect_from(from.0, from.1, target))
-                            .await
-                        {
-                            Ok(Ok(stream)) => (id, Step::Connected(stream, target)),
-                            _ => (id, Step::Failed),
-                        }
-                    };
-                    running.insert(id, steps.spawn(step));
-                }
+                Action::Connect { id, target, limit } => steps.spawn(id, async move {
+                    match tokio::time::timeout(limit, connect_from(from.0, from.1, target)).await {
+                        Ok(Ok(stream)) => (id, Step::Connected(stream, target)),
+                        _ => (id, Step::Failed),
+                    }
+                }),
                 Action::Probe { id, limit } => {
                     let Some((stream, at)) = waiting.remove(&id) else {
+                        open.failed(Instant::now(), id);
                         continue;
                     };
                     let peer = peer.to_string();
-                    let step = async move {
+                    steps.spawn(id, async move {
                         match tokio::time::timeout(limit, probe_on(stream, at, &peer)).await {
                             Ok(Some(ws)) => (id, Step::Answered(Box::new(ws))),
                             _ => (id, Step::Failed),
                         }
-                    };
-                    running.insert(id, steps.spawn(step));
+                    });
                 }
                 Action::Close(id) => {
                     waiting.remove(&id);
                     answered.remove(&id);
-                    if let Some(step) = running.remove(&id) {
-                        step.abort();
-                    }
+                    steps.abort(id);
                 }
             }
         }
@@ -166,8 +209,7 @@ async fn drive(
                 // Out of descriptors, say: our own connects may still find the path.
                 Err(_) => listening = false,
             },
-            Some(Ok((id, step))) = steps.join_next() => {
-                running.remove(&id);
+            Some((id, step)) = steps.next() => {
                 let now = Instant::now();
                 match step {
                     Step::Connected(stream, at) => {

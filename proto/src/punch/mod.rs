@@ -8,8 +8,9 @@
 //! ([`Race`]). Time and datagrams (or what became of a connection) go in;
 //! datagrams to send (with a TTL where one matters) or connections to make, when to
 //! wake and what happened come out. `node/src/stun/punch.rs` and
-//! `node/src/rendezvous/` drive them on sockets; `proto/tests/punch.rs` runs them
-//! against each other through simulated NATs in virtual time.
+//! `node/src/rendezvous/` drive them on sockets; `proto/tests/punch.rs` runs the
+//! UDP ones against each other through simulated NATs in virtual time, and each
+//! has unit tests of its own.
 
 mod kept;
 pub mod link;

@@ -12,17 +12,21 @@
 //! follows is ignored, so a late connect or probe cannot change the outcome.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::Tries;
 
-/// Connections accepted on our listener that are probed at once; more are closed
-/// unprobed. Anyone who learns the port may connect to it, and each probe holds a
-/// socket and a WebSocket handshake.
-pub const MAX_ACCEPTED: usize = 8;
-/// Longest the WebSocket handshake and the probe may take on one connection.
-pub const PROBE_FOR: Duration = Duration::from_secs(5);
+/// Connections accepted on our listener that are probed at once, by where they
+/// come from: an address of one of the target's endpoints (where its connection
+/// toward us comes from), or any other. Anyone who learns the port may connect to
+/// it, and strangers must not crowd out the target; more are closed unprobed.
+pub const MAX_FROM_TARGET: usize = 8;
+pub const MAX_FROM_OTHERS: usize = 4;
+/// Longest the WebSocket handshake and the probe may take on one connection (two
+/// round trips), so that a silent connection gives its place back within the
+/// attempt.
+pub const PROBE_FOR: Duration = Duration::from_secs(2);
 
 /// A connection the machine follows, ours or accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,6 +78,8 @@ pub struct TcpOpen {
     ours: Vec<Ours>,
     /// Accepted connections being probed, with where each came from.
     accepted: Vec<(ConnId, SocketAddr)>,
+    /// The target's endpoints' addresses.
+    target_ips: Vec<IpAddr>,
     next_id: u64,
     actions: VecDeque<Action>,
     outcome: Option<Outcome>,
@@ -94,6 +100,7 @@ impl TcpOpen {
                 })
                 .collect(),
             accepted: Vec::new(),
+            target_ips: targets.iter().map(SocketAddr::ip).collect(),
             next_id: 0,
             actions: VecDeque::new(),
             outcome: None,
@@ -142,7 +149,18 @@ impl TcpOpen {
     /// to be probed (an [`Action::Probe`] follows), `None` if the driver must
     /// close it.
     pub fn accepted(&mut self, now: Instant, from: SocketAddr) -> Option<ConnId> {
-        if self.outcome.is_some() || now >= self.until || self.accepted.len() >= MAX_ACCEPTED {
+        let from_target = |a: &SocketAddr| self.target_ips.contains(&a.ip());
+        let (cap, class) = if from_target(&from) {
+            (MAX_FROM_TARGET, true)
+        } else {
+            (MAX_FROM_OTHERS, false)
+        };
+        let same = self
+            .accepted
+            .iter()
+            .filter(|(_, a)| from_target(a) == class)
+            .count();
+        if self.outcome.is_some() || now >= self.until || same >= cap {
             return None;
         }
         let id = self.new_id();
@@ -301,12 +319,17 @@ mod tests {
             actions(&mut open),
             [Action::Probe {
                 id: theirs,
-                // What is left of the opening, under `PROBE_FOR`.
-                limit: FOR - Duration::from_millis(30)
+                limit: PROBE_FOR
             }]
         );
         open.connected(t1, ids[0]);
-        assert!(matches!(actions(&mut open)[..], [Action::Probe { id, .. }] if id == ids[0]));
+        assert_eq!(
+            actions(&mut open),
+            [Action::Probe {
+                id: ids[0],
+                limit: PROBE_FOR
+            }]
+        );
         open.answered(theirs);
         assert_eq!(
             open.poll_outcome(),
@@ -354,18 +377,26 @@ mod tests {
     }
 
     /// A flood of connections on our listener: a bounded number are probed, the
-    /// rest closed at once; a slot frees when a probe fails.
+    /// rest closed at once; a slot frees when a probe fails; strangers cannot take
+    /// the target's places.
     #[test]
     fn accepted_connections_are_probed_a_bounded_number_at_a_time() {
         let t0 = Instant::now();
+        let stranger = |port| SocketAddr::from(([203, 0, 113, 9], port));
         let mut open = TcpOpen::new(t0, &[addr(1)], FOR);
         let taken: Vec<ConnId> = (0..100)
-            .filter_map(|p| open.accepted(t0, addr(1000 + p)))
+            .filter_map(|p| open.accepted(t0, stranger(1000 + p)))
             .collect();
-        assert_eq!(taken.len(), MAX_ACCEPTED);
+        assert_eq!(taken.len(), MAX_FROM_OTHERS);
         open.failed(t0, taken[3]);
-        assert!(open.accepted(t0, addr(5000)).is_some());
-        assert!(open.accepted(t0, addr(5001)).is_none());
+        assert!(open.accepted(t0, stranger(5000)).is_some());
+        assert!(open.accepted(t0, stranger(5001)).is_none());
+        // The target's address (its NAT's, from any port) still has all its places.
+        let theirs: Vec<ConnId> = (0..100)
+            .filter_map(|p| open.accepted(t0, addr(2000 + p)))
+            .collect();
+        assert_eq!(theirs.len(), MAX_FROM_TARGET);
+        assert!(open.accepted(t0, stranger(5002)).is_none());
         // Nothing is accepted at or after the end.
         let mut open = TcpOpen::new(t0, &[addr(1)], FOR);
         assert!(open.accepted(t0 + FOR, addr(1000)).is_none());
@@ -381,6 +412,19 @@ mod tests {
             actions(&mut open),
             [Action::Probe {
                 id,
+                limit: Duration::from_millis(150)
+            }]
+        );
+        // Nor one of ours that connects late.
+        open.handle_timeout(late);
+        let Some(Action::Connect { id: ours, .. }) = open.poll_action() else {
+            panic!("a connect is due")
+        };
+        open.connected(late, ours);
+        assert_eq!(
+            actions(&mut open),
+            [Action::Probe {
+                id: ours,
                 limit: Duration::from_millis(150)
             }]
         );
