@@ -12,7 +12,7 @@
 //! follows is ignored, so a late connect or probe cannot change the outcome.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::Tries;
@@ -78,8 +78,6 @@ pub struct TcpOpen {
     ours: Vec<Ours>,
     /// Accepted connections being probed, with where each came from.
     accepted: Vec<(ConnId, SocketAddr)>,
-    /// The target's endpoints' addresses.
-    target_ips: Vec<IpAddr>,
     next_id: u64,
     actions: VecDeque<Action>,
     outcome: Option<Outcome>,
@@ -100,7 +98,6 @@ impl TcpOpen {
                 })
                 .collect(),
             accepted: Vec::new(),
-            target_ips: targets.iter().map(SocketAddr::ip).collect(),
             next_id: 0,
             actions: VecDeque::new(),
             outcome: None,
@@ -149,11 +146,12 @@ impl TcpOpen {
     /// to be probed (an [`Action::Probe`] follows), `None` if the driver must
     /// close it.
     pub fn accepted(&mut self, now: Instant, from: SocketAddr) -> Option<ConnId> {
-        let from_target = |a: &SocketAddr| self.target_ips.contains(&a.ip());
-        let (cap, class) = if from_target(&from) {
-            (MAX_FROM_TARGET, true)
+        let from_target = |a: &SocketAddr| self.ours.iter().any(|o| o.target.ip() == a.ip());
+        let class = from_target(&from);
+        let cap = if class {
+            MAX_FROM_TARGET
         } else {
-            (MAX_FROM_OTHERS, false)
+            MAX_FROM_OTHERS
         };
         let same = self
             .accepted
